@@ -1,0 +1,9 @@
+DROP TABLE audit_events;
+DROP TABLE nonces;
+DROP TABLE used_assertions;
+DROP TABLE signing_keys;
+DROP TABLE refresh_tokens;
+DROP TABLE devices;
+DROP TABLE clients;
+DROP TABLE identities;
+DROP TABLE users;

@@ -1,0 +1,53 @@
+//! The audit trail: who did what, to whom, when, from where.
+
+use diesel::prelude::*;
+
+use crate::db::schema::audit_events;
+use crate::db::{DbConnection, DbError};
+
+/// Where a request came from.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = audit_events)]
+struct NewAuditEvent<'a> {
+    id: String,
+    at: i64,
+    actor: &'a str,
+    action: &'a str,
+    user_id: Option<&'a str>,
+    device_id: Option<&'a str>,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+pub struct AuditEvent<'a> {
+    /// `user:<id>`, `client:<id>`, `admin:<id>`, `cli` or `system`.
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub user_id: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+pub fn record(conn: &mut DbConnection, event: AuditEvent<'_>, origin: &Origin, now: i64) -> Result<(), DbError> {
+    diesel::insert_into(audit_events::table)
+        .values(NewAuditEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            at: now,
+            actor: event.actor,
+            action: event.action,
+            user_id: event.user_id,
+            device_id: event.device_id,
+            ip: origin.ip.as_deref(),
+            user_agent: origin.user_agent.as_deref(),
+            detail: event.detail,
+        })
+        .execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! Users, their provider identities and their devices: sign-in, listing, revocation.
+//! A user is found by `(provider, subject)`, never by email.
+
+pub mod audit;
+
+use diesel::prelude::*;
+
+use crate::db::schema::{devices, identities, nonces, refresh_tokens, used_assertions, users};
+use crate::db::{DbConnection, DbError};
+use crate::providers::VerifiedAssertion;
+use crate::tokens::refresh::{self, SessionPolicy};
+use audit::{AuditEvent, Origin};
+
+pub const NONCE_TTL_SECS: i64 = 600;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = devices)]
+pub struct Device {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub idp: String,
+    pub scope: String,
+    pub name: Option<String>,
+    pub platform: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub session_expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl Device {
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.session_expires_at > now
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: String,
+    pub created_at: i64,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub is_admin: bool,
+    pub disabled_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = identities)]
+pub struct Identity {
+    pub id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub linked_at: i64,
+    pub last_login_at: i64,
+}
+
+/// A sign-in to record: the verified assertion plus what the client asked for.
+pub struct SignIn {
+    pub assertion: VerifiedAssertion,
+    /// The nonce the request carried, already compared with the token's claim.
+    pub nonce: Option<String>,
+    pub client_id: String,
+    pub scope: String,
+    pub device_name: Option<String>,
+    pub device_platform: Option<String>,
+    pub origin: Origin,
+}
+
+pub struct SignedIn {
+    pub user_id: String,
+    pub device: Device,
+    pub refresh_token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("the nonce is unknown, expired, already used, or issued to another client")]
+    Nonce,
+    #[error("the subject_token was already used")]
+    Replayed,
+    #[error("the account is disabled")]
+    Disabled,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for SignInError {
+    fn from(e: diesel::result::Error) -> Self {
+        SignInError::Db(e.into())
+    }
+}
+
+/// Records a sign-in in one transaction (the caller's): spends the nonce and the assertion,
+/// finds or creates the user, and opens a new device with its first refresh token.
+pub fn sign_in(
+    conn: &mut DbConnection,
+    request: &SignIn,
+    policy: &SessionPolicy,
+    now: i64,
+) -> Result<SignedIn, SignInError> {
+    let assertion = &request.assertion;
+    if let Some(nonce) = &request.nonce {
+        let spent = diesel::delete(
+            nonces::table
+                .filter(nonces::nonce.eq(nonce))
+                .filter(nonces::client_id.eq(&request.client_id))
+                .filter(nonces::expires_at.gt(now)),
+        )
+        .execute(conn)?;
+        if spent != 1 {
+            return Err(SignInError::Nonce);
+        }
+    }
+    let replayed: i64 = used_assertions::table
+        .filter(used_assertions::assertion_hash.eq(&assertion.assertion_hash))
+        .count()
+        .get_result(conn)?;
+    if replayed > 0 {
+        return Err(SignInError::Replayed);
+    }
+    diesel::insert_into(used_assertions::table)
+        .values((
+            used_assertions::assertion_hash.eq(&assertion.assertion_hash),
+            used_assertions::provider.eq(assertion.provider.as_str()),
+            used_assertions::expires_at.eq(assertion.expires_at),
+        ))
+        .execute(conn)?;
+
+    let provider = assertion.provider.as_str();
+    let existing: Option<Identity> = identities::table
+        .filter(identities::provider.eq(provider))
+        .filter(identities::subject.eq(&assertion.subject))
+        .select(Identity::as_select())
+        .first(conn)
+        .optional()?;
+    let user_id = match existing {
+        Some(identity) => {
+            let disabled: Option<i64> =
+                users::table.find(&identity.user_id).select(users::disabled_at).first(conn)?;
+            if disabled.is_some() {
+                return Err(SignInError::Disabled);
+            }
+            diesel::update(identities::table.find(&identity.id))
+                .set(identities::last_login_at.eq(now))
+                .execute(conn)?;
+            identity.user_id
+        }
+        None => {
+            let user = User {
+                id: uuid::Uuid::new_v4().to_string(),
+                created_at: now,
+                display_name: assertion.name.clone(),
+                email: assertion.email.clone(),
+                is_admin: false,
+                disabled_at: None,
+            };
+            diesel::insert_into(users::table).values(&user).execute(conn)?;
+            diesel::insert_into(identities::table)
+                .values(Identity {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    user_id: user.id.clone(),
+                    provider: provider.to_string(),
+                    subject: assertion.subject.clone(),
+                    email: assertion.email.clone(),
+                    linked_at: now,
+                    last_login_at: now,
+                })
+                .execute(conn)?;
+            user.id
+        }
+    };
+
+    let device = Device {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.clone(),
+        client_id: request.client_id.clone(),
+        idp: provider.to_string(),
+        scope: request.scope.clone(),
+        name: request.device_name.clone(),
+        platform: request.device_platform.clone(),
+        user_agent: request.origin.user_agent.clone(),
+        ip: request.origin.ip.clone(),
+        created_at: now,
+        last_seen_at: now,
+        session_expires_at: now + policy.max_ttl_secs,
+        revoked_at: None,
+    };
+    diesel::insert_into(devices::table).values(&device).execute(conn)?;
+    let refresh_token = refresh::issue_first(conn, &device, policy, now)?;
+    audit::record(
+        conn,
+        AuditEvent {
+            actor: &format!("user:{user_id}"),
+            action: "sign_in",
+            user_id: Some(&user_id),
+            device_id: Some(&device.id),
+            detail: Some(&format!("provider={provider} client={}", request.client_id)),
+        },
+        &request.origin,
+        now,
+    )?;
+    Ok(SignedIn { user_id, device, refresh_token })
+}
+
+/// A single-use nonce for `client_id`.
+pub fn create_nonce(conn: &mut DbConnection, client_id: &str, now: i64) -> Result<String, DbError> {
+    let nonce = crate::crypto::random_token::<24>();
+    diesel::insert_into(nonces::table)
+        .values((nonces::nonce.eq(&nonce), nonces::client_id.eq(client_id), nonces::expires_at.eq(now + NONCE_TTL_SECS)))
+        .execute(conn)?;
+    Ok(nonce)
+}
+
+pub fn find_device(conn: &mut DbConnection, device_id: &str) -> Result<Option<Device>, DbError> {
+    Ok(devices::table.find(device_id).select(Device::as_select()).first(conn).optional()?)
+}
+
+/// `true` while the device may use its tokens: not revoked, session not past its maximum.
+pub fn is_device_live(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
+    let live: i64 = devices::table
+        .filter(devices::id.eq(device_id))
+        .filter(devices::revoked_at.is_null())
+        .filter(devices::session_expires_at.gt(now))
+        .count()
+        .get_result(conn)?;
+    Ok(live > 0)
+}
+
+/// Ends a device: its refresh tokens are deleted and its access tokens fail the liveness check.
+/// Returns `false` when it was already revoked or does not exist.
+pub fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
+    let revoked = diesel::update(devices::table.filter(devices::id.eq(device_id)).filter(devices::revoked_at.is_null()))
+        .set(devices::revoked_at.eq(now))
+        .execute(conn)?;
+    diesel::delete(refresh_tokens::table.filter(refresh_tokens::device_id.eq(device_id))).execute(conn)?;
+    Ok(revoked == 1)
+}
+
+/// Revokes every live device of a user; returns how many.
+pub fn revoke_all_devices(conn: &mut DbConnection, user_id: &str, now: i64) -> Result<usize, DbError> {
+    let ids: Vec<String> = devices::table
+        .filter(devices::user_id.eq(user_id))
+        .filter(devices::revoked_at.is_null())
+        .select(devices::id)
+        .load(conn)?;
+    for id in &ids {
+        revoke_device(conn, id, now)?;
+    }
+    Ok(ids.len())
+}
+
+/// The user's devices that can still be used, newest first.
+pub fn list_devices(conn: &mut DbConnection, user_id: &str, now: i64) -> Result<Vec<Device>, DbError> {
+    Ok(devices::table
+        .filter(devices::user_id.eq(user_id))
+        .filter(devices::revoked_at.is_null())
+        .filter(devices::session_expires_at.gt(now))
+        .order(devices::created_at.desc())
+        .select(Device::as_select())
+        .load(conn)?)
+}
+
+pub struct Profile {
+    pub user: User,
+    pub identities: Vec<Identity>,
+}
+
+pub fn profile(conn: &mut DbConnection, user_id: &str) -> Result<Option<Profile>, DbError> {
+    let Some(user) = users::table.find(user_id).select(User::as_select()).first(conn).optional()? else {
+        return Ok(None);
+    };
+    let identities = identities::table
+        .filter(identities::user_id.eq(user_id))
+        .order(identities::linked_at.asc())
+        .select(Identity::as_select())
+        .load(conn)?;
+    Ok(Some(Profile { user, identities }))
+}
+
+pub fn user_exists(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
+    let n: i64 = users::table.filter(users::id.eq(user_id)).count().get_result(conn)?;
+    Ok(n > 0)
+}
+
+pub fn grant_admin(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
+    let n = diesel::update(users::table.find(user_id)).set(users::is_admin.eq(true)).execute(conn)?;
+    Ok(n == 1)
+}

@@ -1,0 +1,193 @@
+//! `Application::build(Settings)`: the running server. `main`, the tests and the benchmarks
+//! all start idbridge through here.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::clients::ClientRegistry;
+use crate::config::{GoogleSettings, Settings};
+use crate::crypto::keyring::{create_key_file_if_missing, KeyringError, MasterKeyring};
+use crate::crypto::signing::{SigningError, SigningKeys};
+use crate::db::{self, Db};
+use crate::providers::Providers;
+use crate::tokens::access::AccessTokenPolicy;
+use crate::tokens::refresh::{SessionPolicy, SuccessorKey};
+
+/// What every handler shares.
+pub struct AppState {
+    pub settings: Settings,
+    pub db: Db,
+    pub keys: Arc<SigningKeys>,
+    pub providers: Providers,
+    pub clients: ClientRegistry,
+    pub access_policy: AccessTokenPolicy,
+    pub session_policy: SessionPolicy,
+    pub successor_key: SuccessorKey,
+}
+
+impl AppState {
+    pub fn google(&self) -> Option<&GoogleSettings> {
+        self.settings.providers.google.as_ref()
+    }
+
+    pub fn google_requires_nonce(&self) -> bool {
+        self.google().is_some_and(|g| g.require_nonce)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("dev mode only listens on a loopback address, not {0}")]
+    DevNotLoopback(String),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("signing keys: {0}")]
+    Signing(#[from] SigningError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("cannot create the master key file {0}: {1}")]
+    MasterKeyFile(String, std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The keyring, creating missing `file:` keys first in dev mode.
+pub fn load_keyring(settings: &Settings) -> Result<MasterKeyring, StartError> {
+    if settings.dev.enabled {
+        for path in settings.keys.master_keys.iter().filter_map(|s| s.strip_prefix("file:")) {
+            match create_key_file_if_missing(std::path::Path::new(path)) {
+                Ok(true) => tracing::info!(%path, "dev mode: created a new master key"),
+                Ok(false) => {}
+                Err(e) => return Err(StartError::MasterKeyFile(path.to_string(), e)),
+            }
+        }
+    }
+    Ok(MasterKeyring::load(&settings.keys.master_keys)?)
+}
+
+/// Opens the pool and, when asked, applies migrations (under the PostgreSQL advisory lock).
+pub async fn open_database(settings: &Settings, migrate: bool) -> Result<Db, StartError> {
+    let db = Db::new(&settings.database.url, settings.database.max_connections).map_err(StartError::Database)?;
+    if migrate {
+        let migrator = db.clone();
+        let applied = tokio::task::spawn_blocking(move || migrator.migrate())
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?
+            .map_err(StartError::Database)?;
+        if applied > 0 {
+            tracing::info!(applied, "migrations applied");
+        }
+    }
+    Ok(db)
+}
+
+/// The signing keys, with a first key made when there is none.
+pub async fn load_signing_keys(settings: &Settings, db: &Db, keyring: Arc<MasterKeyring>) -> Result<Arc<SigningKeys>, StartError> {
+    let keys = Arc::new(SigningKeys::new(
+        keyring,
+        settings.keys.access_token_alg,
+        settings.tokens.access_ttl.as_secs() as i64,
+        settings.keys.signing_key_rotation.as_secs() as i64,
+    ));
+    let k = keys.clone();
+    db.write(move |conn| k.ensure_initial_key(conn, db::now())).await?;
+    let k = keys.clone();
+    db.run(move |conn| k.reload(conn)).await?;
+    Ok(keys)
+}
+
+/// Makes aws-lc-rs the process's TLS crypto provider (reqwest is built without a default one).
+/// Idempotent; anything else that builds a reqwest client before `Application::build` calls it.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The HTTP client for providers: bounded time, no redirects.
+fn provider_http_client() -> reqwest::Client {
+    install_tls_provider();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("idbridge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client configuration is static and valid")
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        if settings.dev.enabled {
+            let loopback = settings.server.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+            if !loopback {
+                return Err(StartError::DevNotLoopback(settings.server.bind.clone()));
+            }
+        }
+        let keyring = Arc::new(load_keyring(&settings)?);
+        let db = open_database(&settings, settings.database.auto_migrate).await?;
+        let keys = load_signing_keys(&settings, &db, keyring.clone()).await?;
+
+        let state = web::Data::new(AppState {
+            providers: Providers::new(&settings, provider_http_client()),
+            clients: ClientRegistry::from_settings(&settings.clients),
+            access_policy: AccessTokenPolicy {
+                issuer: settings.issuer().to_string(),
+                audience: settings.audience().to_string(),
+                ttl_secs: settings.tokens.access_ttl.as_secs() as i64,
+            },
+            session_policy: SessionPolicy {
+                idle_ttl_secs: settings.tokens.refresh_idle_ttl.as_secs() as i64,
+                max_ttl_secs: settings.tokens.refresh_max_ttl.as_secs() as i64,
+                reuse_grace_secs: settings.tokens.refresh_reuse_grace.as_secs() as i64,
+            },
+            successor_key: SuccessorKey(keyring.derive("refresh-token-successor")),
+            keys: keys.clone(),
+            db: db.clone(),
+            settings,
+        });
+
+        let bind = state.settings.server.bind.clone();
+        let listener = TcpListener::bind(&bind).map_err(|e| StartError::Bind(bind.clone(), e))?;
+        let port = listener.local_addr().map_err(|e| StartError::Bind(bind.clone(), e))?.port();
+        let dev_enabled = state.settings.dev.enabled;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::from_fn(crate::http::log_request))
+                .configure(|cfg| crate::http::routes(cfg, dev_enabled))
+        })
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(|e| StartError::Bind(bind.clone(), e))?
+        .run();
+        tracing::info!(%bind, port, dev = dev_enabled, "idbridge listening");
+        let background = crate::housekeeping::spawn(db, keys);
+        Ok(Application { port, server, background })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains the requests in flight.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for task in self.background {
+            task.abort();
+        }
+        result
+    }
+}
+
+impl From<crate::db::DbError> for StartError {
+    fn from(e: crate::db::DbError) -> Self {
+        StartError::Database(e.to_string())
+    }
+}

@@ -1,0 +1,478 @@
+//! Settings: the TOML file, then `IDBRIDGE__SECTION__KEY` overrides, validated once at start.
+//! Every error names the key it is about.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+const ENV_PREFIX: &str = "IDBRIDGE__";
+
+/// The configuration used by `serve --dev` when no file is given.
+pub const DEV_DEFAULTS: &str = r#"
+[server]
+bind = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+
+[database]
+url = "sqlite://data/idbridge.db"
+
+[keys]
+master_keys = ["file:data/master.key"]
+
+[dev]
+enabled = true
+"#;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration key `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub keys: KeySettings,
+    #[serde(default)]
+    pub tokens: TokenSettings,
+    #[serde(default)]
+    pub providers: ProviderSettings,
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+    #[serde(default)]
+    pub dev: DevSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "yes")]
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlg {
+    ES256,
+    EdDSA,
+    RS256,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub master_keys: Vec<String>,
+    #[serde(default = "default_alg")]
+    pub access_token_alg: SigningAlg,
+    #[serde(default = "default_rotation", deserialize_with = "duration")]
+    pub signing_key_rotation: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Empty means `server.public_url` + `/api`.
+    #[serde(default)]
+    pub audience: String,
+    #[serde(default = "default_access_ttl", deserialize_with = "duration")]
+    pub access_ttl: Duration,
+    #[serde(default = "default_idle_ttl", deserialize_with = "duration")]
+    pub refresh_idle_ttl: Duration,
+    #[serde(default = "default_max_ttl", deserialize_with = "duration")]
+    pub refresh_max_ttl: Duration,
+    #[serde(default = "default_grace", deserialize_with = "duration")]
+    pub refresh_reuse_grace: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            audience: String::new(),
+            access_ttl: default_access_ttl(),
+            refresh_idle_ttl: default_idle_ttl(),
+            refresh_max_ttl: default_max_ttl(),
+            refresh_reuse_grace: default_grace(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub google: Option<GoogleSettings>,
+    pub facebook: Option<FacebookSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleSettings {
+    pub client_ids: Vec<String>,
+    #[serde(default = "default_google_issuer")]
+    pub issuer: String,
+    #[serde(default = "empty_secret")]
+    pub client_secret: SecretString,
+    #[serde(default)]
+    pub hosted_domain: String,
+    #[serde(default)]
+    pub require_nonce: bool,
+}
+
+/// Parsed and kept so a Facebook section is valid configuration; the provider itself is not built yet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacebookSettings {
+    pub app_id: String,
+    pub app_secret: SecretString,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    #[serde(default = "default_dialog_url")]
+    pub dialog_url: String,
+    #[serde(default = "default_ll_issuer")]
+    pub limited_login_issuer: String,
+    #[serde(default = "default_ll_jwks")]
+    pub limited_login_jwks_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    Public,
+    Confidential,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub kind: ClientKind,
+    #[serde(default)]
+    pub secret_hash: String,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevSettings {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_connections() -> u32 {
+    16
+}
+fn yes() -> bool {
+    true
+}
+fn default_alg() -> SigningAlg {
+    SigningAlg::ES256
+}
+fn default_rotation() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_access_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_idle_ttl() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_max_ttl() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_google_issuer() -> String {
+    "https://accounts.google.com".into()
+}
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+fn default_graph_url() -> String {
+    "https://graph.facebook.com/v21.0".into()
+}
+fn default_dialog_url() -> String {
+    "https://www.facebook.com/v21.0/dialog/oauth".into()
+}
+fn default_ll_issuer() -> String {
+    "https://www.facebook.com".into()
+}
+fn default_ll_jwks() -> String {
+    "https://limited.facebook.com/.well-known/oauth/openid/jwks/".into()
+}
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "api".into()]
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim())
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"90s\" or \"30d\": {e}")))
+}
+
+impl Settings {
+    /// Parses TOML text, applies the `IDBRIDGE__…` overrides found in `env`, and validates.
+    pub fn from_toml_str(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut root: toml::Table = toml_text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: "(file)".into(),
+            message: format!("not valid TOML: {}", e.message()),
+        })?;
+        apply_env_overrides(&mut root, env)?;
+        let mut settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| describe_serde_error(e.path().to_string(), e.inner().to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Turns dev mode on: the dev provider and the `dev-app` / `dev-service` clients.
+    pub fn enable_dev(&mut self) {
+        self.dev.enabled = true;
+        self.add_dev_clients();
+    }
+
+    fn add_dev_clients(&mut self) {
+        if !self.clients.iter().any(|c| c.client_id == crate::clients::DEV_PUBLIC_CLIENT) {
+            self.clients.push(ClientSettings {
+                client_id: crate::clients::DEV_PUBLIC_CLIENT.into(),
+                kind: ClientKind::Public,
+                secret_hash: String::new(),
+                redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                scopes: default_scopes(),
+            });
+        }
+        if !self.clients.iter().any(|c| c.client_id == crate::clients::DEV_CONFIDENTIAL_CLIENT) {
+            self.clients.push(ClientSettings {
+                client_id: crate::clients::DEV_CONFIDENTIAL_CLIENT.into(),
+                kind: ClientKind::Confidential,
+                secret_hash: crate::clients::hash_secret(crate::clients::DEV_CONFIDENTIAL_SECRET),
+                redirect_uris: vec![],
+                scopes: vec!["api".into(), "crypto".into()],
+            });
+        }
+    }
+
+    /// `aud` of every access token.
+    pub fn audience(&self) -> &str {
+        &self.tokens.audience
+    }
+
+    /// The issuer: `server.public_url` without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        &self.server.public_url
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let err = |key: &str, message: &str| ConfigError { key: key.into(), message: message.into() };
+        let public_url = self.server.public_url.trim_end_matches('/').to_string();
+        match url::Url::parse(&public_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() => {}
+            _ => return Err(err("server.public_url", "must be an http(s) URL")),
+        }
+        self.server.public_url = public_url;
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err("server.bind", "must be an address like 127.0.0.1:8080"));
+        }
+        crate::db::DbTarget::parse(&self.database.url).map_err(|m| err("database.url", &m))?;
+        if self.database.max_connections == 0 {
+            return Err(err("database.max_connections", "must be at least 1"));
+        }
+        if self.keys.master_keys.is_empty() {
+            return Err(err("keys.master_keys", "needs at least one key"));
+        }
+        for source in &self.keys.master_keys {
+            if !(source.starts_with("file:") || source.starts_with("env:")) {
+                return Err(err("keys.master_keys", "each entry is \"file:PATH\" or \"env:VAR\""));
+            }
+        }
+        if self.keys.signing_key_rotation < Duration::from_secs(3600) {
+            return Err(err("keys.signing_key_rotation", "must be at least 1h"));
+        }
+        if self.tokens.audience.is_empty() {
+            self.tokens.audience = format!("{}/api", self.server.public_url);
+        }
+        if self.tokens.access_ttl < Duration::from_secs(1) {
+            return Err(err("tokens.access_ttl", "must be at least 1s"));
+        }
+        if self.tokens.refresh_max_ttl < self.tokens.refresh_idle_ttl {
+            return Err(err("tokens.refresh_max_ttl", "must not be shorter than tokens.refresh_idle_ttl"));
+        }
+        if let Some(google) = &self.providers.google {
+            if google.client_ids.is_empty() {
+                return Err(err("providers.google.client_ids", "needs at least one client id"));
+            }
+            if url::Url::parse(&google.issuer).is_err() {
+                return Err(err("providers.google.issuer", "must be a URL"));
+            }
+        }
+        if self.dev.enabled {
+            self.add_dev_clients();
+        }
+        let mut seen = std::collections::HashSet::new();
+        for client in &self.clients {
+            if !seen.insert(client.client_id.clone()) || client.client_id.is_empty() {
+                return Err(err("clients.client_id", "client ids must be unique and not empty"));
+            }
+            match client.kind {
+                ClientKind::Confidential => {
+                    if argon2::PasswordHash::new(&client.secret_hash).is_err() {
+                        return Err(err(
+                            "clients.secret_hash",
+                            "a confidential client needs the output of `idbridge clients hash-secret`",
+                        ));
+                    }
+                }
+                ClientKind::Public if !client.secret_hash.is_empty() => {
+                    return Err(err("clients.secret_hash", "a public client has no secret"));
+                }
+                ClientKind::Public => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `IDBRIDGE__DATABASE__URL=x` sets `database.url`. Values are read as TOML when they parse
+/// (numbers, booleans, arrays) and as strings otherwise.
+fn apply_env_overrides(
+    root: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let overrides: BTreeMap<String, String> =
+        env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    for (name, raw) in overrides {
+        let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let key = path.join(".");
+        if path.iter().any(|s| s.is_empty()) {
+            return Err(ConfigError { key, message: format!("`{name}` is not a valid override name") });
+        }
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (last, parents) = path.split_last().expect("split yields one segment at least");
+        let mut table = &mut *root;
+        for segment in parents {
+            let entry = table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| ConfigError { key: key.clone(), message: format!("`{segment}` is not a section") })?;
+        }
+        table.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+/// Builds the dotted key from serde's path and, for unknown or missing fields, the field name.
+fn describe_serde_error(path: String, message: String) -> ConfigError {
+    let mut key = if path == "." { String::new() } else { path };
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(start) = message.find(marker) {
+            let rest = &message[start + marker.len()..];
+            if let Some(end) = rest.find('`') {
+                let field = &rest[..end];
+                key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+            }
+        }
+    }
+    // Array indices ("clients[0]") name the section a person edits.
+    if key.is_empty() {
+        key = "(root)".into();
+    }
+    ConfigError { key, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        public_url = "http://127.0.0.1:8080/"
+        [database]
+        url = "sqlite://data/x.db"
+        [keys]
+        master_keys = ["env:K"]
+    "#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_toml_str(text, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let s = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(s.server.public_url, "http://127.0.0.1:8080");
+        assert_eq!(s.tokens.audience, "http://127.0.0.1:8080/api");
+        assert_eq!(s.tokens.refresh_reuse_grace, Duration::from_secs(10));
+        assert_eq!(s.database.max_connections, 16);
+    }
+
+    #[test]
+    fn env_overrides_are_typed_and_nested() {
+        let s = parse(
+            MINIMAL,
+            &[("IDBRIDGE__DATABASE__MAX_CONNECTIONS", "4"), ("IDBRIDGE__TOKENS__ACCESS_TTL", "5m")],
+        )
+        .unwrap();
+        assert_eq!(s.database.max_connections, 4);
+        assert_eq!(s.tokens.access_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse(&format!("{MINIMAL}\n[dev]\nturbo = true"), &[]).unwrap_err();
+        assert_eq!(e.key, "dev.turbo");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let e = parse("[server]\npublic_url = \"http://x\"\n[keys]\nmaster_keys=[\"env:K\"]\n[database]\n", &[])
+            .unwrap_err();
+        assert_eq!(e.key, "database.url");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = parse(MINIMAL, &[("IDBRIDGE__TOKENS__ACCESS_TTL", "soon")]).unwrap_err();
+        assert_eq!(e.key, "tokens.access_ttl");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let text = format!("{MINIMAL}\n[providers.google]\nclient_ids=[\"a\"]\nclient_secret=\"hunter2\"");
+        let s = parse(&text, &[]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,171 @@
+//! The master keyring: 32-byte keys from `file:` or `env:` sources. The first key wraps;
+//! every key unwraps. Wrapping is XChaCha20-Poly1305 with the owner bound in as associated data.
+//!
+//! Wrapped format: `0x01 | key id (8 bytes) | nonce (24 bytes) | ciphertext+tag`.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use secrecy::{ExposeSecret, SecretBox};
+use sha2::{Digest, Sha256};
+
+const FORMAT_V1: u8 = 1;
+const KEY_ID_LEN: usize = 8;
+const NONCE_LEN: usize = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("master key source `{0}`: {1}")]
+    Source(String, String),
+    #[error("no master key in the keyring can unwrap this value")]
+    NoKey,
+    #[error("the wrapped value is malformed or was altered")]
+    Corrupt,
+}
+
+struct MasterKey {
+    id: [u8; KEY_ID_LEN],
+    cipher: XChaCha20Poly1305,
+    material: SecretBox<[u8; 32]>,
+}
+
+pub struct MasterKeyring {
+    keys: Vec<MasterKey>,
+}
+
+impl std::fmt::Debug for MasterKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKeyring({} keys)", self.keys.len())
+    }
+}
+
+impl MasterKeyring {
+    /// Loads every source; the order is kept (first wraps).
+    pub fn load(sources: &[String]) -> Result<Self, KeyringError> {
+        let keys = sources.iter().map(|s| load_source(s)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_keys(keys))
+    }
+
+    pub fn from_keys(keys: Vec<[u8; 32]>) -> Self {
+        let keys = keys
+            .into_iter()
+            .map(|k| {
+                let digest = Sha256::new().chain_update(b"idbridge master key id").chain_update(k).finalize();
+                let mut id = [0u8; KEY_ID_LEN];
+                id.copy_from_slice(&digest[..KEY_ID_LEN]);
+                MasterKey { id, cipher: XChaCha20Poly1305::new(&k.into()), material: SecretBox::new(Box::new(k)) }
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// A new master key, base64, as printed by `idbridge keys generate-master`.
+    pub fn generate() -> String {
+        STANDARD.encode(super::random_bytes::<32>())
+    }
+
+    pub fn wrap(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let key = &self.keys[0];
+        let nonce = super::random_bytes::<NONCE_LEN>();
+        let sealed = key
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
+        let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + sealed.len());
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&key.id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyringError> {
+        if wrapped.len() < 1 + KEY_ID_LEN + NONCE_LEN + 16 || wrapped[0] != FORMAT_V1 {
+            return Err(KeyringError::Corrupt);
+        }
+        let (id, rest) = wrapped[1..].split_at(KEY_ID_LEN);
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let key = self.keys.iter().find(|k| k.id == id).ok_or(KeyringError::NoKey)?;
+        key.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+            .map_err(|_| KeyringError::Corrupt)
+    }
+
+    /// `true` when the value is wrapped by the first (current) master key.
+    pub fn is_current(&self, wrapped: &[u8]) -> bool {
+        wrapped.len() > KEY_ID_LEN && wrapped[1..1 + KEY_ID_LEN] == self.keys[0].id
+    }
+
+    /// A 32-byte key for one purpose, derived from the current master key (HKDF-SHA256).
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(Some(b"idbridge"), self.keys[0].material.expose_secret());
+        let mut out = [0u8; 32];
+        hk.expand(purpose.as_bytes(), &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
+        out
+    }
+}
+
+fn load_source(source: &str) -> Result<[u8; 32], KeyringError> {
+    let fail = |m: String| KeyringError::Source(source.to_string(), m);
+    let text = if let Some(path) = source.strip_prefix("file:") {
+        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?
+    } else if let Some(var) = source.strip_prefix("env:") {
+        std::env::var(var).map_err(|_| fail("the variable is not set".into()))?
+    } else {
+        return Err(fail("must be file:PATH or env:VAR".into()));
+    };
+    let bytes = STANDARD.decode(text.trim()).map_err(|_| fail("not base64".into()))?;
+    bytes.try_into().map_err(|_| fail("a master key is 32 bytes".into()))
+}
+
+/// Creates a master key file with mode 0600 when it does not exist (dev mode).
+pub fn create_key_file_if_missing(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::Write;
+    if path.exists() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{}", MasterKeyring::generate())?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwrap_needs_the_same_associated_data() {
+        let ring = MasterKeyring::from_keys(vec![[7u8; 32]]);
+        let wrapped = ring.wrap(b"secret", b"owner-a");
+        assert_eq!(ring.unwrap(&wrapped, b"owner-a").unwrap(), b"secret");
+        assert!(matches!(ring.unwrap(&wrapped, b"owner-b"), Err(KeyringError::Corrupt)));
+    }
+
+    #[test]
+    fn any_key_of_the_ring_unwraps_and_the_first_wraps() {
+        let old = MasterKeyring::from_keys(vec![[1u8; 32]]);
+        let wrapped = old.wrap(b"x", b"");
+        let rotated = MasterKeyring::from_keys(vec![[2u8; 32], [1u8; 32]]);
+        assert_eq!(rotated.unwrap(&wrapped, b"").unwrap(), b"x");
+        assert!(!rotated.is_current(&wrapped));
+        assert!(rotated.is_current(&rotated.wrap(b"x", b"")));
+    }
+
+    #[test]
+    fn a_flipped_bit_is_refused() {
+        let ring = MasterKeyring::from_keys(vec![[3u8; 32]]);
+        let mut wrapped = ring.wrap(b"secret", b"");
+        let last = wrapped.len() - 1;
+        wrapped[last] ^= 1;
+        assert!(ring.unwrap(&wrapped, b"").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The tables, identical on both backends (see `migrations/sqlite` and `migrations/postgres`).
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        created_at -> BigInt,
+        display_name -> Nullable<Text>,
+        email -> Nullable<Text>,
+        is_admin -> Bool,
+        disabled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    identities (id) {
+        id -> Text,
+        user_id -> Text,
+        provider -> Text,
+        subject -> Text,
+        email -> Nullable<Text>,
+        linked_at -> BigInt,
+        last_login_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    clients (client_id) {
+        client_id -> Text,
+        kind -> Text,
+        secret_hash -> Nullable<Text>,
+        redirect_uris -> Text,
+        scopes -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    devices (id) {
+        id -> Text,
+        user_id -> Text,
+        client_id -> Text,
+        idp -> Text,
+        scope -> Text,
+        name -> Nullable<Text>,
+        platform -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        created_at -> BigInt,
+        last_seen_at -> BigInt,
+        session_expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Text,
+        device_id -> Text,
+        token_hash -> Text,
+        parent_id -> Nullable<Text>,
+        issued_at -> BigInt,
+        expires_at -> BigInt,
+        spent_at -> Nullable<BigInt>,
+        successor_hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        private_key_wrapped -> Binary,
+        public_jwk -> Text,
+        created_at -> BigInt,
+        activates_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    used_assertions (assertion_hash) {
+        assertion_hash -> Text,
+        provider -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    nonces (nonce) {
+        nonce -> Text,
+        client_id -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        at -> BigInt,
+        actor -> Text,
+        action -> Text,
+        user_id -> Nullable<Text>,
+        device_id -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(identities -> users (user_id));
+diesel::joinable!(devices -> users (user_id));
+diesel::joinable!(refresh_tokens -> devices (device_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    identities,
+    clients,
+    devices,
+    refresh_tokens,
+    signing_keys,
+    used_assertions,
+    nonces,
+    audit_events,
+);

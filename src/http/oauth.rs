@@ -1,0 +1,301 @@
+//! `/oauth`: token (token exchange, refresh), nonce, revocation and introspection.
+//! Handlers parse and answer; the rules live in `accounts` and `tokens`.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{client_credentials, origin};
+use super::errors::OAuthError;
+use crate::accounts::{self, SignIn, SignInError};
+use crate::app::AppState;
+use crate::clients::{Client, ClientKind};
+use crate::providers::{AssertionError, ProviderKind};
+use crate::tokens::access::{self, Grant};
+use crate::tokens::refresh::{self, Rotation};
+
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+const PLATFORMS: [&str; 5] = ["ios", "android", "web", "desktop", "other"];
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+    // token exchange
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    provider: Option<String>,
+    nonce: Option<String>,
+    device_name: Option<String>,
+    device_platform: Option<String>,
+    // refresh
+    refresh_token: Option<String>,
+}
+
+pub async fn token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<TokenForm>,
+) -> Result<HttpResponse, OAuthError> {
+    let form = form.into_inner();
+    let grant_type = form.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let credentials = client_credentials(&req, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    match grant_type.as_str() {
+        GRANT_TOKEN_EXCHANGE => token_exchange(state, req, client, form).await,
+        GRANT_REFRESH_TOKEN => refresh_grant(state, req, client, form).await,
+        _ => Err(OAuthError::unsupported_grant_type()),
+    }
+}
+
+async fn token_exchange(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    client: std::sync::Arc<Client>,
+    form: TokenForm,
+) -> Result<HttpResponse, OAuthError> {
+    let subject_token =
+        form.subject_token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+    let requested_provider = match form.provider.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(ProviderKind::parse(name).ok_or_else(|| OAuthError::invalid_request("unknown provider"))?),
+    };
+    match form.subject_token_type.as_deref() {
+        Some(TOKEN_TYPE_ID_TOKEN) => {}
+        Some(TOKEN_TYPE_ACCESS_TOKEN) => {
+            return Err(OAuthError::invalid_request("access tokens are accepted only from an enabled Facebook provider"))
+        }
+        _ => return Err(OAuthError::invalid_request("subject_token_type must be an id_token or access_token type")),
+    }
+    if let Some(platform) = form.device_platform.as_deref() {
+        if !PLATFORMS.contains(&platform) {
+            return Err(OAuthError::invalid_request("device_platform must be ios, android, web, desktop or other"));
+        }
+    }
+    let device_name = form.device_name.filter(|n| !n.is_empty());
+    if device_name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+        return Err(OAuthError::invalid_request("device_name is longer than 100 characters"));
+    }
+    let scope = client.resolve_scope(form.scope.as_deref()).map_err(|_| OAuthError::invalid_scope())?;
+
+    let assertion = state.providers.verify_id_token(&subject_token, requested_provider).await.map_err(|e| match e {
+        AssertionError::ProviderUnavailable => OAuthError::temporarily_unavailable(e.to_string()),
+        other => OAuthError::invalid_request(other.to_string()),
+    })?;
+    let nonce = form.nonce.filter(|n| !n.is_empty());
+    let nonce_required = assertion.provider == ProviderKind::Google && state.google_requires_nonce();
+    match (&assertion.nonce, &nonce) {
+        (Some(claim), Some(sent)) if claim == sent => {}
+        (None, None) if !nonce_required => {}
+        (None, None) => return Err(OAuthError::invalid_request("a nonce is required")),
+        _ => return Err(OAuthError::invalid_request("the nonce does not match the subject_token")),
+    }
+
+    let sign_in = SignIn {
+        assertion,
+        nonce,
+        client_id: client.id.clone(),
+        scope,
+        device_name,
+        device_platform: form.device_platform,
+        origin: origin(&req),
+    };
+    let policy = state.session_policy.clone();
+    let signed_in = state
+        .db
+        .write(move |conn| accounts::sign_in(conn, &sign_in, &policy, crate::db::now()))
+        .await
+        .map_err(|e| match e {
+            SignInError::Db(db) => OAuthError::from(db),
+            other => OAuthError::invalid_request(other.to_string()),
+        })?;
+    tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
+    token_response(&state, &signed_in.device, &signed_in.device.scope, &signed_in.refresh_token)
+}
+
+async fn refresh_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    client: std::sync::Arc<Client>,
+    form: TokenForm,
+) -> Result<HttpResponse, OAuthError> {
+    let presented = form.refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let origin = origin(&req);
+    let policy = state.session_policy.clone();
+    let app = state.clone();
+    let client_id = client.id.clone();
+    let rotation = state
+        .db
+        .write(move |conn| {
+            refresh::rotate(conn, &app.successor_key, &presented, &client_id, &policy, &origin, crate::db::now())
+        })
+        .await?;
+    match rotation {
+        Rotation::Rotated { device, refresh_token } => {
+            let allowed: Vec<String> = device.scope.split(' ').map(str::to_string).collect();
+            let scope = crate::clients::resolve_scope(&allowed, form.scope.as_deref())
+                .map_err(|_| OAuthError::invalid_scope())?;
+            token_response(&state, &device, &scope, &refresh_token)
+        }
+        Rotation::Refused => Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")),
+        Rotation::Reused => {
+            tracing::warn!("refresh token reuse detected; device revoked");
+            Err(OAuthError::invalid_grant("the refresh token was already used; the device is revoked"))
+        }
+    }
+}
+
+/// The answer to a successful sign-in or refresh, built only after the transaction committed.
+fn token_response(
+    state: &AppState,
+    device: &accounts::Device,
+    scope: &str,
+    refresh_token: &str,
+) -> Result<HttpResponse, OAuthError> {
+    let grant =
+        Grant { user_id: &device.user_id, device_id: &device.id, client_id: &device.client_id, scope, idp: &device.idp };
+    let access_token = access::issue(&state.keys, &state.access_policy, &grant, crate::db::now()).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign an access token");
+        OAuthError::server_error()
+    })?;
+    Ok(no_store().json(json!({
+        "access_token": access_token,
+        "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
+        "token_type": "Bearer",
+        "expires_in": state.access_policy.ttl_secs,
+        "refresh_token": refresh_token,
+        "scope": scope,
+        "device_id": device.id,
+    })))
+}
+
+fn no_store() -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response.insert_header((header::CACHE_CONTROL, "no-store")).insert_header((header::PRAGMA, "no-cache"));
+    response
+}
+
+#[derive(Deserialize)]
+pub struct NonceForm {
+    client_id: Option<String>,
+}
+
+pub async fn nonce(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<NonceForm>,
+) -> Result<HttpResponse, OAuthError> {
+    let credentials = client_credentials(&req, form.client_id.as_deref(), None)?;
+    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    let nonce = state.db.write(move |conn| accounts::create_nonce(conn, &client.id, crate::db::now())).await?;
+    Ok(no_store().json(json!({ "nonce": nonce, "expires_in": accounts::NONCE_TTL_SECS })))
+}
+
+#[derive(Deserialize)]
+pub struct TokenOnlyForm {
+    token: Option<String>,
+    #[allow(dead_code)] // accepted per RFC 7009/7662; the token's shape tells its type
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7009: 200 whatever the token was; a token of this client ends its whole device.
+pub async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<TokenOnlyForm>,
+) -> Result<HttpResponse, OAuthError> {
+    let form = form.into_inner();
+    let credentials = client_credentials(&req, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let now = crate::db::now();
+    let access_device = if access::looks_like_jwt(&token) {
+        access::verify(&state.keys, &state.access_policy, &token, now)
+            .ok()
+            .filter(|c| c.client_id == client.id)
+            .map(|c| c.sid)
+    } else {
+        None
+    };
+    let origin = origin(&req);
+    state
+        .db
+        .write(move |conn| {
+            let device = match access_device {
+                Some(id) => accounts::find_device(conn, &id)?,
+                None => refresh::device_of(conn, &token)?,
+            };
+            let Some(device) = device.filter(|d| d.client_id == client.id) else {
+                return Ok(());
+            };
+            if accounts::revoke_device(conn, &device.id, now)? {
+                accounts::audit::record(
+                    conn,
+                    accounts::audit::AuditEvent {
+                        actor: &format!("client:{}", client.id),
+                        action: "device.revoke",
+                        user_id: Some(&device.user_id),
+                        device_id: Some(&device.id),
+                        detail: Some("token revocation (RFC 7009)"),
+                    },
+                    &origin,
+                    now,
+                )?;
+            }
+            Ok::<_, crate::db::DbError>(())
+        })
+        .await?;
+    Ok(no_store().finish())
+}
+
+/// RFC 7662, for confidential clients: `{"active": false}` for anything not live.
+pub async fn introspect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<TokenOnlyForm>,
+) -> Result<HttpResponse, OAuthError> {
+    let form = form.into_inner();
+    let credentials = client_credentials(&req, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    if client.kind != ClientKind::Confidential {
+        return Err(OAuthError::invalid_client());
+    }
+    let inactive = || Ok(no_store().json(json!({ "active": false })));
+    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+        return inactive();
+    };
+    let now = crate::db::now();
+    let issuer = state.access_policy.issuer.clone();
+    let audience = state.access_policy.audience.clone();
+    if access::looks_like_jwt(&token) {
+        let Ok(claims) = access::verify(&state.keys, &state.access_policy, &token, now) else {
+            return inactive();
+        };
+        let sid = claims.sid.clone();
+        if !state.db.run(move |conn| accounts::is_device_live(conn, &sid, now)).await? {
+            return inactive();
+        }
+        return Ok(no_store().json(json!({
+            "active": true, "sub": claims.sub, "client_id": claims.client_id, "sid": claims.sid,
+            "scope": claims.scope, "exp": claims.exp, "iat": claims.iat, "iss": claims.iss,
+            "aud": claims.aud, "token_type": "Bearer", "idp": claims.idp,
+        })));
+    }
+    let Some((device, issued_at, expires_at)) = state.db.run(move |conn| refresh::find_live(conn, &token, now)).await?
+    else {
+        return inactive();
+    };
+    Ok(no_store().json(json!({
+        "active": true, "sub": device.user_id, "client_id": device.client_id, "sid": device.id,
+        "scope": device.scope, "exp": expires_at, "iat": issued_at, "iss": issuer,
+        "aud": audience, "token_type": "refresh_token", "idp": device.idp,
+    })))
+}

@@ -1,0 +1,12 @@
+//! idbridge: checks a Google or Facebook sign-in once, then speaks only its own tokens.
+
+pub mod accounts;
+pub mod app;
+pub mod clients;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod housekeeping;
+pub mod http;
+pub mod providers;
+pub mod tokens;

@@ -1,0 +1,162 @@
+//! Identity providers behind one entry point: an ID token goes in, a verified
+//! `(provider, subject)` comes out. Google and the dev provider are OpenID Connect issuers
+//! checked by [`oidc::OidcVerifier`]; which one verifies a token is told by its `iss`.
+
+pub mod dev;
+pub mod jwks;
+pub mod oidc;
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use oidc::{IdTokenPolicy, KeySource, OidcVerifier};
+
+/// The issuers idbridge accepts ID tokens from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Google,
+    Facebook,
+    Dev,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Google => "google",
+            ProviderKind::Facebook => "facebook",
+            ProviderKind::Dev => "dev",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "google" => Some(ProviderKind::Google),
+            "facebook" => Some(ProviderKind::Facebook),
+            "dev" => Some(ProviderKind::Dev),
+            _ => None,
+        }
+    }
+}
+
+/// What a provider vouched for. `nonce` is the token's claim, checked by the caller against
+/// the request and the nonce store.
+#[derive(Debug, Clone)]
+pub struct VerifiedAssertion {
+    pub provider: ProviderKind,
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub nonce: Option<String>,
+    /// SHA-256 of the whole assertion: the single-use record.
+    pub assertion_hash: String,
+    /// After this the assertion is expired anyway and its single-use record can go.
+    pub expires_at: i64,
+}
+
+/// Why an assertion was refused. The text is safe to show the client: it never quotes the token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AssertionError {
+    #[error("the subject_token is not a well-formed JWT")]
+    Malformed,
+    #[error("the subject_token's issuer is not accepted")]
+    UnknownIssuer,
+    #[error("the subject_token was not issued by the requested provider")]
+    ProviderMismatch,
+    #[error("the subject_token's algorithm is not allowed")]
+    Algorithm,
+    #[error("the subject_token has a critical header extension that is not understood")]
+    CriticalHeader,
+    #[error("the subject_token is signed by an unknown key")]
+    UnknownKey,
+    #[error("the subject_token's signature is invalid")]
+    Signature,
+    #[error("the subject_token's audience is not accepted")]
+    Audience,
+    #[error("the subject_token's authorized party is not accepted")]
+    AuthorizedParty,
+    #[error("the subject_token has expired")]
+    Expired,
+    #[error("the subject_token is not valid yet")]
+    NotYetValid,
+    #[error("the subject_token was issued in the future")]
+    IssuedInFuture,
+    #[error("the subject_token's hosted domain is not accepted")]
+    HostedDomain,
+    #[error("the subject_token lacks the `{0}` claim")]
+    MissingClaim(String),
+    #[error("the provider's keys cannot be fetched right now")]
+    ProviderUnavailable,
+}
+
+/// Every configured provider.
+pub struct Providers {
+    verifiers: Vec<OidcVerifier>,
+    pub dev: Option<Arc<dev::DevProvider>>,
+}
+
+impl Providers {
+    pub fn new(settings: &Settings, http: reqwest::Client) -> Self {
+        let mut verifiers = Vec::new();
+        if let Some(google) = &settings.providers.google {
+            verifiers.push(OidcVerifier::new(
+                ProviderKind::Google,
+                IdTokenPolicy {
+                    issuers: google_issuers(&google.issuer),
+                    audiences: google.client_ids.clone(),
+                    hosted_domain: Some(google.hosted_domain.clone()).filter(|d| !d.is_empty()),
+                    algorithm: jsonwebtoken::Algorithm::RS256,
+                },
+                KeySource::Remote(jwks::JwksCache::new(http, google.issuer.clone())),
+            ));
+        }
+        let dev = settings.dev.enabled.then(|| Arc::new(dev::DevProvider::new(settings.issuer())));
+        if let Some(dev) = &dev {
+            verifiers.push(dev.verifier());
+        }
+        Self { verifiers, dev }
+    }
+
+    pub fn is_enabled(&self, kind: ProviderKind) -> bool {
+        self.verifiers.iter().any(|v| v.kind() == kind)
+    }
+
+    /// Verifies an ID token from whichever enabled provider its `iss` names.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        requested: Option<ProviderKind>,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        let issuer = oidc::peek_issuer(token)?;
+        let verifier =
+            self.verifiers.iter().find(|v| v.accepts_issuer(&issuer)).ok_or(AssertionError::UnknownIssuer)?;
+        if requested.is_some_and(|r| r != verifier.kind()) {
+            return Err(AssertionError::ProviderMismatch);
+        }
+        verifier.verify(token).await
+    }
+}
+
+/// Google's real issuer appears with and without the scheme; any other issuer is taken exactly.
+pub fn google_issuers(configured: &str) -> Vec<String> {
+    let configured = configured.trim_end_matches('/').to_string();
+    if configured == "https://accounts.google.com" {
+        vec![configured, "accounts.google.com".to_string()]
+    } else {
+        vec![configured]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn googles_real_issuer_has_two_spellings() {
+        assert_eq!(google_issuers("https://accounts.google.com"), ["https://accounts.google.com", "accounts.google.com"]);
+    }
+
+    #[test]
+    fn any_other_issuer_is_taken_exactly() {
+        assert_eq!(google_issuers("http://127.0.0.1:9000"), ["http://127.0.0.1:9000"]);
+    }
+}

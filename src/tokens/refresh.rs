@@ -1,0 +1,217 @@
+//! Refresh tokens: 256 random bits, stored as SHA-256, rotated on every use.
+//!
+//! Rotation is one conditional write (`UPDATE … WHERE spent_at IS NULL`), so concurrent
+//! presentations of one token never fork the chain. A successor is derived from the token it
+//! replaces with a keyed HMAC, which lets a retry within the grace window get the very same
+//! successor without the plaintext ever being stored. A spent token presented after the grace
+//! is reuse (RFC 9700 §4.14.2): the whole device is revoked.
+
+use diesel::prelude::*;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::accounts::audit::{self, AuditEvent, Origin};
+use crate::accounts::{self, Device};
+use crate::crypto::{random_token, sha256_b64};
+use crate::db::schema::{devices, refresh_tokens};
+use crate::db::{DbConnection, DbError};
+
+/// Lifetimes that bound a device's refresh tokens.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    pub idle_ttl_secs: i64,
+    pub max_ttl_secs: i64,
+    pub reuse_grace_secs: i64,
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = refresh_tokens)]
+struct RefreshTokenRow {
+    id: String,
+    device_id: String,
+    token_hash: String,
+    parent_id: Option<String>,
+    issued_at: i64,
+    expires_at: i64,
+    spent_at: Option<i64>,
+    successor_hash: Option<String>,
+}
+
+/// The key that derives successors (from the master keyring).
+pub struct SuccessorKey(pub [u8; 32]);
+
+impl SuccessorKey {
+    fn successor_of(&self, token: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"idbridge refresh successor\0");
+        mac.update(token.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+}
+
+pub enum Rotation {
+    /// The successor to hand out (a retry within the grace gets the same one).
+    Rotated { device: Device, refresh_token: String },
+    /// Not a usable token: unknown, expired, another client's, or a revoked device's.
+    Refused,
+    /// A spent token came back after the grace: the device is now revoked.
+    Reused,
+}
+
+fn insert_token(
+    conn: &mut DbConnection,
+    device: &Device,
+    token: &str,
+    parent_id: Option<String>,
+    policy: &SessionPolicy,
+    now: i64,
+) -> Result<(), DbError> {
+    let row = RefreshTokenRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        device_id: device.id.clone(),
+        token_hash: sha256_b64(token.as_bytes()),
+        parent_id,
+        issued_at: now,
+        expires_at: (now + policy.idle_ttl_secs).min(device.session_expires_at),
+        spent_at: None,
+        successor_hash: None,
+    };
+    diesel::insert_into(refresh_tokens::table).values(&row).execute(conn)?;
+    Ok(())
+}
+
+/// The first token of a new device.
+pub fn issue_first(conn: &mut DbConnection, device: &Device, policy: &SessionPolicy, now: i64) -> Result<String, DbError> {
+    let token = random_token::<32>();
+    insert_token(conn, device, &token, None, policy, now)?;
+    Ok(token)
+}
+
+/// Spends `presented` and returns its successor, inside the caller's write transaction.
+pub fn rotate(
+    conn: &mut DbConnection,
+    key: &SuccessorKey,
+    presented: &str,
+    client_id: &str,
+    policy: &SessionPolicy,
+    origin: &Origin,
+    now: i64,
+) -> Result<Rotation, DbError> {
+    if presented.is_empty() || presented.len() > 512 {
+        return Ok(Rotation::Refused);
+    }
+    let hash = sha256_b64(presented.as_bytes());
+    let Some(row) = find_by_hash(conn, &hash)? else {
+        return Ok(Rotation::Refused);
+    };
+    let Some(device) = accounts::find_device(conn, &row.device_id)? else {
+        return Ok(Rotation::Refused);
+    };
+    if device.client_id != client_id || !device.is_live(now) {
+        return Ok(Rotation::Refused);
+    }
+    let successor = key.successor_of(presented);
+    let successor_hash = sha256_b64(successor.as_bytes());
+
+    let spent_at = match row.spent_at {
+        Some(at) => at,
+        None => {
+            if row.expires_at <= now {
+                return Ok(Rotation::Refused);
+            }
+            // The conditional write: exactly one presentation wins, whatever runs concurrently.
+            let won = diesel::update(
+                refresh_tokens::table.filter(refresh_tokens::id.eq(&row.id)).filter(refresh_tokens::spent_at.is_null()),
+            )
+            .set((refresh_tokens::spent_at.eq(now), refresh_tokens::successor_hash.eq(&successor_hash)))
+            .execute(conn)?;
+            if won == 1 {
+                insert_token(conn, &device, &successor, Some(row.id.clone()), policy, now)?;
+                diesel::update(devices::table.find(&device.id))
+                    .set((
+                        devices::last_seen_at.eq(now),
+                        devices::ip.eq(&origin.ip),
+                        devices::user_agent.eq(&origin.user_agent),
+                    ))
+                    .execute(conn)?;
+                return Ok(Rotation::Rotated { device, refresh_token: successor });
+            }
+            // Lost the race: the winner has committed by now; read what it wrote.
+            match find_by_hash(conn, &hash)?.and_then(|r| r.spent_at) {
+                Some(at) => at,
+                None => return Ok(Rotation::Refused),
+            }
+        }
+    };
+
+    let retry_in_grace = now < spent_at + policy.reuse_grace_secs;
+    let row = find_by_hash(conn, &hash)?;
+    if retry_in_grace && row.is_some_and(|r| r.successor_hash.as_deref() == Some(successor_hash.as_str())) {
+        return Ok(Rotation::Rotated { device, refresh_token: successor });
+    }
+    accounts::revoke_device(conn, &device.id, now)?;
+    audit::record(
+        conn,
+        AuditEvent {
+            actor: &format!("client:{client_id}"),
+            action: "refresh_token.reuse",
+            user_id: Some(&device.user_id),
+            device_id: Some(&device.id),
+            detail: Some("a spent refresh token was presented after the grace period; device revoked"),
+        },
+        origin,
+        now,
+    )?;
+    Ok(Rotation::Reused)
+}
+
+fn find_by_hash(conn: &mut DbConnection, hash: &str) -> Result<Option<RefreshTokenRow>, DbError> {
+    Ok(refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select(RefreshTokenRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// A live (unspent, unexpired) refresh token and its device, for introspection.
+pub fn find_live(conn: &mut DbConnection, token: &str, now: i64) -> Result<Option<(Device, i64, i64)>, DbError> {
+    let Some(row) = find_by_hash(conn, &sha256_b64(token.as_bytes()))? else {
+        return Ok(None);
+    };
+    if row.spent_at.is_some() || row.expires_at <= now {
+        return Ok(None);
+    }
+    let device = accounts::find_device(conn, &row.device_id)?;
+    Ok(device.filter(|d| d.is_live(now)).map(|d| (d, row.issued_at, row.expires_at)))
+}
+
+/// The device a refresh token (spent or not) belongs to, for revocation.
+pub fn device_of(conn: &mut DbConnection, token: &str) -> Result<Option<Device>, DbError> {
+    match find_by_hash(conn, &sha256_b64(token.as_bytes()))? {
+        Some(row) => accounts::find_device(conn, &row.device_id),
+        None => Ok(None),
+    }
+}
+
+/// Deletes refresh tokens past their expiry; returns how many.
+pub fn delete_expired(conn: &mut DbConnection, now: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.le(now))).execute(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_successor_is_stable_and_keyed() {
+        let a = SuccessorKey([1; 32]);
+        let b = SuccessorKey([2; 32]);
+        assert_eq!(a.successor_of("t"), a.successor_of("t"));
+        assert_ne!(a.successor_of("t"), a.successor_of("u"));
+        assert_ne!(a.successor_of("t"), b.successor_of("t"));
+        assert!(a.successor_of("t").len() >= 43);
+    }
+}
