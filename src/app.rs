@@ -75,7 +75,8 @@ pub fn load_keyring(settings: &Settings) -> Result<MasterKeyring, StartError> {
 
 /// Opens the pool and, when asked, applies migrations (under the PostgreSQL advisory lock).
 pub async fn open_database(settings: &Settings, migrate: bool) -> Result<Db, StartError> {
-    let db = Db::new(&settings.database.url, settings.database.max_connections).map_err(StartError::Database)?;
+    let db =
+        Db::new(&settings.database.url, settings.database.max_connections).map_err(StartError::Database)?;
     if migrate {
         let migrator = db.clone();
         let applied = tokio::task::spawn_blocking(move || migrator.migrate())
@@ -90,7 +91,11 @@ pub async fn open_database(settings: &Settings, migrate: bool) -> Result<Db, Sta
 }
 
 /// The signing keys, with a first key made when there is none.
-pub async fn load_signing_keys(settings: &Settings, db: &Db, keyring: Arc<MasterKeyring>) -> Result<Arc<SigningKeys>, StartError> {
+pub async fn load_signing_keys(
+    settings: &Settings,
+    db: &Db,
+    keyring: Arc<MasterKeyring>,
+) -> Result<Arc<SigningKeys>, StartError> {
     let keys = Arc::new(SigningKeys::new(
         keyring,
         settings.keys.access_token_alg,
@@ -125,7 +130,8 @@ fn provider_http_client() -> reqwest::Client {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application, StartError> {
         if settings.dev.enabled {
-            let loopback = settings.server.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+            let loopback =
+                settings.server.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
             if !loopback {
                 return Err(StartError::DevNotLoopback(settings.server.bind.clone()));
             }

@@ -124,9 +124,7 @@ impl ClientRegistry {
 
     fn was_verified(&self, client_id: &str, fingerprint: &[u8; 32]) -> bool {
         let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        verified
-            .get(client_id)
-            .is_some_and(|known| known.iter().any(|k| bool::from(k.ct_eq(fingerprint))))
+        verified.get(client_id).is_some_and(|known| known.iter().any(|k| bool::from(k.ct_eq(fingerprint))))
     }
 
     fn remember_verified(&self, client_id: &str, fingerprint: [u8; 32]) {
@@ -149,7 +147,8 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 fn verify_secret(hash: &str, secret: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash)
+        .is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
 }
 
 #[cfg(test)]

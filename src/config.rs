@@ -234,8 +234,9 @@ fn default_scopes() -> Vec<String> {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim())
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"90s\" or \"30d\": {e}")))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!("`{text}` is not a duration like \"90s\" or \"30d\": {e}"))
+    })
 }
 
 impl Settings {
@@ -371,7 +372,8 @@ fn apply_env_overrides(
     let overrides: BTreeMap<String, String> =
         env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     for (name, raw) in overrides {
-        let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let path: Vec<String> =
+            name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
         let key = path.join(".");
         if path.iter().any(|s| s.is_empty()) {
             return Err(ConfigError { key, message: format!("`{name}` is not a valid override name") });
@@ -384,10 +386,12 @@ fn apply_env_overrides(
         let (last, parents) = path.split_last().expect("split yields one segment at least");
         let mut table = &mut *root;
         for segment in parents {
-            let entry = table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = entry
-                .as_table_mut()
-                .ok_or_else(|| ConfigError { key: key.clone(), message: format!("`{segment}` is not a section") })?;
+            let entry =
+                table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut().ok_or_else(|| ConfigError {
+                key: key.clone(),
+                message: format!("`{segment}` is not a section"),
+            })?;
         }
         table.insert(last.clone(), value);
     }
@@ -458,8 +462,9 @@ mod tests {
 
     #[test]
     fn missing_key_is_named() {
-        let e = parse("[server]\npublic_url = \"http://x\"\n[keys]\nmaster_keys=[\"env:K\"]\n[database]\n", &[])
-            .unwrap_err();
+        let e =
+            parse("[server]\npublic_url = \"http://x\"\n[keys]\nmaster_keys=[\"env:K\"]\n[database]\n", &[])
+                .unwrap_err();
         assert_eq!(e.key, "database.url");
     }
 

@@ -11,7 +11,11 @@ use idbridge::config::{Settings, DEV_DEFAULTS};
 use idbridge::{accounts, clients, crypto, db};
 
 #[derive(Parser)]
-#[command(name = "idbridge", version, about = "Checks Google or Facebook sign-in once, then speaks its own tokens")]
+#[command(
+    name = "idbridge",
+    version,
+    about = "Checks Google or Facebook sign-in once, then speaks its own tokens"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -143,12 +147,16 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 fn load_settings(config: &ConfigArg, dev: bool) -> Result<Settings, Failure> {
     let path = config.config.clone().or_else(|| std::env::var_os("IDBRIDGE_CONFIG").map(PathBuf::from));
     let text = match &path {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| Failure::Config(format!("cannot read the configuration file {}: {e}", path.display())))?,
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            Failure::Config(format!("cannot read the configuration file {}: {e}", path.display()))
+        })?,
         None if dev => DEV_DEFAULTS.to_string(),
-        None => return Err(Failure::Config("no configuration: pass --config FILE or set IDBRIDGE_CONFIG".into())),
+        None => {
+            return Err(Failure::Config("no configuration: pass --config FILE or set IDBRIDGE_CONFIG".into()))
+        }
     };
-    let mut settings = Settings::from_toml_str(&text, std::env::vars()).map_err(|e| Failure::Config(e.to_string()))?;
+    let mut settings =
+        Settings::from_toml_str(&text, std::env::vars()).map_err(|e| Failure::Config(e.to_string()))?;
     if dev {
         settings.enable_dev();
     }
@@ -176,8 +184,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let db = app::open_database(&settings, settings.database.auto_migrate).await?;
             let keys = app::load_signing_keys(&settings, &db, keyring).await?;
             let kid = db.write(move |conn| keys.add_key(conn, db::now())).await?;
-            println!("added signing key {kid}; it is published now and signs in {}s",
-                crypto::signing::JWKS_MAX_AGE_SECS);
+            println!(
+                "added signing key {kid}; it is published now and signs in {}s",
+                crypto::signing::JWKS_MAX_AGE_SECS
+            );
         }
         Command::Keys { command: KeysCommand::RotateMaster { config } } => {
             let settings = load_settings(&config, false)?;

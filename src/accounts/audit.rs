@@ -35,7 +35,12 @@ pub struct AuditEvent<'a> {
     pub detail: Option<&'a str>,
 }
 
-pub fn record(conn: &mut DbConnection, event: AuditEvent<'_>, origin: &Origin, now: i64) -> Result<(), DbError> {
+pub fn record(
+    conn: &mut DbConnection,
+    event: AuditEvent<'_>,
+    origin: &Origin,
+    now: i64,
+) -> Result<(), DbError> {
     diesel::insert_into(audit_events::table)
         .values(NewAuditEvent {
             id: uuid::Uuid::new_v4().to_string(),

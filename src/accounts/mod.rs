@@ -212,7 +212,11 @@ pub fn sign_in(
 pub fn create_nonce(conn: &mut DbConnection, client_id: &str, now: i64) -> Result<String, DbError> {
     let nonce = crate::crypto::random_token::<24>();
     diesel::insert_into(nonces::table)
-        .values((nonces::nonce.eq(&nonce), nonces::client_id.eq(client_id), nonces::expires_at.eq(now + NONCE_TTL_SECS)))
+        .values((
+            nonces::nonce.eq(&nonce),
+            nonces::client_id.eq(client_id),
+            nonces::expires_at.eq(now + NONCE_TTL_SECS),
+        ))
         .execute(conn)?;
     Ok(nonce)
 }
@@ -235,9 +239,11 @@ pub fn is_device_live(conn: &mut DbConnection, device_id: &str, now: i64) -> Res
 /// Ends a device: its refresh tokens are deleted and its access tokens fail the liveness check.
 /// Returns `false` when it was already revoked or does not exist.
 pub fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
-    let revoked = diesel::update(devices::table.filter(devices::id.eq(device_id)).filter(devices::revoked_at.is_null()))
-        .set(devices::revoked_at.eq(now))
-        .execute(conn)?;
+    let revoked = diesel::update(
+        devices::table.filter(devices::id.eq(device_id)).filter(devices::revoked_at.is_null()),
+    )
+    .set(devices::revoked_at.eq(now))
+    .execute(conn)?;
     diesel::delete(refresh_tokens::table.filter(refresh_tokens::device_id.eq(device_id))).execute(conn)?;
     Ok(revoked == 1)
 }

@@ -55,7 +55,11 @@ impl MasterKeyring {
                 let digest = Sha256::new().chain_update(b"idbridge master key id").chain_update(k).finalize();
                 let mut id = [0u8; KEY_ID_LEN];
                 id.copy_from_slice(&digest[..KEY_ID_LEN]);
-                MasterKey { id, cipher: XChaCha20Poly1305::new(&k.into()), material: SecretBox::new(Box::new(k)) }
+                MasterKey {
+                    id,
+                    cipher: XChaCha20Poly1305::new(&k.into()),
+                    material: SecretBox::new(Box::new(k)),
+                }
             })
             .collect();
         Self { keys }

@@ -79,7 +79,12 @@ pub struct SigningKeys {
 }
 
 impl SigningKeys {
-    pub fn new(keyring: Arc<MasterKeyring>, alg: SigningAlg, access_ttl_secs: i64, rotation_secs: i64) -> Self {
+    pub fn new(
+        keyring: Arc<MasterKeyring>,
+        alg: SigningAlg,
+        access_ttl_secs: i64,
+        rotation_secs: i64,
+    ) -> Self {
         Self { keys: RwLock::new(Arc::new(Vec::new())), keyring, alg, access_ttl_secs, rotation_secs }
     }
 
@@ -158,14 +163,20 @@ impl SigningKeys {
     /// Adds a key when the newest is older than `keys.signing_key_rotation` less the publish lead.
     pub fn rotate_if_due(&self, conn: &mut DbConnection, now: i64) -> Result<Option<String>, SigningError> {
         db::lock_for_transaction(conn, ROTATION_LOCK_ID)?;
-        let newest: Option<i64> = signing_keys::table.select(diesel::dsl::max(signing_keys::activates_at)).first(conn)?;
+        let newest: Option<i64> =
+            signing_keys::table.select(diesel::dsl::max(signing_keys::activates_at)).first(conn)?;
         match newest {
             Some(at) if at + self.rotation_secs - JWKS_MAX_AGE_SECS > now => Ok(None),
             _ => self.insert_new_key(conn, now, now + JWKS_MAX_AGE_SECS).map(Some),
         }
     }
 
-    fn insert_new_key(&self, conn: &mut DbConnection, now: i64, activates_at: i64) -> Result<String, SigningError> {
+    fn insert_new_key(
+        &self,
+        conn: &mut DbConnection,
+        now: i64,
+        activates_at: i64,
+    ) -> Result<String, SigningError> {
         let kid = super::random_token::<12>();
         let (alg, der, mut jwk) = generate(self.alg)?;
         jwk["kid"] = json!(kid);
@@ -248,7 +259,11 @@ fn generate(alg: SigningAlg) -> Result<(&'static str, Vec<u8>, serde_json::Value
             let point = pair.public_key().as_ref();
             // Uncompressed SEC1 point: 0x04 | x (32) | y (32).
             let (x, y) = point[1..].split_at(32);
-            Ok(("ES256", pkcs8.as_ref().to_vec(), json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y)})))
+            Ok((
+                "ES256",
+                pkcs8.as_ref().to_vec(),
+                json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y)}),
+            ))
         }
         SigningAlg::EdDSA => {
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(fail)?;
@@ -260,7 +275,8 @@ fn generate(alg: SigningAlg) -> Result<(&'static str, Vec<u8>, serde_json::Value
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(fail)?;
             let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).map_err(fail)?;
             // jsonwebtoken's RSA signer reads PKCS#1, the key inside the PKCS#8 envelope.
-            let info = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_ref()).map_err(|_| SigningError::Generation)?;
+            let info =
+                pkcs8::PrivateKeyInfo::try_from(pkcs8.as_ref()).map_err(|_| SigningError::Generation)?;
             let public = pair.public_key();
             let jwk = json!({
                 "kty": "RSA",
@@ -279,7 +295,9 @@ pub async fn rewrap_all(
     keyring: Arc<MasterKeyring>,
     progress: impl Fn(usize, usize),
 ) -> Result<(usize, usize), SigningError> {
-    let kids: Vec<String> = db.run(|conn| Ok::<_, SigningError>(signing_keys::table.select(signing_keys::kid).load(conn)?)).await?;
+    let kids: Vec<String> = db
+        .run(|conn| Ok::<_, SigningError>(signing_keys::table.select(signing_keys::kid).load(conn)?))
+        .await?;
     let total = kids.len();
     let mut rewrapped = 0;
     for (done, kid) in kids.into_iter().enumerate() {

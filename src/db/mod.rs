@@ -140,7 +140,8 @@ impl Db {
         if target.backend == Backend::Sqlite {
             if let Some(dir) = std::path::Path::new(&target.location).parent() {
                 if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 }
             }
         }
@@ -238,7 +239,9 @@ where
 fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
     let describe = |e: Box<dyn std::error::Error + Send + Sync>| format!("migration failed: {e}");
     match conn {
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()).map_err(describe),
+        DbConnection::Sqlite(c) => {
+            c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()).map_err(describe)
+        }
         DbConnection::Pg(c) => {
             let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
             c.batch_execute(&lock).map_err(|e| format!("cannot take the migration lock: {e}"))?;

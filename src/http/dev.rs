@@ -13,12 +13,17 @@ pub struct DevTokenForm {
     nonce: Option<String>,
 }
 
-pub async fn id_token(state: web::Data<AppState>, form: web::Form<DevTokenForm>) -> Result<HttpResponse, OAuthError> {
+pub async fn id_token(
+    state: web::Data<AppState>,
+    form: web::Form<DevTokenForm>,
+) -> Result<HttpResponse, OAuthError> {
     let dev = state.providers.dev.as_ref().ok_or_else(|| OAuthError::invalid_request("dev mode is off"))?;
     let name = form.name.as_deref().map(str::trim).unwrap_or("");
     if name.is_empty() || name.chars().count() > 64 {
         return Err(OAuthError::invalid_request("name is required (at most 64 characters)"));
     }
-    let token = dev.mint(name, form.nonce.as_deref().filter(|n| !n.is_empty())).map_err(|_| OAuthError::server_error())?;
+    let token = dev
+        .mint(name, form.nonce.as_deref().filter(|n| !n.is_empty()))
+        .map_err(|_| OAuthError::server_error())?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({ "id_token": token })))
 }

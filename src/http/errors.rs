@@ -75,7 +75,9 @@ impl ResponseError for OAuthError {
 impl From<DbError> for OAuthError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Unavailable => Self::temporarily_unavailable("the database is unavailable; retry shortly"),
+            DbError::Unavailable => {
+                Self::temporarily_unavailable("the database is unavailable; retry shortly")
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Self::server_error()
@@ -127,7 +129,10 @@ impl ResponseError for Problem {
         response.content_type("application/problem+json");
         match self.status {
             StatusCode::UNAUTHORIZED => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"idbridge\", error=\"invalid_token\""));
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"idbridge\", error=\"invalid_token\"",
+                ));
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));

@@ -68,7 +68,8 @@ pub async fn revoke_device(
         .db
         .write(move |conn| {
             let now = crate::db::now();
-            let owned = accounts::find_device(conn, &device_id)?.filter(|d| d.user_id == user_id && d.is_live(now));
+            let owned =
+                accounts::find_device(conn, &device_id)?.filter(|d| d.user_id == user_id && d.is_live(now));
             let Some(device) = owned else {
                 return Ok(false);
             };
@@ -95,7 +96,11 @@ pub async fn revoke_device(
     }
 }
 
-pub async fn logout_all(state: web::Data<AppState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, Problem> {
+pub async fn logout_all(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
     let user_id = caller.claims.sub.clone();
     let origin = origin(&req);
     state

@@ -44,7 +44,8 @@ pub async fn token(
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let form = form.into_inner();
-    let grant_type = form.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+    let grant_type =
+        form.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let credentials = client_credentials(&req, form.client_id.as_deref(), form.client_secret.as_deref())?;
     let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
     match grant_type.as_str() {
@@ -60,22 +61,34 @@ async fn token_exchange(
     client: std::sync::Arc<Client>,
     form: TokenForm,
 ) -> Result<HttpResponse, OAuthError> {
-    let subject_token =
-        form.subject_token.filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+    let subject_token = form
+        .subject_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
     let requested_provider = match form.provider.as_deref() {
         None | Some("") => None,
-        Some(name) => Some(ProviderKind::parse(name).ok_or_else(|| OAuthError::invalid_request("unknown provider"))?),
+        Some(name) => {
+            Some(ProviderKind::parse(name).ok_or_else(|| OAuthError::invalid_request("unknown provider"))?)
+        }
     };
     match form.subject_token_type.as_deref() {
         Some(TOKEN_TYPE_ID_TOKEN) => {}
         Some(TOKEN_TYPE_ACCESS_TOKEN) => {
-            return Err(OAuthError::invalid_request("access tokens are accepted only from an enabled Facebook provider"))
+            return Err(OAuthError::invalid_request(
+                "access tokens are accepted only from an enabled Facebook provider",
+            ))
         }
-        _ => return Err(OAuthError::invalid_request("subject_token_type must be an id_token or access_token type")),
+        _ => {
+            return Err(OAuthError::invalid_request(
+                "subject_token_type must be an id_token or access_token type",
+            ))
+        }
     }
     if let Some(platform) = form.device_platform.as_deref() {
         if !PLATFORMS.contains(&platform) {
-            return Err(OAuthError::invalid_request("device_platform must be ios, android, web, desktop or other"));
+            return Err(OAuthError::invalid_request(
+                "device_platform must be ios, android, web, desktop or other",
+            ));
         }
     }
     let device_name = form.device_name.filter(|n| !n.is_empty());
@@ -84,10 +97,11 @@ async fn token_exchange(
     }
     let scope = client.resolve_scope(form.scope.as_deref()).map_err(|_| OAuthError::invalid_scope())?;
 
-    let assertion = state.providers.verify_id_token(&subject_token, requested_provider).await.map_err(|e| match e {
-        AssertionError::ProviderUnavailable => OAuthError::temporarily_unavailable(e.to_string()),
-        other => OAuthError::invalid_request(other.to_string()),
-    })?;
+    let assertion =
+        state.providers.verify_id_token(&subject_token, requested_provider).await.map_err(|e| match e {
+            AssertionError::ProviderUnavailable => OAuthError::temporarily_unavailable(e.to_string()),
+            other => OAuthError::invalid_request(other.to_string()),
+        })?;
     let nonce = form.nonce.filter(|n| !n.is_empty());
     let nonce_required = assertion.provider == ProviderKind::Google && state.google_requires_nonce();
     match (&assertion.nonce, &nonce) {
@@ -125,7 +139,8 @@ async fn refresh_grant(
     client: std::sync::Arc<Client>,
     form: TokenForm,
 ) -> Result<HttpResponse, OAuthError> {
-    let presented = form.refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let presented =
+        form.refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
     let origin = origin(&req);
     let policy = state.session_policy.clone();
     let app = state.clone();
@@ -133,7 +148,15 @@ async fn refresh_grant(
     let rotation = state
         .db
         .write(move |conn| {
-            refresh::rotate(conn, &app.successor_key, &presented, &client_id, &policy, &origin, crate::db::now())
+            refresh::rotate(
+                conn,
+                &app.successor_key,
+                &presented,
+                &client_id,
+                &policy,
+                &origin,
+                crate::db::now(),
+            )
         })
         .await?;
     match rotation {
@@ -143,7 +166,9 @@ async fn refresh_grant(
                 .map_err(|_| OAuthError::invalid_scope())?;
             token_response(&state, &device, &scope, &refresh_token)
         }
-        Rotation::Refused => Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")),
+        Rotation::Refused => {
+            Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked"))
+        }
         Rotation::Reused => {
             tracing::warn!("refresh token reuse detected; device revoked");
             Err(OAuthError::invalid_grant("the refresh token was already used; the device is revoked"))
@@ -158,12 +183,18 @@ fn token_response(
     scope: &str,
     refresh_token: &str,
 ) -> Result<HttpResponse, OAuthError> {
-    let grant =
-        Grant { user_id: &device.user_id, device_id: &device.id, client_id: &device.client_id, scope, idp: &device.idp };
-    let access_token = access::issue(&state.keys, &state.access_policy, &grant, crate::db::now()).map_err(|e| {
-        tracing::error!(error = %e, "cannot sign an access token");
-        OAuthError::server_error()
-    })?;
+    let grant = Grant {
+        user_id: &device.user_id,
+        device_id: &device.id,
+        client_id: &device.client_id,
+        scope,
+        idp: &device.idp,
+    };
+    let access_token =
+        access::issue(&state.keys, &state.access_policy, &grant, crate::db::now()).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign an access token");
+            OAuthError::server_error()
+        })?;
     Ok(no_store().json(json!({
         "access_token": access_token,
         "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
@@ -193,7 +224,8 @@ pub async fn nonce(
 ) -> Result<HttpResponse, OAuthError> {
     let credentials = client_credentials(&req, form.client_id.as_deref(), None)?;
     let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
-    let nonce = state.db.write(move |conn| accounts::create_nonce(conn, &client.id, crate::db::now())).await?;
+    let nonce =
+        state.db.write(move |conn| accounts::create_nonce(conn, &client.id, crate::db::now())).await?;
     Ok(no_store().json(json!({ "nonce": nonce, "expires_in": accounts::NONCE_TTL_SECS })))
 }
 
@@ -289,7 +321,8 @@ pub async fn introspect(
             "aud": claims.aud, "token_type": "Bearer", "idp": claims.idp,
         })));
     }
-    let Some((device, issued_at, expires_at)) = state.db.run(move |conn| refresh::find_live(conn, &token, now)).await?
+    let Some((device, issued_at, expires_at)) =
+        state.db.run(move |conn| refresh::find_live(conn, &token, now)).await?
     else {
         return inactive();
     };

@@ -31,8 +31,9 @@ impl DevProvider {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
             .expect("a freshly generated key parses");
         let (x, y) = pair.public_key().as_ref()[1..].split_at(32);
-        let decoding = DecodingKey::from_ec_components(&URL_SAFE_NO_PAD.encode(x), &URL_SAFE_NO_PAD.encode(y))
-            .expect("valid P-256 point");
+        let decoding =
+            DecodingKey::from_ec_components(&URL_SAFE_NO_PAD.encode(x), &URL_SAFE_NO_PAD.encode(y))
+                .expect("valid P-256 point");
         Self {
             issuer: format!("{public_url}/dev"),
             kid: crate::crypto::random_token::<8>(),

@@ -108,7 +108,8 @@ impl JwksCache {
             tracing::warn!(issuer = %self.issuer, error = %e, "JWKS fetch failed");
             AssertionError::ProviderUnavailable
         };
-        let response = self.http.get(&uri).send().await.map_err(unavailable)?.error_for_status().map_err(unavailable)?;
+        let response =
+            self.http.get(&uri).send().await.map_err(unavailable)?.error_for_status().map_err(unavailable)?;
         let max_age = response
             .headers()
             .get(reqwest::header::CACHE_CONTROL)
@@ -164,7 +165,8 @@ async fn send(
     request: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, reqwest::Error> {
     let (parts, body) = request.into_parts();
-    let response = http.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
+    let response =
+        http.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
     let mut builder = openidconnect::http::Response::builder().status(response.status());
     for (name, value) in response.headers() {
         builder = builder.header(name, value);

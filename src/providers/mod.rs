@@ -152,7 +152,10 @@ mod tests {
 
     #[test]
     fn googles_real_issuer_has_two_spellings() {
-        assert_eq!(google_issuers("https://accounts.google.com"), ["https://accounts.google.com", "accounts.google.com"]);
+        assert_eq!(
+            google_issuers("https://accounts.google.com"),
+            ["https://accounts.google.com", "accounts.google.com"]
+        );
     }
 
     #[test]

@@ -38,7 +38,12 @@ pub struct Grant<'a> {
     pub idp: &'a str,
 }
 
-pub fn issue(keys: &SigningKeys, policy: &AccessTokenPolicy, grant: &Grant<'_>, now: i64) -> Result<String, SigningError> {
+pub fn issue(
+    keys: &SigningKeys,
+    policy: &AccessTokenPolicy,
+    grant: &Grant<'_>,
+    now: i64,
+) -> Result<String, SigningError> {
     let claims = AccessClaims {
         iss: policy.issuer.clone(),
         sub: grant.user_id.to_string(),
@@ -70,10 +75,9 @@ pub fn verify(
         return Err(InvalidAccessToken);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| InvalidAccessToken)?;
-    let typ_ok = header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"));
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+    });
     if !typ_ok {
         return Err(InvalidAccessToken);
     }

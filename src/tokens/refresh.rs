@@ -54,7 +54,7 @@ impl SuccessorKey {
 
 pub enum Rotation {
     /// The successor to hand out (a retry within the grace gets the same one).
-    Rotated { device: Device, refresh_token: String },
+    Rotated { device: Box<Device>, refresh_token: String },
     /// Not a usable token: unknown, expired, another client's, or a revoked device's.
     Refused,
     /// A spent token came back after the grace: the device is now revoked.
@@ -84,7 +84,12 @@ fn insert_token(
 }
 
 /// The first token of a new device.
-pub fn issue_first(conn: &mut DbConnection, device: &Device, policy: &SessionPolicy, now: i64) -> Result<String, DbError> {
+pub fn issue_first(
+    conn: &mut DbConnection,
+    device: &Device,
+    policy: &SessionPolicy,
+    now: i64,
+) -> Result<String, DbError> {
     let token = random_token::<32>();
     insert_token(conn, device, &token, None, policy, now)?;
     Ok(token)
@@ -116,15 +121,17 @@ pub fn rotate(
     let successor = key.successor_of(presented);
     let successor_hash = sha256_b64(successor.as_bytes());
 
-    let spent_at = match row.spent_at {
-        Some(at) => at,
+    let spent = match row.spent_at {
+        Some(_) => row,
         None => {
             if row.expires_at <= now {
                 return Ok(Rotation::Refused);
             }
             // The conditional write: exactly one presentation wins, whatever runs concurrently.
             let won = diesel::update(
-                refresh_tokens::table.filter(refresh_tokens::id.eq(&row.id)).filter(refresh_tokens::spent_at.is_null()),
+                refresh_tokens::table
+                    .filter(refresh_tokens::id.eq(&row.id))
+                    .filter(refresh_tokens::spent_at.is_null()),
             )
             .set((refresh_tokens::spent_at.eq(now), refresh_tokens::successor_hash.eq(&successor_hash)))
             .execute(conn)?;
@@ -137,20 +144,19 @@ pub fn rotate(
                         devices::user_agent.eq(&origin.user_agent),
                     ))
                     .execute(conn)?;
-                return Ok(Rotation::Rotated { device, refresh_token: successor });
+                return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor });
             }
-            // Lost the race: the winner has committed by now; read what it wrote.
-            match find_by_hash(conn, &hash)?.and_then(|r| r.spent_at) {
-                Some(at) => at,
-                None => return Ok(Rotation::Refused),
+            // Lost the race (PostgreSQL): the winner has committed by now; read what it wrote.
+            match find_by_hash(conn, &hash)? {
+                Some(spent) if spent.spent_at.is_some() => spent,
+                _ => return Ok(Rotation::Refused),
             }
         }
     };
 
-    let retry_in_grace = now < spent_at + policy.reuse_grace_secs;
-    let row = find_by_hash(conn, &hash)?;
-    if retry_in_grace && row.is_some_and(|r| r.successor_hash.as_deref() == Some(successor_hash.as_str())) {
-        return Ok(Rotation::Rotated { device, refresh_token: successor });
+    let in_grace = spent.spent_at.is_some_and(|at| now < at + policy.reuse_grace_secs);
+    if in_grace && spent.successor_hash.as_deref() == Some(successor_hash.as_str()) {
+        return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor });
     }
     accounts::revoke_device(conn, &device.id, now)?;
     audit::record(
@@ -177,7 +183,11 @@ fn find_by_hash(conn: &mut DbConnection, hash: &str) -> Result<Option<RefreshTok
 }
 
 /// A live (unspent, unexpired) refresh token and its device, for introspection.
-pub fn find_live(conn: &mut DbConnection, token: &str, now: i64) -> Result<Option<(Device, i64, i64)>, DbError> {
+pub fn find_live(
+    conn: &mut DbConnection,
+    token: &str,
+    now: i64,
+) -> Result<Option<(Device, i64, i64)>, DbError> {
     let Some(row) = find_by_hash(conn, &sha256_b64(token.as_bytes()))? else {
         return Ok(None);
     };
