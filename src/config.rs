@@ -406,7 +406,12 @@ fn describe_serde_error(path: String, message: String) -> ConfigError {
             let rest = &message[start + marker.len()..];
             if let Some(end) = rest.find('`') {
                 let field = &rest[..end];
-                key = if key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+                // serde_path_to_error already ends the path with an unknown field's name.
+                if key.is_empty() {
+                    key = field.to_string();
+                } else if !key.ends_with(&format!(".{field}")) && key != field {
+                    key = format!("{key}.{field}");
+                }
             }
         }
     }

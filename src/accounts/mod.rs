@@ -4,6 +4,7 @@
 pub mod audit;
 
 use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
 
 use crate::db::schema::{devices, identities, nonces, refresh_tokens, used_assertions, users};
 use crate::db::{DbConnection, DbError};
@@ -117,64 +118,47 @@ pub fn sign_in(
             return Err(SignInError::Nonce);
         }
     }
-    let replayed: i64 = used_assertions::table
-        .filter(used_assertions::assertion_hash.eq(&assertion.assertion_hash))
-        .count()
-        .get_result(conn)?;
-    if replayed > 0 {
-        return Err(SignInError::Replayed);
-    }
-    diesel::insert_into(used_assertions::table)
-        .values((
-            used_assertions::assertion_hash.eq(&assertion.assertion_hash),
-            used_assertions::provider.eq(assertion.provider.as_str()),
-            used_assertions::expires_at.eq(assertion.expires_at),
-        ))
-        .execute(conn)?;
+    // Single use: the primary key decides, also between concurrent requests. A savepoint keeps
+    // the transaction usable after the violation (PostgreSQL aborts it otherwise).
+    let recorded = conn.transaction(|c| {
+        diesel::insert_into(used_assertions::table)
+            .values((
+                used_assertions::assertion_hash.eq(&assertion.assertion_hash),
+                used_assertions::provider.eq(assertion.provider.as_str()),
+                used_assertions::expires_at.eq(assertion.expires_at),
+            ))
+            .execute(c)
+    });
+    match recorded {
+        Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            return Err(SignInError::Replayed)
+        }
+        other => other?,
+    };
 
     let provider = assertion.provider.as_str();
-    let existing: Option<Identity> = identities::table
-        .filter(identities::provider.eq(provider))
-        .filter(identities::subject.eq(&assertion.subject))
-        .select(Identity::as_select())
-        .first(conn)
-        .optional()?;
-    let user_id = match existing {
-        Some(identity) => {
-            let disabled: Option<i64> =
-                users::table.find(&identity.user_id).select(users::disabled_at).first(conn)?;
-            if disabled.is_some() {
-                return Err(SignInError::Disabled);
+    let user_id = match find_identity(conn, provider, &assertion.subject)? {
+        Some(identity) => identity.user_id,
+        None => match create_user(conn, assertion, now) {
+            Ok(user_id) => user_id,
+            // A concurrent first sign-in of the same subject created it: use theirs.
+            Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                find_identity(conn, provider, &assertion.subject)?.ok_or(SignInError::Replayed)?.user_id
             }
-            diesel::update(identities::table.find(&identity.id))
-                .set(identities::last_login_at.eq(now))
-                .execute(conn)?;
-            identity.user_id
-        }
-        None => {
-            let user = User {
-                id: uuid::Uuid::new_v4().to_string(),
-                created_at: now,
-                display_name: assertion.name.clone(),
-                email: assertion.email.clone(),
-                is_admin: false,
-                disabled_at: None,
-            };
-            diesel::insert_into(users::table).values(&user).execute(conn)?;
-            diesel::insert_into(identities::table)
-                .values(Identity {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    user_id: user.id.clone(),
-                    provider: provider.to_string(),
-                    subject: assertion.subject.clone(),
-                    email: assertion.email.clone(),
-                    linked_at: now,
-                    last_login_at: now,
-                })
-                .execute(conn)?;
-            user.id
-        }
+            Err(e) => return Err(e.into()),
+        },
     };
+    let disabled: Option<i64> = users::table.find(&user_id).select(users::disabled_at).first(conn)?;
+    if disabled.is_some() {
+        return Err(SignInError::Disabled);
+    }
+    diesel::update(
+        identities::table
+            .filter(identities::provider.eq(provider))
+            .filter(identities::subject.eq(&assertion.subject)),
+    )
+    .set(identities::last_login_at.eq(now))
+    .execute(conn)?;
 
     let device = Device {
         id: uuid::Uuid::new_v4().to_string(),
@@ -206,6 +190,50 @@ pub fn sign_in(
         now,
     )?;
     Ok(SignedIn { user_id, device, refresh_token })
+}
+
+fn find_identity(
+    conn: &mut DbConnection,
+    provider: &str,
+    subject: &str,
+) -> Result<Option<Identity>, DbError> {
+    Ok(identities::table
+        .filter(identities::provider.eq(provider))
+        .filter(identities::subject.eq(subject))
+        .select(Identity::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// A new user with this identity, in a savepoint so a unique violation leaves the transaction usable.
+fn create_user(
+    conn: &mut DbConnection,
+    assertion: &VerifiedAssertion,
+    now: i64,
+) -> Result<String, diesel::result::Error> {
+    conn.transaction(|c| {
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            created_at: now,
+            display_name: assertion.name.clone(),
+            email: assertion.email.clone(),
+            is_admin: false,
+            disabled_at: None,
+        };
+        diesel::insert_into(users::table).values(&user).execute(c)?;
+        diesel::insert_into(identities::table)
+            .values(Identity {
+                id: uuid::Uuid::new_v4().to_string(),
+                user_id: user.id.clone(),
+                provider: assertion.provider.as_str().to_string(),
+                subject: assertion.subject.clone(),
+                email: assertion.email.clone(),
+                linked_at: now,
+                last_login_at: now,
+            })
+            .execute(c)?;
+        Ok(user.id)
+    })
 }
 
 /// A single-use nonce for `client_id`.

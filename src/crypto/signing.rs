@@ -323,3 +323,78 @@ pub async fn rewrap_all(
     }
     Ok((rewrapped, total))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    fn kids(keys: &SigningKeys, now: i64) -> Vec<String> {
+        let jwks = keys.jwks(now);
+        let mut kids: Vec<String> =
+            jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect();
+        kids.sort();
+        kids
+    }
+
+    fn store() -> (tempfile::TempDir, Db, SigningKeys) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(&format!("sqlite://{}/keys.db", dir.path().display()), 1).unwrap();
+        db.migrate().unwrap();
+        let ring = Arc::new(MasterKeyring::from_keys(vec![[1; 32]]));
+        (dir, db, SigningKeys::new(ring, SigningAlg::ES256, 600, 3600))
+    }
+
+    #[test]
+    fn a_new_key_is_published_before_it_signs_and_the_old_one_stays_until_its_tokens_expire() {
+        let (_dir, db, keys) = store();
+        let mut conn = db.get().unwrap();
+        let t0 = 1_000_000;
+        keys.ensure_initial_key(&mut conn, t0).unwrap();
+        let new_kid = keys.add_key(&mut conn, t0 + 10).unwrap();
+        keys.reload(&mut conn).unwrap();
+        let first = keys.current(t0 + 10).unwrap().kid.clone();
+
+        assert_ne!(first, new_kid, "the new key must not sign before caches have seen it");
+        let mut both = vec![first.clone(), new_kid.clone()];
+        both.sort();
+        assert_eq!(kids(&keys, t0 + 10), both, "the new key is published at once");
+
+        let switch = t0 + 10 + JWKS_MAX_AGE_SECS;
+        assert_eq!(keys.current(switch).unwrap().kid, new_kid);
+        assert!(keys.find(&first, switch + 600 + 59).is_some(), "kept while its tokens may live");
+        assert!(keys.find(&first, switch + 600 + 60).is_none(), "dropped once they have expired");
+        assert_eq!(kids(&keys, switch + 600 + 60), vec![new_kid]);
+    }
+
+    #[test]
+    fn rotation_is_due_one_publish_lead_before_the_interval_ends() {
+        let (_dir, db, keys) = store();
+        let mut conn = db.get().unwrap();
+        let t0 = 1_000_000;
+        keys.ensure_initial_key(&mut conn, t0).unwrap();
+        assert_eq!(keys.rotate_if_due(&mut conn, t0 + 3600 - JWKS_MAX_AGE_SECS - 1).unwrap(), None);
+        assert!(keys.rotate_if_due(&mut conn, t0 + 3600 - JWKS_MAX_AGE_SECS).unwrap().is_some());
+    }
+
+    #[test]
+    fn every_algorithm_signs_tokens_its_own_jwk_verifies() {
+        for alg in [SigningAlg::ES256, SigningAlg::EdDSA, SigningAlg::RS256] {
+            let (_dir, db, _) = store();
+            let ring = Arc::new(MasterKeyring::from_keys(vec![[2; 32]]));
+            let keys = SigningKeys::new(ring, alg, 600, 3600);
+            let mut conn = db.get().unwrap();
+            keys.ensure_initial_key(&mut conn, 100).unwrap();
+            keys.reload(&mut conn).unwrap();
+            let token = keys.sign("at+jwt", &json!({"sub": "x", "exp": 10_000_000_000i64}), 100).unwrap();
+            let jwk: jsonwebtoken::jwk::Jwk =
+                serde_json::from_value(keys.jwks(100)["keys"][0].clone()).unwrap();
+            let key = DecodingKey::from_jwk(&jwk).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(keys.current(100).unwrap().alg);
+            validation.set_required_spec_claims(&["exp"]);
+            validation.validate_aud = false;
+            jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        }
+    }
+}

@@ -201,6 +201,11 @@ impl Db {
         run_migrations(&mut conn)
     }
 
+    /// A pooled connection for synchronous callers (the CLI and unit tests).
+    pub fn get(&self) -> Result<diesel::r2d2::PooledConnection<ConnectionFactory>, DbError> {
+        self.pool.get().map_err(|_| DbError::Unavailable)
+    }
+
     /// `true` when a connection can be had and answers.
     pub async fn ping(&self) -> bool {
         self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from)).await.is_ok()

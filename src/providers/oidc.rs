@@ -40,9 +40,27 @@ pub struct OidcVerifier {
     keys: KeySource,
 }
 
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn all(&self) -> &[String] {
+        match self {
+            Audience::One(a) => std::slice::from_ref(a),
+            Audience::Many(list) => list,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct IdTokenClaims {
     sub: String,
+    aud: Audience,
     iat: i64,
     exp: i64,
     azp: Option<String>,
@@ -97,6 +115,10 @@ impl OidcVerifier {
             .map_err(|e| map_jwt_error(e.kind()))?
             .claims;
 
+        // OIDC Core 3.1.3.7: every audience must be one of ours, not merely one of them.
+        if !claims.aud.all().iter().all(|a| self.policy.audiences.contains(a)) {
+            return Err(AssertionError::Audience);
+        }
         let now = crate::db::now();
         if claims.iat > now + LEEWAY_SECS as i64 {
             return Err(AssertionError::IssuedInFuture);

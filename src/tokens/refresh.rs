@@ -121,12 +121,27 @@ pub fn rotate(
     let successor = key.successor_of(presented);
     let successor_hash = sha256_b64(successor.as_bytes());
 
+    if row.spent_at.is_none() && row.expires_at <= now {
+        return Ok(Rotation::Refused);
+    }
+    // Lock the device row first, as revocation does: every refresh of one device queues here,
+    // so the token updates below never meet in the opposite lock order.
+    let touched = diesel::update(
+        devices::table.filter(devices::id.eq(&device.id)).filter(devices::revoked_at.is_null()),
+    )
+    .set((
+        devices::last_seen_at.eq(now),
+        devices::ip.eq(&origin.ip),
+        devices::user_agent.eq(&origin.user_agent),
+    ))
+    .execute(conn)?;
+    if touched == 0 {
+        return Ok(Rotation::Refused);
+    }
+
     let spent = match row.spent_at {
         Some(_) => row,
         None => {
-            if row.expires_at <= now {
-                return Ok(Rotation::Refused);
-            }
             // The conditional write: exactly one presentation wins, whatever runs concurrently.
             let won = diesel::update(
                 refresh_tokens::table
@@ -137,16 +152,9 @@ pub fn rotate(
             .execute(conn)?;
             if won == 1 {
                 insert_token(conn, &device, &successor, Some(row.id.clone()), policy, now)?;
-                diesel::update(devices::table.find(&device.id))
-                    .set((
-                        devices::last_seen_at.eq(now),
-                        devices::ip.eq(&origin.ip),
-                        devices::user_agent.eq(&origin.user_agent),
-                    ))
-                    .execute(conn)?;
                 return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor });
             }
-            // Lost the race (PostgreSQL): the winner has committed by now; read what it wrote.
+            // Lost the race: the winner has committed by now; read what it wrote.
             match find_by_hash(conn, &hash)? {
                 Some(spent) if spent.spent_at.is_some() => spent,
                 _ => return Ok(Rotation::Refused),

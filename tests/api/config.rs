@@ -1,0 +1,171 @@
+//! Configuration errors stop `idbridge serve` with exit status 2 and name the key.
+//! These run the real binary; no database is touched.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::support::write_master_key;
+
+/// How long a refused start may take before we call it "it started anyway" (a guard against a
+/// hanging test, not a timing assertion).
+const START_GUARD: Duration = Duration::from_secs(60);
+
+fn valid_config(dir: &Path) -> String {
+    let master_key = write_master_key(dir);
+    format!(
+        r#"[server]
+bind = "127.0.0.1:0"
+public_url = "http://idbridge.test"
+
+[database]
+url = "sqlite://{db}"
+max_connections = 8
+
+[keys]
+master_keys = ["file:{master_key}"]
+access_token_alg = "ES256"
+
+[tokens]
+audience = "http://idbridge.test/api"
+access_ttl = "10m"
+refresh_idle_ttl = "30d"
+refresh_max_ttl = "90d"
+refresh_reuse_grace = "10s"
+
+[[clients]]
+client_id = "app"
+kind = "public"
+redirect_uris = ["com.example.app:/cb"]
+scopes = ["openid", "profile", "api"]
+"#,
+        db = dir.join("idbridge.db").display(),
+    )
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `idbridge serve --config <file>` with `toml`, no inherited IDBRIDGE_* variables and
+/// `env` added. Returns None when the process was still running after START_GUARD (then killed).
+fn serve_with(dir: &Path, toml: &str, env: &[(&str, &str)]) -> Option<Outcome> {
+    let path = dir.join("idbridge.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idbridge"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IDBRIDGE") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn idbridge");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(START_GUARD) {
+        Ok(out) => {
+            let out = out.expect("wait for idbridge");
+            Some(Outcome {
+                code: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            None
+        }
+    }
+}
+
+#[track_caller]
+fn assert_refused_naming(outcome: Option<Outcome>, key: &str) {
+    let o = outcome
+        .unwrap_or_else(|| panic!("idbridge kept running despite the bad {key}; expected exit status 2"));
+    assert_eq!(o.code, Some(2), "exit status; stderr: {}", o.stderr);
+    assert!(o.stderr.contains(key), "stderr does not name {key}: {}", o.stderr);
+}
+
+#[test]
+fn unknown_key_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path()).replace("max_connections = 8\n", "max_connections = 8\nbogus = 1\n");
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "database.bogus");
+}
+
+#[test]
+fn bad_value_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path()).replace("max_connections = 8\n", "max_connections = \"many\"\n");
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "database.max_connections");
+}
+
+#[test]
+fn missing_database_url_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml: String = valid_config(dir.path())
+        .lines()
+        .filter(|l| !l.starts_with("url = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "database.url");
+}
+
+#[test]
+fn bad_env_override_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path());
+
+    let outcome = serve_with(dir.path(), &toml, &[("IDBRIDGE__DATABASE__MAX_CONNECTIONS", "abc")]);
+
+    assert_refused_naming(outcome, "database.max_connections");
+}
+
+#[test]
+fn bad_duration_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path()).replace("access_ttl = \"10m\"", "access_ttl = \"ten minutes\"");
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "tokens.access_ttl");
+}
+
+#[test]
+fn malformed_master_key_entry_exits_2_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "c2VjcmV0LW1hc3Rlci1rZXktbXVzdC1uZXZlci1sZWFr";
+    let base = valid_config(dir.path());
+    let start = base.find("master_keys = ").unwrap();
+    let end = start + base[start..].find('\n').unwrap();
+    let toml = format!("{}master_keys = [\"{secret}\"]{}", &base[..start], &base[end..]);
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+    let o = outcome.expect("idbridge kept running despite a master key entry without file:/env:");
+
+    assert_eq!(o.code, Some(2), "stderr: {}", o.stderr);
+    assert!(o.stderr.contains("keys.master_keys"), "stderr does not name keys.master_keys: {}", o.stderr);
+    assert!(!o.stderr.contains(secret), "the secret is echoed on stderr: {}", o.stderr);
+}

@@ -1,0 +1,16 @@
+//! Black-box tests of idbridge over HTTP. Each behaviour runs on SQLite and on Postgres
+//! (`<test>::sqlite`, `<test>::postgres`); Postgres is at IDBRIDGE_TEST_PG_URL
+//! (default postgres://postgres@127.0.0.1:5432), one fresh database per test.
+
+#[macro_use]
+mod support;
+
+mod access_token;
+mod config;
+mod dev_provider;
+mod discovery_ops;
+mod google_validation;
+mod me;
+mod refresh;
+mod revoke_introspect;
+mod token_exchange;

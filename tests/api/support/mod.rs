@@ -1,0 +1,487 @@
+//! Test harness: starts idbridge in-process against a fresh database and a fake Google.
+#![allow(dead_code)]
+
+pub mod fake_google;
+pub mod test_db;
+
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub use fake_google::FakeGoogle;
+pub use test_db::TestDb;
+
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const PUBLIC_URL: &str = "http://idbridge.test";
+pub const AUDIENCE: &str = "http://idbridge.test/api";
+pub const SVC_SECRET: &str = "svc-secret";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `both_backends!(some_test);` for `async fn some_test(backend: Backend)` generates
+/// `some_test::sqlite` and `some_test::postgres`.
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::support::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(crate::support::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+/// Argon2 PHC string of `svc-secret` (computed once per test binary).
+pub fn svc_secret_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(b"idbridge-test-salt").expect("salt");
+        argon2::Argon2::default()
+            .hash_password(SVC_SECRET.as_bytes(), &salt)
+            .expect("argon2 hash")
+            .to_string()
+    })
+}
+
+/// The knobs tests turn; everything else is the fixed test configuration.
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    pub access_ttl: String,
+    pub refresh_idle_ttl: String,
+    pub refresh_max_ttl: String,
+    pub refresh_reuse_grace: String,
+    pub require_nonce: bool,
+    pub hosted_domain: String,
+    pub dev: bool,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        TestConfig {
+            access_ttl: "10m".into(),
+            refresh_idle_ttl: "30d".into(),
+            refresh_max_ttl: "90d".into(),
+            refresh_reuse_grace: "10s".into(),
+            require_nonce: false,
+            hosted_domain: String::new(),
+            dev: false,
+        }
+    }
+}
+
+impl TestConfig {
+    pub fn render(&self, db_url: &str, master_key_path: &str, google_issuer: &str) -> String {
+        let mut t = format!(
+            r#"[server]
+bind = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+
+[database]
+url = "{db_url}"
+max_connections = 8
+
+[keys]
+master_keys = ["file:{master_key_path}"]
+access_token_alg = "ES256"
+
+[tokens]
+audience = "{AUDIENCE}"
+access_ttl = "{access_ttl}"
+refresh_idle_ttl = "{idle}"
+refresh_max_ttl = "{max}"
+refresh_reuse_grace = "{grace}"
+
+[providers.google]
+client_ids = ["google-client-1", "google-client-2"]
+issuer = "{google_issuer}"
+require_nonce = {require_nonce}
+hosted_domain = "{hd}"
+
+[[clients]]
+client_id = "app"
+kind = "public"
+redirect_uris = ["com.example.app:/cb"]
+scopes = ["openid", "profile", "api"]
+
+[[clients]]
+client_id = "svc"
+kind = "confidential"
+secret_hash = "{secret_hash}"
+redirect_uris = []
+scopes = ["api"]
+"#,
+            access_ttl = self.access_ttl,
+            idle = self.refresh_idle_ttl,
+            max = self.refresh_max_ttl,
+            grace = self.refresh_reuse_grace,
+            require_nonce = self.require_nonce,
+            hd = self.hosted_domain,
+            secret_hash = svc_secret_hash(),
+        );
+        if self.dev {
+            t.push_str("\n[dev]\nenabled = true\n");
+        }
+        t
+    }
+}
+
+/// Writes a master key file (base64 of 32 random bytes) into `dir`, returns its path.
+pub fn write_master_key(dir: &std::path::Path) -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut key = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut key).expect("rng");
+    let path = dir.join("master.key");
+    std::fs::write(&path, STANDARD.encode(key)).expect("write master key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod master key");
+    }
+    path.display().to_string()
+}
+
+/// A response read completely.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    /// The body as JSON, `Value::Null` when it is not JSON.
+    pub body: Value,
+}
+
+impl Answer {
+    pub async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("read response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, headers, text, body }
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap_or("<non-ascii>").to_string())
+    }
+
+    /// `error` of an RFC 6749 error body.
+    pub fn error(&self) -> Option<&str> {
+        self.body.get("error").and_then(Value::as_str)
+    }
+
+    pub fn str(&self, field: &str) -> &str {
+        self.body
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no string field {field:?} in {}", self.text))
+    }
+
+    /// Asserts an OAuth error answer: status and `error` code.
+    #[track_caller]
+    pub fn assert_oauth_error(&self, status: u16, error: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.error()),
+            (status, Some(error)),
+            "expected {status} {error}, got {} {}",
+            self.status,
+            self.text
+        );
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "expected {status}, got {} {}", self.status, self.text);
+    }
+}
+
+/// How a request authenticates its client.
+#[derive(Clone, Copy, Debug)]
+pub enum Auth<'a> {
+    /// `client_id` in the form (public client)
+    Public(&'a str),
+    /// HTTP Basic `id:secret`
+    Basic(&'a str, &'a str),
+    /// `client_id` + `client_secret` in the form
+    Post(&'a str, &'a str),
+    /// nothing at all
+    Anonymous,
+}
+
+/// What a successful sign-in (or refresh) gave back.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub device_id: String,
+    /// `sub` of the access token: the idbridge user id
+    pub user_id: String,
+    /// the Google `sub` the ID token carried (empty for a refresh)
+    pub google_sub: String,
+    pub body: Value,
+}
+
+impl Tokens {
+    #[track_caller]
+    pub fn from_answer(a: &Answer, google_sub: &str) -> Tokens {
+        a.assert_status(200);
+        let access_token = a.str("access_token").to_string();
+        let user_id = jwt_claims(&access_token)["sub"].as_str().unwrap_or_default().to_string();
+        Tokens {
+            refresh_token: a.str("refresh_token").to_string(),
+            device_id: a.str("device_id").to_string(),
+            access_token,
+            user_id,
+            google_sub: google_sub.to_string(),
+            body: a.body.clone(),
+        }
+    }
+}
+
+/// Decodes (without verifying) the claims of a JWS.
+pub fn jwt_claims(token: &str) -> Value {
+    jwt_part(token, 1)
+}
+
+/// Decodes (without verifying) the header of a JWS.
+pub fn jwt_header(token: &str) -> Value {
+    jwt_part(token, 0)
+}
+
+fn jwt_part(token: &str, i: usize) -> Value {
+    let part = token.split('.').nth(i).unwrap_or_else(|| panic!("not a JWS: {token}"));
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .unwrap_or_else(|e| panic!("JWS part {i} is not base64url: {e}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("JWS part {i} is not JSON: {e}"))
+}
+
+/// Space-separated scope string as a sorted list.
+pub fn scope_set(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.split_whitespace().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub google: FakeGoogle,
+    pub db: TestDb,
+    pub config: TestConfig,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Dev mode on (`[dev] enabled = true`): the service registers `dev-app` and `dev-service`.
+pub async fn spawn_dev_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |c| c.dev = true).await
+}
+
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut TestConfig)) -> TestApp {
+    let mut config = TestConfig::default();
+    configure(&mut config);
+
+    let google = FakeGoogle::start().await;
+    let db =
+        tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create test database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master_key = write_master_key(dir.path());
+    let toml = config.render(&db.url, &master_key, google.issuer());
+
+    let settings = match idbridge::config::Settings::from_toml_str(&toml, Vec::<(String, String)>::new()) {
+        Ok(s) => s,
+        Err(e) => panic!("test configuration refused: {e}\n{toml}"),
+    };
+    let app = match idbridge::app::Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => panic!("Application::build failed: {e} ({e:?})"),
+    };
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+
+    // reqwest is built with rustls but without a default crypto provider (plain http here).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client");
+    TestApp { address: format!("http://127.0.0.1:{port}"), port, client, google, db, config, _dir: dir }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let r = self.client.get(self.url(path)).send().await.expect("GET failed");
+        Answer::read(r).await
+    }
+
+    pub async fn get_bearer(&self, path: &str, token: &str) -> Answer {
+        let r = self.client.get(self.url(path)).bearer_auth(token).send().await.expect("GET failed");
+        Answer::read(r).await
+    }
+
+    pub async fn delete_bearer(&self, path: &str, token: &str) -> Answer {
+        let r = self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("DELETE failed");
+        Answer::read(r).await
+    }
+
+    pub async fn post_bearer(&self, path: &str, token: &str) -> Answer {
+        let r = self.client.post(self.url(path)).bearer_auth(token).send().await.expect("POST failed");
+        Answer::read(r).await
+    }
+
+    /// POST a form, authenticating the client as `auth` says.
+    pub async fn post_form(&self, path: &str, auth: Auth<'_>, form: &[(&str, &str)]) -> Answer {
+        let mut fields: Vec<(String, String)> =
+            form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut req = self.client.post(self.url(path));
+        match auth {
+            Auth::Public(id) => {
+                if !fields.iter().any(|(k, _)| k == "client_id") {
+                    fields.push(("client_id".into(), id.into()));
+                }
+            }
+            Auth::Post(id, secret) => {
+                fields.push(("client_id".into(), id.into()));
+                fields.push(("client_secret".into(), secret.into()));
+            }
+            Auth::Basic(id, secret) => req = req.basic_auth(id, Some(secret)),
+            Auth::Anonymous => {}
+        }
+        let r = req.form(&fields).send().await.expect("POST form failed");
+        Answer::read(r).await
+    }
+
+    /// Token exchange of `id_token` by client `app`; `extra` adds or overrides form fields.
+    pub async fn exchange(&self, id_token: &str, extra: &[(&str, &str)]) -> Answer {
+        self.exchange_as(Auth::Public("app"), id_token, extra).await
+    }
+
+    pub async fn exchange_as(&self, auth: Auth<'_>, id_token: &str, extra: &[(&str, &str)]) -> Answer {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", id_token),
+            ("subject_token_type", ID_TOKEN_TYPE),
+        ];
+        for (k, v) in extra {
+            form.retain(|(fk, _)| fk != k);
+            form.push((k, v));
+        }
+        self.post_form("/oauth/token", auth, &form).await
+    }
+
+    /// Signs in a brand-new Google user.
+    pub async fn sign_in(&self) -> Tokens {
+        self.sign_in_as(&fake_google::random_sub()).await
+    }
+
+    /// Signs in Google subject `sub` with a fresh ID token (a new device each time).
+    pub async fn sign_in_as(&self, sub: &str) -> Tokens {
+        let token = self.google.id_token_for(sub);
+        let a = self.exchange(&token, &[]).await;
+        Tokens::from_answer(&a, sub)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Answer {
+        self.refresh_as(Auth::Public("app"), refresh_token).await
+    }
+
+    pub async fn refresh_as(&self, auth: Auth<'_>, refresh_token: &str) -> Answer {
+        self.post_form(
+            "/oauth/token",
+            auth,
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)],
+        )
+        .await
+    }
+
+    pub async fn revoke(&self, token: &str, auth: Auth<'_>) -> Answer {
+        self.post_form("/oauth/revoke", auth, &[("token", token)]).await
+    }
+
+    /// Introspection as the confidential client `svc` (HTTP Basic).
+    pub async fn introspect(&self, token: &str) -> Answer {
+        self.introspect_as(Auth::Basic("svc", SVC_SECRET), token).await
+    }
+
+    pub async fn introspect_as(&self, auth: Auth<'_>, token: &str) -> Answer {
+        self.post_form("/oauth/introspect", auth, &[("token", token)]).await
+    }
+
+    pub async fn get_me(&self, access_token: &str) -> Answer {
+        self.get_bearer("/v1/me", access_token).await
+    }
+
+    /// A fresh nonce from `POST /oauth/nonce` for client `app`.
+    pub async fn nonce(&self) -> String {
+        let a = self.post_form("/oauth/nonce", Auth::Public("app"), &[]).await;
+        a.assert_status(200);
+        a.str("nonce").to_string()
+    }
+
+    /// `SELECT COUNT(*) FROM <from>`; `from` may carry a WHERE clause.
+    pub async fn count(&self, from: &str) -> i64 {
+        let backend = self.db.backend;
+        let url = self.db.url.clone();
+        let from = from.to_string();
+        tokio::task::spawn_blocking(move || count_at(backend, &url, &from)).await.expect("count task")
+    }
+
+    /// Runs SQL against the service's database (set-up only).
+    pub async fn execute_sql(&self, sql: &str) {
+        let backend = self.db.backend;
+        let url = self.db.url.clone();
+        let sql = sql.to_string();
+        tokio::task::spawn_blocking(move || exec_at(backend, &url, &sql)).await.expect("sql task")
+    }
+
+    /// users, identities, devices, refresh_tokens and used_assertions are all empty.
+    #[track_caller]
+    pub fn assert_nothing_written(&self) -> impl std::future::Future<Output = ()> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            let mut counts = Vec::new();
+            for t in ["users", "identities", "devices", "refresh_tokens", "used_assertions"] {
+                counts.push((t, self.count(t).await));
+            }
+            assert!(
+                counts.iter().all(|(_, n)| *n == 0),
+                "a refused request wrote rows: {counts:?} (asserted at {caller})"
+            );
+        }
+    }
+}
+
+fn count_at(backend: Backend, url: &str, from: &str) -> i64 {
+    let db = test_db::TestDb::attach(backend, url);
+    db.count_blocking(from)
+}
+
+fn exec_at(backend: Backend, url: &str, sql: &str) {
+    let db = test_db::TestDb::attach(backend, url);
+    db.execute_blocking(sql)
+}
