@@ -268,7 +268,7 @@ impl FakeGoogle {
 impl Drop for FakeGoogle {
     fn drop(&mut self) {
         // The stop command is sent eagerly; the returned future only waits for completion.
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }
 
