@@ -69,6 +69,9 @@ pub struct ClientAuthError;
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<Client>>,
     verified: Mutex<HashMap<String, Vec<[u8; 32]>>>,
+    /// One argon2 verification at a time: each takes ~19 MiB, and a burst of first requests
+    /// would otherwise run one per request at once.
+    argon2_gate: tokio::sync::Mutex<()>,
 }
 
 impl ClientRegistry {
@@ -86,7 +89,7 @@ impl ClientRegistry {
                 (c.client_id.clone(), Arc::new(client))
             })
             .collect();
-        Self { clients, verified: Mutex::new(HashMap::new()) }
+        Self { clients, verified: Mutex::new(HashMap::new()), argon2_gate: tokio::sync::Mutex::new(()) }
     }
 
     pub fn get(&self, client_id: &str) -> Option<Arc<Client>> {
@@ -106,6 +109,10 @@ impl ClientRegistry {
                     .chain_update(secret.expose_secret().as_bytes())
                     .finalize()
                     .into();
+                if self.was_verified(&client.id, &fingerprint) {
+                    return Ok(client);
+                }
+                let _one_at_a_time = self.argon2_gate.lock().await;
                 if self.was_verified(&client.id, &fingerprint) {
                     return Ok(client);
                 }

@@ -6,7 +6,7 @@
 
 pub mod schema;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
@@ -85,6 +85,7 @@ impl DbError {
 }
 
 /// Opens connections for the pool; never guesses the backend from a failed attempt.
+#[derive(Clone)]
 pub struct ConnectionFactory {
     target: DbTarget,
 }
@@ -123,14 +124,46 @@ impl ManageConnection for ConnectionFactory {
     }
 }
 
+/// A write job for the SQLite writer thread: it gets the connection, or why there is none.
+type WriteJob = Box<dyn FnOnce(Result<&mut DbConnection, DbError>) + Send>;
+
+/// SQLite allows one writer at a time. Rather than have pooled connections queue on the file
+/// lock (and each find its page cache stale after the others' commits), every write
+/// transaction runs on one thread that owns one connection.
+fn spawn_sqlite_writer(factory: ConnectionFactory) -> std::sync::mpsc::Sender<WriteJob> {
+    let (jobs, inbox) = std::sync::mpsc::channel::<WriteJob>();
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            let mut conn: Option<DbConnection> = None;
+            for job in inbox {
+                if conn.is_none() {
+                    conn = factory.connect().ok();
+                }
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match conn.as_mut() {
+                        Some(c) => job(Ok(c)),
+                        None => job(Err(DbError::Unavailable)),
+                    }));
+                let broken = conn.as_mut().is_some_and(|c| factory.has_broken(c));
+                if outcome.is_err() || broken {
+                    conn = None;
+                }
+            }
+        })
+        .expect("spawning the SQLite writer thread");
+    jobs
+}
+
 /// The pool plus what a caller needs to run work on it.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<ConnectionFactory>,
     backend: Backend,
-    /// SQLite allows one writer: queueing writers here wakes them at once instead of
-    /// leaving them in SQLite's sleeping busy handler.
-    sqlite_writer: Arc<Mutex<()>>,
+    /// Bounds blocking threads to the pool size, so a burst queues here instead of parking
+    /// hundreds of threads on the pool.
+    permits: Arc<tokio::sync::Semaphore>,
+    sqlite_writer: Option<std::sync::mpsc::Sender<WriteJob>>,
 }
 
 impl Db {
@@ -146,13 +179,17 @@ impl Db {
             }
         }
         let backend = target.backend;
+        let factory = ConnectionFactory { target };
+        let sqlite_writer = (backend == Backend::Sqlite).then(|| spawn_sqlite_writer(factory.clone()));
+        let max_connections = max_connections.max(1);
         let pool = Pool::builder()
-            .max_size(max_connections.max(1))
+            .max_size(max_connections)
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(3))
             .test_on_check_out(backend == Backend::Postgres)
-            .build_unchecked(ConnectionFactory { target });
-        Ok(Self { pool, backend, sqlite_writer: Arc::new(Mutex::new(())) })
+            .build_unchecked(factory);
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
+        Ok(Self { pool, backend, permits, sqlite_writer })
     }
 
     pub fn backend(&self) -> Backend {
@@ -166,10 +203,12 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| E::from(DbError::Task))?;
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
+            let _permit = permit;
             let mut conn = pool.get().map_err(|_| DbError::Unavailable)?;
             f(&mut conn)
         });
@@ -184,21 +223,21 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let writer = self.sqlite_writer.clone();
-        self.run(move |conn| {
-            let _guard = match conn {
-                DbConnection::Sqlite(_) => Some(writer.lock().unwrap_or_else(|p| p.into_inner())),
-                DbConnection::Pg(_) => None,
+        let Some(writer) = &self.sqlite_writer else {
+            return self.run(move |conn| write_transaction(conn, f)).await;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        let job: WriteJob = Box::new(move |conn| {
+            let _entered = span.enter();
+            let result = match conn {
+                Ok(conn) => write_transaction(conn, f),
+                Err(e) => Err(E::from(e)),
             };
-            write_transaction(conn, f)
-        })
-        .await
-    }
-
-    /// Applies pending migrations; on PostgreSQL under an advisory lock so replicas can start together.
-    pub fn migrate(&self) -> Result<usize, String> {
-        let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
-        run_migrations(&mut conn)
+            let _ = reply.send(result);
+        });
+        writer.send(job).map_err(|_| E::from(DbError::Task))?;
+        answer.await.map_err(|_| E::from(DbError::Task))?
     }
 
     /// A pooled connection for synchronous callers (the CLI and unit tests).
@@ -209,6 +248,12 @@ impl Db {
     /// `true` when a connection can be had and answers.
     pub async fn ping(&self) -> bool {
         self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from)).await.is_ok()
+    }
+
+    /// Applies pending migrations; on PostgreSQL under an advisory lock so replicas can start together.
+    pub fn migrate(&self) -> Result<usize, String> {
+        let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
+        run_migrations(&mut conn)
     }
 }
 
