@@ -43,7 +43,7 @@ pub fn record(
 ) -> Result<(), DbError> {
     diesel::insert_into(audit_events::table)
         .values(NewAuditEvent {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::db::new_id(),
             at: now,
             actor: event.actor,
             action: event.action,

@@ -161,7 +161,7 @@ pub fn sign_in(
     .execute(conn)?;
 
     let device = Device {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::db::new_id(),
         user_id: user_id.clone(),
         client_id: request.client_id.clone(),
         idp: provider.to_string(),
@@ -213,7 +213,7 @@ fn create_user(
 ) -> Result<String, diesel::result::Error> {
     conn.transaction(|c| {
         let user = User {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::db::new_id(),
             created_at: now,
             display_name: assertion.name.clone(),
             email: assertion.email.clone(),
@@ -223,7 +223,7 @@ fn create_user(
         diesel::insert_into(users::table).values(&user).execute(c)?;
         diesel::insert_into(identities::table)
             .values(Identity {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: crate::db::new_id(),
                 user_id: user.id.clone(),
                 provider: assertion.provider.as_str().to_string(),
                 subject: assertion.subject.clone(),

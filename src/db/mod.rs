@@ -124,35 +124,138 @@ impl ManageConnection for ConnectionFactory {
     }
 }
 
-/// A write job for the SQLite writer thread: it gets the connection, or why there is none.
-type WriteJob = Box<dyn FnOnce(Result<&mut DbConnection, DbError>) + Send>;
+/// Most write jobs the SQLite writer commits together.
+const MAX_BATCH: usize = 64;
 
-/// SQLite allows one writer at a time. Rather than have pooled connections queue on the file
-/// lock (and each find its page cache stale after the others' commits), every write
-/// transaction runs on one thread that owns one connection.
-fn spawn_sqlite_writer(factory: ConnectionFactory) -> std::sync::mpsc::Sender<WriteJob> {
-    let (jobs, inbox) = std::sync::mpsc::channel::<WriteJob>();
+/// A write for the SQLite writer: it runs in a savepoint of the writer's batch transaction.
+trait BatchedWrite: Send {
+    /// Does the work and holds its answer until the batch's fate is known.
+    fn run(self: Box<Self>, conn: &mut DbConnection) -> Box<dyn HeldAnswer>;
+    /// No connection could be had.
+    fn fail(self: Box<Self>, error: DbError);
+}
+
+/// An answer that is sent only once its batch committed (or failed).
+trait HeldAnswer: Send {
+    fn committed(self: Box<Self>);
+    fn failed(self: Box<Self>, error: DbError);
+}
+
+struct WriteJob<F, T, E> {
+    work: F,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+    span: tracing::Span,
+}
+
+struct Held<T, E> {
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+    result: Result<T, E>,
+}
+
+impl<F, T, E> BatchedWrite for WriteJob<F, T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<DbError> + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &mut DbConnection) -> Box<dyn HeldAnswer> {
+        let WriteJob { work, reply, span } = *self;
+        let result = span.in_scope(|| write_transaction(conn, work));
+        Box::new(Held { reply, result })
+    }
+
+    fn fail(self: Box<Self>, error: DbError) {
+        let _ = self.reply.send(Err(E::from(error)));
+    }
+}
+
+impl<T: Send, E: From<DbError> + Send> HeldAnswer for Held<T, E> {
+    fn committed(self: Box<Self>) {
+        let _ = self.reply.send(self.result);
+    }
+
+    fn failed(self: Box<Self>, error: DbError) {
+        let _ = self.reply.send(Err(self.result.err().unwrap_or_else(|| E::from(error))));
+    }
+}
+
+/// SQLite allows one writer at a time. Every write runs on one thread that owns one
+/// connection, and the jobs queued together share one transaction (group commit): each job
+/// in its own savepoint, every answer held until the COMMIT succeeded.
+fn spawn_sqlite_writer(factory: ConnectionFactory) -> std::sync::mpsc::Sender<Box<dyn BatchedWrite>> {
+    let (jobs, inbox) = std::sync::mpsc::channel::<Box<dyn BatchedWrite>>();
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
             let mut conn: Option<DbConnection> = None;
-            for job in inbox {
+            while let Ok(first) = inbox.recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match inbox.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
                 if conn.is_none() {
                     conn = factory.connect().ok();
                 }
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match conn.as_mut() {
-                        Some(c) => job(Ok(c)),
-                        None => job(Err(DbError::Unavailable)),
-                    }));
-                let broken = conn.as_mut().is_some_and(|c| factory.has_broken(c));
-                if outcome.is_err() || broken {
+                let Some(c) = conn.as_mut() else {
+                    batch.into_iter().for_each(|job| job.fail(DbError::Unavailable));
+                    continue;
+                };
+                if !commit_batch(c, batch) || factory.has_broken(c) {
                     conn = None;
                 }
             }
         })
         .expect("spawning the SQLite writer thread");
     jobs
+}
+
+/// Runs one batch; `false` when the connection should be replaced.
+fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> bool {
+    let DbConnection::Sqlite(inner) = conn else {
+        batch.into_iter().for_each(|job| job.fail(DbError::Task));
+        return false;
+    };
+    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
+        let error = DbError::from(e);
+        let retry_later = matches!(error, DbError::Unavailable);
+        batch
+            .into_iter()
+            .for_each(|job| job.fail(if retry_later { DbError::Unavailable } else { DbError::Task }));
+        return false;
+    }
+    let mut held = Vec::with_capacity(batch.len());
+    for job in batch {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn))) {
+            Ok(answer) => held.push(answer),
+            Err(_) => {
+                // The jobs not yet run are dropped: their callers see a failed task.
+                rollback_batch(conn, held);
+                return false;
+            }
+        }
+    }
+    let DbConnection::Sqlite(inner) = conn else { unreachable!("matched above") };
+    match AnsiTransactionManager::commit_transaction(inner) {
+        Ok(()) => {
+            held.into_iter().for_each(|answer| answer.committed());
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SQLite batch commit failed");
+            rollback_batch(conn, held);
+            false
+        }
+    }
+}
+
+fn rollback_batch(conn: &mut DbConnection, held: Vec<Box<dyn HeldAnswer>>) {
+    if let DbConnection::Sqlite(inner) = conn {
+        let _ = AnsiTransactionManager::rollback_transaction(inner);
+    }
+    held.into_iter().for_each(|answer| answer.failed(DbError::Task));
 }
 
 /// The pool plus what a caller needs to run work on it.
@@ -163,7 +266,7 @@ pub struct Db {
     /// Bounds blocking threads to the pool size, so a burst queues here instead of parking
     /// hundreds of threads on the pool.
     permits: Arc<tokio::sync::Semaphore>,
-    sqlite_writer: Option<std::sync::mpsc::Sender<WriteJob>>,
+    sqlite_writer: Option<std::sync::mpsc::Sender<Box<dyn BatchedWrite>>>,
 }
 
 impl Db {
@@ -227,16 +330,8 @@ impl Db {
             return self.run(move |conn| write_transaction(conn, f)).await;
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let span = tracing::Span::current();
-        let job: WriteJob = Box::new(move |conn| {
-            let _entered = span.enter();
-            let result = match conn {
-                Ok(conn) => write_transaction(conn, f),
-                Err(e) => Err(E::from(e)),
-            };
-            let _ = reply.send(result);
-        });
-        writer.send(job).map_err(|_| E::from(DbError::Task))?;
+        let job = WriteJob { work: f, reply, span: tracing::Span::current() };
+        writer.send(Box::new(job)).map_err(|_| E::from(DbError::Task))?;
         answer.await.map_err(|_| E::from(DbError::Task))?
     }
 
@@ -262,8 +357,9 @@ where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<DbError>,
 {
+    // BEGIN on PostgreSQL; inside the SQLite writer's batch transaction, a savepoint.
     let begin = match conn {
-        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction(c),
         DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c),
     };
     begin.map_err(|e| E::from(e.into()))?;
@@ -318,4 +414,10 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// A new row id: a UUIDv7, time-ordered so inserts land at the right edge of each index
+/// instead of on a random page.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }

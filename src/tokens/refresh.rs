@@ -70,7 +70,7 @@ fn insert_token(
     now: i64,
 ) -> Result<(), DbError> {
     let row = RefreshTokenRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::db::new_id(),
         device_id: device.id.clone(),
         token_hash: sha256_b64(token.as_bytes()),
         parent_id,
