@@ -11,6 +11,7 @@ mod dev_provider;
 mod discovery_ops;
 mod google_validation;
 mod me;
+mod outage;
 mod refresh;
 mod revoke_introspect;
 mod token_exchange;
