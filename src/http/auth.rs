@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use super::errors::{OAuthError, Problem};
 use crate::accounts::{self, audit::Origin};
 use crate::app::AppState;
-use crate::clients::ClientCredentials;
+use crate::clients::{Client, ClientCredentials};
 use crate::tokens::access::{self, AccessClaims};
 
 /// RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
@@ -39,7 +39,7 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAut
 }
 
 /// The client's credentials from Basic or from the form; both at once is refused (RFC 6749 §2.3).
-pub fn client_credentials(
+fn client_credentials(
     req: &HttpRequest,
     form_id: Option<&str>,
     form_secret: Option<&str>,
@@ -59,6 +59,17 @@ pub fn client_credentials(
             })
         }
     }
+}
+
+/// The authenticated client of an `/oauth` request, or `401 invalid_client`.
+pub async fn authenticate_client(
+    state: &AppState,
+    req: &HttpRequest,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<std::sync::Arc<Client>, OAuthError> {
+    let credentials = client_credentials(req, form_id, form_secret)?;
+    state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())
 }
 
 /// Peer address and user agent, as recorded on devices and audit events.

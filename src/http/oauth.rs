@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{client_credentials, origin};
+use super::auth::{authenticate_client, origin};
 use super::errors::OAuthError;
 use crate::accounts::{self, SignIn, SignInError};
 use crate::app::AppState;
@@ -46,8 +46,8 @@ pub async fn token(
     let form = form.into_inner();
     let grant_type =
         form.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
-    let credentials = client_credentials(&req, form.client_id.as_deref(), form.client_secret.as_deref())?;
-    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    let client =
+        authenticate_client(&state, &req, form.client_id.as_deref(), form.client_secret.as_deref()).await?;
     match grant_type.as_str() {
         GRANT_TOKEN_EXCHANGE => token_exchange(state, req, client, form).await,
         GRANT_REFRESH_TOKEN => refresh_grant(state, req, client, form).await,
@@ -222,8 +222,7 @@ pub async fn nonce(
     req: HttpRequest,
     form: web::Form<NonceForm>,
 ) -> Result<HttpResponse, OAuthError> {
-    let credentials = client_credentials(&req, form.client_id.as_deref(), None)?;
-    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    let client = authenticate_client(&state, &req, form.client_id.as_deref(), None).await?;
     let nonce =
         state.db.write(move |conn| accounts::create_nonce(conn, &client.id, crate::db::now())).await?;
     Ok(no_store().json(json!({ "nonce": nonce, "expires_in": accounts::NONCE_TTL_SECS })))
@@ -245,8 +244,8 @@ pub async fn revoke(
     form: web::Form<TokenOnlyForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let form = form.into_inner();
-    let credentials = client_credentials(&req, form.client_id.as_deref(), form.client_secret.as_deref())?;
-    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    let client =
+        authenticate_client(&state, &req, form.client_id.as_deref(), form.client_secret.as_deref()).await?;
     let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let now = crate::db::now();
     let access_device = if access::looks_like_jwt(&token) {
@@ -295,8 +294,8 @@ pub async fn introspect(
     form: web::Form<TokenOnlyForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let form = form.into_inner();
-    let credentials = client_credentials(&req, form.client_id.as_deref(), form.client_secret.as_deref())?;
-    let client = state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())?;
+    let client =
+        authenticate_client(&state, &req, form.client_id.as_deref(), form.client_secret.as_deref()).await?;
     if client.kind != ClientKind::Confidential {
         return Err(OAuthError::invalid_client());
     }

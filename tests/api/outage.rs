@@ -9,8 +9,11 @@ use crate::support::test_db::pg_server_url;
 use crate::support::*;
 
 fn allow_connections(database: &str, allowed: bool) {
-    let mut admin = PgConnection::establish(&format!("{}/postgres", pg_server_url())).expect("admin connection");
-    admin.batch_execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {allowed}")).expect("ALTER DATABASE");
+    let mut admin =
+        PgConnection::establish(&format!("{}/postgres", pg_server_url())).expect("admin connection");
+    admin
+        .batch_execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {allowed}"))
+        .expect("ALTER DATABASE");
     if !allowed {
         admin
             .batch_execute(&format!(
