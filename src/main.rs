@@ -26,6 +26,9 @@ struct ConfigArg {
     /// The TOML configuration file (default: $IDBRIDGE_CONFIG).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Dev mode: the dev provider and dev clients, loopback only; without a file, SQLite in ./data.
+    #[arg(long)]
+    dev: bool,
 }
 
 #[derive(Subcommand)]
@@ -34,9 +37,6 @@ enum Command {
     Serve {
         #[command(flatten)]
         config: ConfigArg,
-        /// Dev mode: loopback only, SQLite in ./data, the dev provider and dev clients.
-        #[arg(long)]
-        dev: bool,
     },
     /// Apply pending migrations and exit.
     Migrate {
@@ -144,7 +144,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-fn load_settings(config: &ConfigArg, dev: bool) -> Result<Settings, Failure> {
+fn load_settings(config: &ConfigArg) -> Result<Settings, Failure> {
+    let dev = config.dev;
     let path = config.config.clone().or_else(|| std::env::var_os("IDBRIDGE_CONFIG").map(PathBuf::from));
     let text = match &path {
         Some(path) => std::fs::read_to_string(path).map_err(|e| {
@@ -165,13 +166,13 @@ fn load_settings(config: &ConfigArg, dev: bool) -> Result<Settings, Failure> {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Serve { config, dev } => {
-            let settings = load_settings(&config, dev)?;
+        Command::Serve { config } => {
+            let settings = load_settings(&config)?;
             let application = Application::build(settings).await?;
             application.run_until_stopped().await?;
         }
         Command::Migrate { config } => {
-            let settings = load_settings(&config, false)?;
+            let settings = load_settings(&config)?;
             app::open_database(&settings, true).await?;
             println!("migrations are up to date");
         }
@@ -179,7 +180,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", crypto::keyring::MasterKeyring::generate());
         }
         Command::Keys { command: KeysCommand::RotateSigning { config } } => {
-            let settings = load_settings(&config, false)?;
+            let settings = load_settings(&config)?;
             let keyring = Arc::new(app::load_keyring(&settings)?);
             let db = app::open_database(&settings, settings.database.auto_migrate).await?;
             let keys = app::load_signing_keys(&settings, &db, keyring).await?;
@@ -190,7 +191,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Keys { command: KeysCommand::RotateMaster { config } } => {
-            let settings = load_settings(&config, false)?;
+            let settings = load_settings(&config)?;
             let keyring = Arc::new(app::load_keyring(&settings)?);
             let db = app::open_database(&settings, settings.database.auto_migrate).await?;
             let (done, total) = crypto::signing::rewrap_all(&db, keyring, |done, total| {
@@ -210,7 +211,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", clients::hash_secret(secret));
         }
         Command::Users { command: UsersCommand::RevokeAll { user_id, config } } => {
-            let settings = load_settings(&config, false)?;
+            let settings = load_settings(&config)?;
             let db = app::open_database(&settings, settings.database.auto_migrate).await?;
             let count = db
                 .write(move |conn| {
@@ -240,7 +241,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Admins { command: AdminsCommand::Grant { user_id, config } } => {
-            let settings = load_settings(&config, false)?;
+            let settings = load_settings(&config)?;
             let db = app::open_database(&settings, settings.database.auto_migrate).await?;
             let granted = db
                 .write(move |conn| {
