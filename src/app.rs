@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::clients::ClientRegistry;
-use crate::config::{GoogleSettings, Settings};
+use crate::config::Settings;
 use crate::crypto::keyring::{create_key_file_if_missing, KeyringError, MasterKeyring};
 use crate::crypto::signing::{SigningError, SigningKeys};
 use crate::db::{self, Db};
@@ -28,12 +28,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn google(&self) -> Option<&GoogleSettings> {
-        self.settings.providers.google.as_ref()
-    }
-
     pub fn google_requires_nonce(&self) -> bool {
-        self.google().is_some_and(|g| g.require_nonce)
+        self.settings.providers.google.as_ref().is_some_and(|g| g.require_nonce)
     }
 }
 

@@ -1,8 +1,9 @@
 //! Storage: one r2d2 pool of [`DbConnection`]s over PostgreSQL or SQLite, the embedded
 //! migrations, and the helpers that run blocking diesel work off the async runtime.
 //!
-//! Backend differences live here and nowhere else: connection set-up (SQLite pragmas),
-//! write-transaction start (`BEGIN IMMEDIATE` on SQLite), and the migration lock (PostgreSQL).
+//! Backend differences live here and nowhere else: connection set-up (SQLite pragmas), how
+//! writes run (a transaction per write on PostgreSQL; on SQLite one writer thread that group-
+//! commits, `BEGIN IMMEDIATE`, a savepoint per write), and the migration lock (PostgreSQL).
 
 pub mod schema;
 
@@ -75,12 +76,6 @@ impl From<DieselError> for DbError {
             | DieselError::BrokenTransactionManager => DbError::Unavailable,
             other => DbError::Query(other),
         }
-    }
-}
-
-impl DbError {
-    pub fn is_unique_violation(&self) -> bool {
-        matches!(self, DbError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
     }
 }
 
@@ -262,7 +257,6 @@ fn rollback_batch(conn: &mut DbConnection, held: Vec<Box<dyn HeldAnswer>>) {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<ConnectionFactory>,
-    backend: Backend,
     /// Bounds blocking threads to the pool size, so a burst queues here instead of parking
     /// hundreds of threads on the pool.
     permits: Arc<tokio::sync::Semaphore>,
@@ -292,11 +286,7 @@ impl Db {
             .test_on_check_out(backend == Backend::Postgres)
             .build_unchecked(factory);
         let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
-        Ok(Self { pool, backend, permits, sqlite_writer })
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
+        Ok(Self { pool, permits, sqlite_writer })
     }
 
     /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span.
@@ -318,8 +308,8 @@ impl Db {
         task.in_current_span().await.map_err(|_| E::from(DbError::Task))?
     }
 
-    /// Runs `f` in a write transaction: committed when `f` returns `Ok`, rolled back otherwise.
-    /// The answer built from `Ok` is therefore only ever sent after the commit.
+    /// Runs `f` atomically: its writes are committed when it returns `Ok` and undone otherwise,
+    /// and its result is handed back only after the commit.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,

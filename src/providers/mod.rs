@@ -116,10 +116,6 @@ impl Providers {
         Self { verifiers, dev }
     }
 
-    pub fn is_enabled(&self, kind: ProviderKind) -> bool {
-        self.verifiers.iter().any(|v| v.kind() == kind)
-    }
-
     /// Verifies an ID token from whichever enabled provider its `iss` names.
     pub async fn verify_id_token(
         &self,
