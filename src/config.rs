@@ -249,9 +249,22 @@ impl Settings {
             key: "(file)".into(),
             message: format!("not valid TOML: {}", e.message()),
         })?;
-        apply_env_overrides(&mut root, env)?;
-        let mut settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root))
-            .map_err(|e| describe_serde_error(e.path().to_string(), e.inner().to_string()))?;
+        let mut typed = apply_env_overrides(&mut root, env)?;
+        let mut settings: Settings = loop {
+            match serde_path_to_error::deserialize(toml::Value::Table(root.clone())) {
+                Ok(settings) => break settings,
+                Err(e) => {
+                    let error = describe_serde_error(e.path().to_string(), e.inner().to_string());
+                    // An override read as a number or boolean where the setting is text
+                    // (`IDBRIDGE__PROVIDERS__FACEBOOK__APP_ID=1234`): take it as written.
+                    let Some(at) = typed.iter().position(|(path, _)| path.join(".") == error.key) else {
+                        return Err(error);
+                    };
+                    let (path, raw) = typed.remove(at);
+                    set_path(&mut root, &path, toml::Value::String(raw))?;
+                }
+            }
+        };
         settings.validate()?;
         Ok(settings)
     }
@@ -364,37 +377,48 @@ impl Settings {
 }
 
 /// `IDBRIDGE__DATABASE__URL=x` sets `database.url`. Values are read as TOML when they parse
-/// (numbers, booleans, arrays) and as strings otherwise.
+/// (numbers, booleans, arrays) and as strings otherwise. Returns the overrides that were read
+/// as something other than a string, with their raw text.
 fn apply_env_overrides(
     root: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(Vec<String>, String)>, ConfigError> {
     let overrides: BTreeMap<String, String> =
         env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut typed = Vec::new();
     for (name, raw) in overrides {
         let path: Vec<String> =
             name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
-        let key = path.join(".");
         if path.iter().any(|s| s.is_empty()) {
-            return Err(ConfigError { key, message: format!("`{name}` is not a valid override name") });
+            return Err(ConfigError {
+                key: path.join("."),
+                message: format!("`{name}` is not a valid override name"),
+            });
         }
         let value = format!("v = {raw}")
             .parse::<toml::Table>()
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.clone()));
-        let (last, parents) = path.split_last().expect("split yields one segment at least");
-        let mut table = &mut *root;
-        for segment in parents {
-            let entry =
-                table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            table = entry.as_table_mut().ok_or_else(|| ConfigError {
-                key: key.clone(),
-                message: format!("`{segment}` is not a section"),
-            })?;
+        if !value.is_str() {
+            typed.push((path.clone(), raw));
         }
-        table.insert(last.clone(), value);
+        set_path(root, &path, value)?;
     }
+    Ok(typed)
+}
+
+fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), ConfigError> {
+    let (last, parents) = path.split_last().expect("an override path has one segment at least");
+    let mut table = root;
+    for segment in parents {
+        let entry = table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| ConfigError {
+            key: path.join("."),
+            message: format!("`{segment}` is not a section"),
+        })?;
+    }
+    table.insert(last.clone(), value);
     Ok(())
 }
 
@@ -471,6 +495,13 @@ mod tests {
             parse("[server]\npublic_url = \"http://x\"\n[keys]\nmaster_keys=[\"env:K\"]\n[database]\n", &[])
                 .unwrap_err();
         assert_eq!(e.key, "database.url");
+    }
+
+    #[test]
+    fn a_numeric_override_of_a_text_setting_is_taken_as_text() {
+        let text = format!("{MINIMAL}\n[providers.facebook]\napp_id = \"1\"\napp_secret = \"s\"");
+        let s = parse(&text, &[("IDBRIDGE__PROVIDERS__FACEBOOK__APP_ID", "1234567890")]).unwrap();
+        assert_eq!(s.providers.facebook.unwrap().app_id, "1234567890");
     }
 
     #[test]

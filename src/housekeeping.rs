@@ -11,7 +11,7 @@ use crate::db::{self, Db, DbError};
 use crate::tokens::refresh;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
-const KEYS_EVERY: Duration = Duration::from_secs(60);
+const KEYS_EVERY: Duration = Duration::from_secs(crate::crypto::signing::KEY_RELOAD_SECS as u64);
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {

@@ -144,6 +144,16 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// A master key that cannot be read is a bad `keys.master_keys` value: exit 2, key named.
+fn start_failure(error: app::StartError) -> Failure {
+    match error {
+        app::StartError::Keyring(e @ crypto::keyring::KeyringError::Source(..)) => {
+            Failure::Config(format!("configuration key `keys.master_keys`: {e}"))
+        }
+        other => Failure::Other(other.into()),
+    }
+}
+
 fn load_settings(config: &ConfigArg) -> Result<Settings, Failure> {
     let dev = config.dev;
     let path = config.config.clone().or_else(|| std::env::var_os("IDBRIDGE_CONFIG").map(PathBuf::from));
@@ -168,7 +178,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config } => {
             let settings = load_settings(&config)?;
-            let application = Application::build(settings).await?;
+            let application = Application::build(settings).await.map_err(start_failure)?;
             application.run_until_stopped().await?;
         }
         Command::Migrate { config } => {
@@ -181,18 +191,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Keys { command: KeysCommand::RotateSigning { config } } => {
             let settings = load_settings(&config)?;
-            let keyring = Arc::new(app::load_keyring(&settings)?);
+            let keyring = Arc::new(app::load_keyring(&settings).map_err(start_failure)?);
             let db = app::open_database(&settings, settings.database.auto_migrate).await?;
             let keys = app::load_signing_keys(&settings, &db, keyring).await?;
             let kid = db.write(move |conn| keys.add_key(conn, db::now())).await?;
             println!(
                 "added signing key {kid}; it is published now and signs in {}s",
-                crypto::signing::JWKS_MAX_AGE_SECS
+                crypto::signing::PUBLISH_LEAD_SECS
             );
         }
         Command::Keys { command: KeysCommand::RotateMaster { config } } => {
             let settings = load_settings(&config)?;
-            let keyring = Arc::new(app::load_keyring(&settings)?);
+            let keyring = Arc::new(app::load_keyring(&settings).map_err(start_failure)?);
             let db = app::open_database(&settings, settings.database.auto_migrate).await?;
             let (done, total) = crypto::signing::rewrap_all(&db, keyring, |done, total| {
                 eprint!("\rrewrapping signing keys: {done}/{total}");

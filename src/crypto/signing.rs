@@ -19,8 +19,12 @@ use crate::config::SigningAlg;
 use crate::db::schema::signing_keys;
 use crate::db::{self, DbConnection, DbError};
 
-/// `Cache-Control: max-age` of the JWKS; a new key is published this long before it signs.
+/// `Cache-Control: max-age` of the JWKS.
 pub const JWKS_MAX_AGE_SECS: i64 = 300;
+/// How often every replica reloads keys from the database (see `housekeeping`).
+pub const KEY_RELOAD_SECS: i64 = 60;
+/// A new key signs only after every replica has published it and every cache has refreshed.
+pub const PUBLISH_LEAD_SECS: i64 = JWKS_MAX_AGE_SECS + KEY_RELOAD_SECS + 5;
 /// Clock leeway granted to verifiers of our tokens, added to retention.
 const VERIFIER_LEEWAY_SECS: i64 = 60;
 const ROTATION_LOCK_ID: i64 = 0x1db_5167;
@@ -157,7 +161,7 @@ impl SigningKeys {
     /// Adds a key that starts signing once every cache of the JWKS has seen it.
     pub fn add_key(&self, conn: &mut DbConnection, now: i64) -> Result<String, SigningError> {
         db::lock_for_transaction(conn, ROTATION_LOCK_ID)?;
-        self.insert_new_key(conn, now, now + JWKS_MAX_AGE_SECS)
+        self.insert_new_key(conn, now, now + PUBLISH_LEAD_SECS)
     }
 
     /// Adds a key when the newest is older than `keys.signing_key_rotation` less the publish lead.
@@ -166,8 +170,8 @@ impl SigningKeys {
         let newest: Option<i64> =
             signing_keys::table.select(diesel::dsl::max(signing_keys::activates_at)).first(conn)?;
         match newest {
-            Some(at) if at + self.rotation_secs - JWKS_MAX_AGE_SECS > now => Ok(None),
-            _ => self.insert_new_key(conn, now, now + JWKS_MAX_AGE_SECS).map(Some),
+            Some(at) if at + self.rotation_secs - PUBLISH_LEAD_SECS > now => Ok(None),
+            _ => self.insert_new_key(conn, now, now + PUBLISH_LEAD_SECS).map(Some),
         }
     }
 
@@ -360,7 +364,7 @@ mod tests {
         both.sort();
         assert_eq!(kids(&keys, t0 + 10), both, "the new key is published at once");
 
-        let switch = t0 + 10 + JWKS_MAX_AGE_SECS;
+        let switch = t0 + 10 + PUBLISH_LEAD_SECS;
         assert_eq!(keys.current(switch).unwrap().kid, new_kid);
         assert!(keys.find(&first, switch + 600 + 59).is_some(), "kept while its tokens may live");
         assert!(keys.find(&first, switch + 600 + 60).is_none(), "dropped once they have expired");
@@ -373,8 +377,8 @@ mod tests {
         let mut conn = db.get().unwrap();
         let t0 = 1_000_000;
         keys.ensure_initial_key(&mut conn, t0).unwrap();
-        assert_eq!(keys.rotate_if_due(&mut conn, t0 + 3600 - JWKS_MAX_AGE_SECS - 1).unwrap(), None);
-        assert!(keys.rotate_if_due(&mut conn, t0 + 3600 - JWKS_MAX_AGE_SECS).unwrap().is_some());
+        assert_eq!(keys.rotate_if_due(&mut conn, t0 + 3600 - PUBLISH_LEAD_SECS - 1).unwrap(), None);
+        assert!(keys.rotate_if_due(&mut conn, t0 + 3600 - PUBLISH_LEAD_SECS).unwrap().is_some());
     }
 
     #[test]

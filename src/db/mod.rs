@@ -74,6 +74,10 @@ impl From<DieselError> for DbError {
         match e {
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
             | DieselError::BrokenTransactionManager => DbError::Unavailable,
+            // SQLITE_BUSY after busy_timeout: another process holds the write lock.
+            DieselError::DatabaseError(_, ref info) if info.message().contains("database is locked") => {
+                DbError::Unavailable
+            }
             other => DbError::Query(other),
         }
     }

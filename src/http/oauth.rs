@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::clients::{Client, ClientKind};
 use crate::providers::{AssertionError, ProviderKind};
 use crate::tokens::access::{self, Grant};
-use crate::tokens::refresh::{self, Rotation};
+use crate::tokens::refresh::{self, RefreshRequest, Rotation};
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
@@ -145,27 +145,24 @@ async fn refresh_grant(
     let policy = state.session_policy.clone();
     let app = state.clone();
     let client_id = client.id.clone();
+    let scope = form.scope;
     let rotation = state
         .db
         .write(move |conn| {
-            refresh::rotate(
-                conn,
-                &app.successor_key,
-                &presented,
-                &client_id,
-                &policy,
-                &origin,
-                crate::db::now(),
-            )
+            let request = RefreshRequest {
+                token: &presented,
+                client_id: &client_id,
+                scope: scope.as_deref(),
+                origin: &origin,
+            };
+            refresh::rotate(conn, &app.successor_key, &request, &policy, crate::db::now())
         })
         .await?;
     match rotation {
-        Rotation::Rotated { device, refresh_token } => {
-            let allowed: Vec<String> = device.scope.split(' ').map(str::to_string).collect();
-            let scope = crate::clients::resolve_scope(&allowed, form.scope.as_deref())
-                .map_err(|_| OAuthError::invalid_scope())?;
+        Rotation::Rotated { device, refresh_token, scope } => {
             token_response(&state, &device, &scope, &refresh_token)
         }
+        Rotation::InvalidScope => Err(OAuthError::invalid_scope()),
         Rotation::Refused => {
             Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked"))
         }

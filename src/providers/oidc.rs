@@ -142,10 +142,18 @@ impl OidcVerifier {
             email: claims.email,
             name: claims.name,
             nonce: claims.nonce,
-            assertion_hash: sha256_b64(token.as_bytes()),
-            expires_at: claims.exp + LEEWAY_SECS as i64,
+            // The signing input, not the signature: an ECDSA signature can be re-encoded
+            // (s → n − s) and still verify, which would make a replay look new.
+            assertion_hash: sha256_b64(signing_input(token).as_bytes()),
+            // One second past the last instant the token is still accepted.
+            expires_at: claims.exp + LEEWAY_SECS as i64 + 1,
         })
     }
+}
+
+/// `header.payload`: what the signature covers.
+fn signing_input(token: &str) -> &str {
+    token.rsplit_once('.').map_or(token, |(input, _)| input)
 }
 
 fn algorithm_name(alg: Algorithm) -> &'static str {

@@ -52,9 +52,21 @@ impl SuccessorKey {
     }
 }
 
+/// A presented refresh token and what the request asks with it.
+pub struct RefreshRequest<'a> {
+    pub token: &'a str,
+    pub client_id: &'a str,
+    /// A narrower scope for the new access token; absent means the device's whole scope.
+    pub scope: Option<&'a str>,
+    pub origin: &'a Origin,
+}
+
 pub enum Rotation {
-    /// The successor to hand out (a retry within the grace gets the same one).
-    Rotated { device: Box<Device>, refresh_token: String },
+    /// The successor to hand out (a retry within the grace gets the same one), and the
+    /// scope granted to the new access token.
+    Rotated { device: Box<Device>, refresh_token: String, scope: String },
+    /// The requested scope is not within the device's; nothing was spent.
+    InvalidScope,
     /// Not a usable token: unknown, expired, another client's, or a revoked device's.
     Refused,
     /// A spent token came back after the grace: the device is now revoked.
@@ -99,12 +111,11 @@ pub fn issue_first(
 pub fn rotate(
     conn: &mut DbConnection,
     key: &SuccessorKey,
-    presented: &str,
-    client_id: &str,
+    request: &RefreshRequest<'_>,
     policy: &SessionPolicy,
-    origin: &Origin,
     now: i64,
 ) -> Result<Rotation, DbError> {
+    let (presented, client_id, origin) = (request.token, request.client_id, request.origin);
     if presented.is_empty() || presented.len() > 512 {
         return Ok(Rotation::Refused);
     }
@@ -118,6 +129,10 @@ pub fn rotate(
     if device.client_id != client_id || !device.is_live(now) {
         return Ok(Rotation::Refused);
     }
+    let allowed: Vec<String> = device.scope.split(' ').map(str::to_string).collect();
+    let Ok(scope) = crate::clients::resolve_scope(&allowed, request.scope) else {
+        return Ok(Rotation::InvalidScope);
+    };
     let successor = key.successor_of(presented);
     let successor_hash = sha256_b64(successor.as_bytes());
 
@@ -152,7 +167,7 @@ pub fn rotate(
             .execute(conn)?;
             if won == 1 {
                 insert_token(conn, &device, &successor, Some(row.id.clone()), policy, now)?;
-                return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor });
+                return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope });
             }
             // Lost the race: the winner has committed by now; read what it wrote.
             match find_by_hash(conn, &hash)? {
@@ -164,7 +179,7 @@ pub fn rotate(
 
     let in_grace = spent.spent_at.is_some_and(|at| now < at + policy.reuse_grace_secs);
     if in_grace && spent.successor_hash.as_deref() == Some(successor_hash.as_str()) {
-        return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor });
+        return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope });
     }
     accounts::revoke_device(conn, &device.id, now)?;
     audit::record(

@@ -169,3 +169,17 @@ fn malformed_master_key_entry_exits_2_without_echoing_it() {
     assert!(o.stderr.contains("keys.master_keys"), "stderr does not name keys.master_keys: {}", o.stderr);
     assert!(!o.stderr.contains(secret), "the secret is echoed on stderr: {}", o.stderr);
 }
+
+#[test]
+fn unreadable_master_key_file_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = valid_config(dir.path());
+    let start = base.find("master_keys = ").unwrap();
+    let end = start + base[start..].find('\n').unwrap();
+    let missing = dir.path().join("no-such.key");
+    let toml = format!("{}master_keys = [\"file:{}\"]{}", &base[..start], missing.display(), &base[end..]);
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "keys.master_keys");
+}

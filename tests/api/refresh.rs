@@ -273,3 +273,25 @@ async fn refresh_cannot_widen_the_granted_scope(backend: Backend) {
     wider.assert_oauth_error(400, "invalid_scope");
 }
 both_backends!(refresh_cannot_widen_the_granted_scope);
+
+async fn refresh_with_a_scope_outside_the_device_spends_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let signed = app.sign_in().await;
+
+    let refused = app
+        .post_form(
+            "/oauth/token",
+            Auth::Public("app"),
+            &[("grant_type", "refresh_token"), ("refresh_token", &signed.refresh_token), ("scope", "admin")],
+        )
+        .await;
+
+    refused.assert_oauth_error(400, "invalid_scope");
+    assert_eq!(
+        app.count("refresh_tokens WHERE spent_at IS NOT NULL").await,
+        0,
+        "the refused refresh spent the token"
+    );
+    app.refresh(&signed.refresh_token).await.assert_status(200);
+}
+both_backends!(refresh_with_a_scope_outside_the_device_spends_nothing);
