@@ -229,19 +229,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     if !accounts::user_exists(conn, &user_id)? {
                         return Ok(None);
                     }
-                    let count = accounts::revoke_all_devices(conn, &user_id, now)?;
-                    accounts::audit::record(
-                        conn,
-                        accounts::audit::AuditEvent {
-                            actor: "cli",
-                            action: "user.revoke_all",
-                            user_id: Some(&user_id),
-                            device_id: None,
-                            detail: Some(&format!("devices={count}")),
-                        },
-                        &Default::default(),
-                        now,
-                    )?;
+                    let by = accounts::Revocation {
+                        actor: "cli",
+                        action: "user.revoke_all",
+                        detail: None,
+                        origin: &Default::default(),
+                    };
+                    let count = accounts::end_all_devices(conn, &user_id, &by, now)?;
                     Ok::<_, db::DbError>(Some(count))
                 })
                 .await?;

@@ -264,20 +264,48 @@ pub fn is_device_live(conn: &mut DbConnection, device_id: &str, now: i64) -> Res
     Ok(live > 0)
 }
 
-/// Ends a device: its refresh tokens are deleted and its access tokens fail the liveness check.
-/// Returns `false` when it was already revoked or does not exist.
-pub fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
-    let revoked = diesel::update(
-        devices::table.filter(devices::id.eq(device_id)).filter(devices::revoked_at.is_null()),
-    )
-    .set(devices::revoked_at.eq(now))
-    .execute(conn)?;
-    diesel::delete(refresh_tokens::table.filter(refresh_tokens::device_id.eq(device_id))).execute(conn)?;
-    Ok(revoked == 1)
+/// Who ends a session and why, for the audit trail.
+pub struct Revocation<'a> {
+    /// `user:<id>`, `client:<id>`, `admin:<id>` or `cli`.
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub detail: Option<&'a str>,
+    pub origin: &'a Origin,
 }
 
-/// Revokes every live device of a user; returns how many.
-pub fn revoke_all_devices(conn: &mut DbConnection, user_id: &str, now: i64) -> Result<usize, DbError> {
+/// Ends a device: its refresh tokens are deleted, its access tokens fail the liveness check,
+/// and the revocation is audited. Returns `false` (and records nothing) when it was already revoked.
+pub fn end_device(
+    conn: &mut DbConnection,
+    device: &Device,
+    by: &Revocation<'_>,
+    now: i64,
+) -> Result<bool, DbError> {
+    if !revoke_device(conn, &device.id, now)? {
+        return Ok(false);
+    }
+    audit::record(
+        conn,
+        AuditEvent {
+            actor: by.actor,
+            action: by.action,
+            user_id: Some(&device.user_id),
+            device_id: Some(&device.id),
+            detail: by.detail,
+        },
+        by.origin,
+        now,
+    )?;
+    Ok(true)
+}
+
+/// Ends every live device of a user with one audit event; returns how many.
+pub fn end_all_devices(
+    conn: &mut DbConnection,
+    user_id: &str,
+    by: &Revocation<'_>,
+    now: i64,
+) -> Result<usize, DbError> {
     let ids: Vec<String> = devices::table
         .filter(devices::user_id.eq(user_id))
         .filter(devices::revoked_at.is_null())
@@ -286,7 +314,33 @@ pub fn revoke_all_devices(conn: &mut DbConnection, user_id: &str, now: i64) -> R
     for id in &ids {
         revoke_device(conn, id, now)?;
     }
+    let detail = match by.detail {
+        Some(detail) => format!("{detail}; devices={}", ids.len()),
+        None => format!("devices={}", ids.len()),
+    };
+    audit::record(
+        conn,
+        AuditEvent {
+            actor: by.actor,
+            action: by.action,
+            user_id: Some(user_id),
+            device_id: None,
+            detail: Some(&detail),
+        },
+        by.origin,
+        now,
+    )?;
     Ok(ids.len())
+}
+
+fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
+    let revoked = diesel::update(
+        devices::table.filter(devices::id.eq(device_id)).filter(devices::revoked_at.is_null()),
+    )
+    .set(devices::revoked_at.eq(now))
+    .execute(conn)?;
+    diesel::delete(refresh_tokens::table.filter(refresh_tokens::device_id.eq(device_id))).execute(conn)?;
+    Ok(revoked == 1)
 }
 
 /// The user's devices that can still be used, newest first.

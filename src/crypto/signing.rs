@@ -202,16 +202,14 @@ impl SigningKeys {
     /// whose last token has not expired.
     fn published(&self, now: i64) -> Vec<Arc<LoadedKey>> {
         let keys = self.snapshot();
+        (0..keys.len()).filter(|&i| self.is_published(&keys, i, now)).map(|i| keys[i].clone()).collect()
+    }
+
+    /// A key retires when a later key becomes active, and stays published while its tokens may live.
+    fn is_published(&self, keys: &[Arc<LoadedKey>], index: usize, now: i64) -> bool {
         let retention = self.access_ttl_secs + VERIFIER_LEEWAY_SECS;
-        keys.iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                // A key retires when a later key becomes active.
-                let retired_at = keys[i + 1..].iter().map(|k| k.activates_at).find(|&at| at <= now);
-                retired_at.is_none_or(|at| at + retention > now)
-            })
-            .map(|(_, k)| k.clone())
-            .collect()
+        let retired_at = keys[index + 1..].iter().map(|k| k.activates_at).find(|&at| at <= now);
+        retired_at.is_none_or(|at| at + retention > now)
     }
 
     /// The key that signs now: the newest one already active.
@@ -220,8 +218,11 @@ impl SigningKeys {
     }
 
     /// A published key by `kid`, for verifying our own tokens.
+    /// Runs on every access-token check, so it looks up one key rather than listing them all.
     pub fn find(&self, kid: &str, now: i64) -> Option<Arc<LoadedKey>> {
-        self.published(now).into_iter().find(|k| k.kid == kid)
+        let keys = self.snapshot();
+        let index = keys.iter().position(|k| k.kid == kid)?;
+        self.is_published(&keys, index, now).then(|| keys[index].clone())
     }
 
     pub fn jwks(&self, now: i64) -> serde_json::Value {

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::auth::{origin, Caller};
 use super::errors::Problem;
-use crate::accounts::{self, audit};
+use crate::accounts::{self, Revocation};
 use crate::app::AppState;
 
 fn rfc3339(unix: i64) -> String {
@@ -73,19 +73,13 @@ pub async fn revoke_device(
             let Some(device) = owned else {
                 return Ok(false);
             };
-            accounts::revoke_device(conn, &device.id, now)?;
-            audit::record(
-                conn,
-                audit::AuditEvent {
-                    actor: &format!("user:{user_id}"),
-                    action: "device.revoke",
-                    user_id: Some(&user_id),
-                    device_id: Some(&device.id),
-                    detail: None,
-                },
-                &origin,
-                now,
-            )?;
+            let by = Revocation {
+                actor: &format!("user:{user_id}"),
+                action: "device.revoke",
+                detail: None,
+                origin: &origin,
+            };
+            accounts::end_device(conn, &device, &by, now)?;
             Ok::<_, crate::db::DbError>(true)
         })
         .await?;
@@ -107,19 +101,13 @@ pub async fn logout_all(
         .db
         .write(move |conn| {
             let now = crate::db::now();
-            let count = accounts::revoke_all_devices(conn, &user_id, now)?;
-            audit::record(
-                conn,
-                audit::AuditEvent {
-                    actor: &format!("user:{user_id}"),
-                    action: "user.logout_all",
-                    user_id: Some(&user_id),
-                    device_id: None,
-                    detail: Some(&format!("devices={count}")),
-                },
-                &origin,
-                now,
-            )
+            let by = Revocation {
+                actor: &format!("user:{user_id}"),
+                action: "user.logout_all",
+                detail: None,
+                origin: &origin,
+            };
+            accounts::end_all_devices(conn, &user_id, &by, now)
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())

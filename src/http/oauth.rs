@@ -264,20 +264,13 @@ pub async fn revoke(
             let Some(device) = device.filter(|d| d.client_id == client.id) else {
                 return Ok(());
             };
-            if accounts::revoke_device(conn, &device.id, now)? {
-                accounts::audit::record(
-                    conn,
-                    accounts::audit::AuditEvent {
-                        actor: &format!("client:{}", client.id),
-                        action: "device.revoke",
-                        user_id: Some(&device.user_id),
-                        device_id: Some(&device.id),
-                        detail: Some("token revocation (RFC 7009)"),
-                    },
-                    &origin,
-                    now,
-                )?;
-            }
+            let by = accounts::Revocation {
+                actor: &format!("client:{}", client.id),
+                action: "device.revoke",
+                detail: Some("token revocation (RFC 7009)"),
+                origin: &origin,
+            };
+            accounts::end_device(conn, &device, &by, now)?;
             Ok::<_, crate::db::DbError>(())
         })
         .await?;

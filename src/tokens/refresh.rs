@@ -13,8 +13,8 @@ use sha2::Sha256;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use crate::accounts::audit::{self, AuditEvent, Origin};
-use crate::accounts::{self, Device};
+use crate::accounts::audit::Origin;
+use crate::accounts::{self, Device, Revocation};
 use crate::crypto::{random_token, sha256_b64};
 use crate::db::schema::{devices, refresh_tokens};
 use crate::db::{DbConnection, DbError};
@@ -181,19 +181,13 @@ pub fn rotate(
     if in_grace && spent.successor_hash.as_deref() == Some(successor_hash.as_str()) {
         return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope });
     }
-    accounts::revoke_device(conn, &device.id, now)?;
-    audit::record(
-        conn,
-        AuditEvent {
-            actor: &format!("client:{client_id}"),
-            action: "refresh_token.reuse",
-            user_id: Some(&device.user_id),
-            device_id: Some(&device.id),
-            detail: Some("a spent refresh token was presented after the grace period; device revoked"),
-        },
+    let by = Revocation {
+        actor: &format!("client:{client_id}"),
+        action: "refresh_token.reuse",
+        detail: Some("a spent refresh token was presented after the grace period; device revoked"),
         origin,
-        now,
-    )?;
+    };
+    accounts::end_device(conn, &device, &by, now)?;
     Ok(Rotation::Reused)
 }
 
