@@ -7,40 +7,33 @@ use std::sync::Arc;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::clients::ClientRegistry;
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::crypto::keyring::{create_key_file_if_missing, KeyringError, MasterKeyring};
+use crate::crypto::server_secrets::{self, ServerSecret, ServerSecretError};
 use crate::crypto::signing::{SigningError, SigningKeys};
 use crate::db::{self, Db};
+use crate::http::limits::RateLimits;
+use crate::metrics::Metrics;
 use crate::providers::Providers;
+use crate::state::AppState;
 use crate::tokens::access::AccessTokenPolicy;
+use crate::tokens::nonce::NonceKey;
 use crate::tokens::refresh::{SessionPolicy, SuccessorKey};
-
-/// What every handler shares.
-pub struct AppState {
-    pub settings: Settings,
-    pub db: Db,
-    pub keys: Arc<SigningKeys>,
-    pub providers: Providers,
-    pub clients: ClientRegistry,
-    pub access_policy: AccessTokenPolicy,
-    pub session_policy: SessionPolicy,
-    pub successor_key: SuccessorKey,
-}
-
-impl AppState {
-    pub fn google_requires_nonce(&self) -> bool {
-        self.settings.providers.google.as_ref().is_some_and(|g| g.require_nonce)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("dev mode only listens on a loopback address, not {0}")]
-    DevNotLoopback(String),
+    /// A setting that only shows itself wrong at start (a client's `secret_hash`, dev mode's bind).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// The database cannot be reached at all: a bad `database.url` or a server that is down.
+    #[error("cannot connect to the database: {0}")]
+    Unreachable(String),
     #[error("database: {0}")]
     Database(String),
+    #[error(transparent)]
+    ServerSecret(#[from] ServerSecretError),
     #[error("signing keys: {0}")]
     Signing(#[from] SigningError),
     #[error("cannot listen on {0}: {1}")]
@@ -73,6 +66,11 @@ pub fn load_keyring(settings: &Settings) -> Result<MasterKeyring, StartError> {
 pub async fn open_database(settings: &Settings, migrate: bool) -> Result<Db, StartError> {
     let db =
         Db::new(&settings.database.url, settings.database.max_connections).map_err(StartError::Database)?;
+    let checker = db.clone();
+    tokio::task::spawn_blocking(move || checker.check_reachable())
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?
+        .map_err(StartError::Unreachable)?;
     if migrate {
         let migrator = db.clone();
         let applied = tokio::task::spawn_blocking(move || migrator.migrate())
@@ -105,6 +103,15 @@ pub async fn load_signing_keys(
     Ok(keys)
 }
 
+/// The server secret for `name`, made on first use by any replica.
+pub async fn load_server_secret(
+    db: &Db,
+    keyring: Arc<MasterKeyring>,
+    name: &'static str,
+) -> Result<ServerSecret, StartError> {
+    Ok(db.write(move |conn| server_secrets::load_or_create(conn, &keyring, name)).await?)
+}
+
 /// Makes aws-lc-rs the process's TLS crypto provider (reqwest is built without a default one).
 /// Idempotent; anything else that builds a reqwest client before `Application::build` calls it.
 pub fn install_tls_provider() {
@@ -124,21 +131,23 @@ fn provider_http_client() -> reqwest::Client {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+    pub async fn build(mut settings: Settings) -> Result<Application, StartError> {
         if settings.dev.enabled {
-            let loopback =
-                settings.server.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
-            if !loopback {
-                return Err(StartError::DevNotLoopback(settings.server.bind.clone()));
-            }
+            settings.enable_dev()?;
         }
+        let clients = ClientRegistry::from_settings(&settings)?;
         let keyring = Arc::new(load_keyring(&settings)?);
         let db = open_database(&settings, settings.database.auto_migrate).await?;
         let keys = load_signing_keys(&settings, &db, keyring.clone()).await?;
+        let successor_key =
+            load_server_secret(&db, keyring.clone(), server_secrets::REFRESH_SUCCESSOR).await?;
+        let nonce_key = load_server_secret(&db, keyring.clone(), server_secrets::NONCE).await?;
+        let metrics = Arc::new(Metrics::new());
+        let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
 
         let state = web::Data::new(AppState {
-            providers: Providers::new(&settings, provider_http_client()),
-            clients: ClientRegistry::from_settings(&settings.clients),
+            providers: Providers::new(&settings, provider_http_client(), metrics.clone()),
+            clients,
             access_policy: AccessTokenPolicy {
                 issuer: settings.issuer().to_string(),
                 audience: settings.audience().to_string(),
@@ -148,13 +157,18 @@ impl Application {
                 idle_ttl_secs: settings.tokens.refresh_idle_ttl.as_secs() as i64,
                 max_ttl_secs: settings.tokens.refresh_max_ttl.as_secs() as i64,
                 reuse_grace_secs: settings.tokens.refresh_reuse_grace.as_secs() as i64,
+                max_devices_per_user: i64::from(settings.tokens.max_devices_per_user),
             },
-            successor_key: SuccessorKey(keyring.derive("refresh-token-successor")),
+            successor_key: SuccessorKey(successor_key),
+            nonce_key: NonceKey(nonce_key),
+            metrics,
+            rate_limits: rate_limits.clone(),
             keys: keys.clone(),
             db: db.clone(),
             settings,
         });
 
+        let state_settings = state.settings.clone();
         let bind = state.settings.server.bind.clone();
         let listener = TcpListener::bind(&bind).map_err(|e| StartError::Bind(bind.clone(), e))?;
         let port = listener.local_addr().map_err(|e| StartError::Bind(bind.clone(), e))?.port();
@@ -170,7 +184,8 @@ impl Application {
         .map_err(|e| StartError::Bind(bind.clone(), e))?
         .run();
         tracing::info!(%bind, port, dev = dev_enabled, "idbridge listening");
-        let background = crate::housekeeping::spawn(db, keys);
+        let retention = crate::housekeeping::Retention::from_settings(&state_settings);
+        let background = crate::housekeeping::spawn(db, keys, rate_limits, retention);
         Ok(Application { port, server, background })
     }
 

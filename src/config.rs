@@ -54,6 +54,10 @@ pub struct Settings {
     pub clients: Vec<ClientSettings>,
     #[serde(default)]
     pub dev: DevSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +109,9 @@ pub struct TokenSettings {
     pub refresh_max_ttl: Duration,
     #[serde(default = "default_grace", deserialize_with = "duration")]
     pub refresh_reuse_grace: Duration,
+    /// Live devices a user may have; a sign-in past it ends the longest-idle one.
+    #[serde(default = "default_max_devices")]
+    pub max_devices_per_user: u32,
 }
 
 impl Default for TokenSettings {
@@ -115,7 +122,44 @@ impl Default for TokenSettings {
             refresh_idle_ttl: default_idle_ttl(),
             refresh_max_ttl: default_max_ttl(),
             refresh_reuse_grace: default_grace(),
+            max_devices_per_user: default_max_devices(),
         }
+    }
+}
+
+/// How long records of ended things are kept before the sweep deletes them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    #[serde(default = "default_audit_retention", deserialize_with = "duration")]
+    pub audit_events: Duration,
+    /// Revoked devices, and devices whose session passed `refresh_max_ttl`.
+    #[serde(default = "default_device_retention", deserialize_with = "duration")]
+    pub revoked_devices: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self { audit_events: default_audit_retention(), revoked_devices: default_device_retention() }
+    }
+}
+
+/// Requests per second on `/oauth/token`, `/nonce`, `/introspect` and `/revoke`; 0 turns a
+/// limit off. Bursts of twice the rate pass.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Per peer address: requests of public clients and failed client authentications.
+    #[serde(default = "default_per_ip")]
+    pub per_ip_per_second: u32,
+    /// Per authenticated confidential client.
+    #[serde(default = "default_per_client")]
+    pub per_client_per_second: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { per_ip_per_second: default_per_ip(), per_client_per_second: default_per_client() }
     }
 }
 
@@ -210,6 +254,21 @@ fn default_max_ttl() -> Duration {
 fn default_grace() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_devices() -> u32 {
+    100
+}
+fn default_audit_retention() -> Duration {
+    Duration::from_secs(365 * 86_400)
+}
+fn default_device_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_per_ip() -> u32 {
+    100
+}
+fn default_per_client() -> u32 {
+    5000
+}
 fn default_google_issuer() -> String {
     "https://accounts.google.com".into()
 }
@@ -234,8 +293,8 @@ fn default_scopes() -> Vec<String> {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        serde::de::Error::custom(format!("`{text}` is not a duration like \"90s\" or \"30d\": {e}"))
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        serde::de::Error::custom(format!("`{text}` is not a duration like \"90s\", \"10m\" or \"30d\""))
     })
 }
 
@@ -254,7 +313,7 @@ impl Settings {
             match serde_path_to_error::deserialize(toml::Value::Table(root.clone())) {
                 Ok(settings) => break settings,
                 Err(e) => {
-                    let error = describe_serde_error(e.path().to_string(), e.inner().to_string());
+                    let error = describe_serde_error(e.path().to_string(), e.inner().message().to_string());
                     // An override read as a number or boolean where the setting is text
                     // (`IDBRIDGE__PROVIDERS__FACEBOOK__APP_ID=1234`): take it as written.
                     let Some(at) = typed.iter().position(|(path, _)| path.join(".") == error.key) else {
@@ -269,31 +328,21 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Turns dev mode on: the dev provider and the `dev-app` / `dev-service` clients.
-    pub fn enable_dev(&mut self) {
+    /// Turns dev mode on (`serve --dev`): the dev provider and dev clients, loopback only.
+    pub fn enable_dev(&mut self) -> Result<(), ConfigError> {
         self.dev.enabled = true;
-        self.add_dev_clients();
+        self.check_dev_bind()
     }
 
-    fn add_dev_clients(&mut self) {
-        if !self.clients.iter().any(|c| c.client_id == crate::clients::DEV_PUBLIC_CLIENT) {
-            self.clients.push(ClientSettings {
-                client_id: crate::clients::DEV_PUBLIC_CLIENT.into(),
-                kind: ClientKind::Public,
-                secret_hash: String::new(),
-                redirect_uris: vec!["http://127.0.0.1/callback".into()],
-                scopes: default_scopes(),
+    fn check_dev_bind(&self) -> Result<(), ConfigError> {
+        let loopback = self.server.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+        if self.dev.enabled && !loopback {
+            return Err(ConfigError {
+                key: "server.bind".into(),
+                message: format!("dev mode listens only on a loopback address, not {}", self.server.bind),
             });
         }
-        if !self.clients.iter().any(|c| c.client_id == crate::clients::DEV_CONFIDENTIAL_CLIENT) {
-            self.clients.push(ClientSettings {
-                client_id: crate::clients::DEV_CONFIDENTIAL_CLIENT.into(),
-                kind: ClientKind::Confidential,
-                secret_hash: crate::clients::hash_secret(crate::clients::DEV_CONFIDENTIAL_SECRET),
-                redirect_uris: vec![],
-                scopes: vec!["api".into(), "crypto".into()],
-            });
-        }
+        Ok(())
     }
 
     /// `aud` of every access token.
@@ -349,28 +398,33 @@ impl Settings {
                 return Err(err("providers.google.issuer", "must be a URL"));
             }
         }
-        if self.dev.enabled {
-            self.add_dev_clients();
-        }
+        self.check_dev_bind()?;
         let mut seen = std::collections::HashSet::new();
-        for client in &self.clients {
-            if !seen.insert(client.client_id.clone()) || client.client_id.is_empty() {
-                return Err(err("clients.client_id", "client ids must be unique and not empty"));
+        for (i, client) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{i}].{field}");
+            if client.client_id.is_empty()
+                || client.client_id.len() > 128
+                || client.client_id.contains(char::is_control)
+            {
+                return Err(err(&key("client_id"), "must be 1 to 128 characters without control characters"));
             }
-            match client.kind {
-                ClientKind::Confidential => {
-                    if argon2::PasswordHash::new(&client.secret_hash).is_err() {
-                        return Err(err(
-                            "clients.secret_hash",
-                            "a confidential client needs the output of `idbridge clients hash-secret`",
-                        ));
-                    }
-                }
-                ClientKind::Public if !client.secret_hash.is_empty() => {
-                    return Err(err("clients.secret_hash", "a public client has no secret"));
-                }
-                ClientKind::Public => {}
+            if !seen.insert(client.client_id.clone()) {
+                return Err(ConfigError {
+                    key: key("client_id"),
+                    message: format!("`{}` appears twice; client ids must be unique", client.client_id),
+                });
             }
+            let needs = match client.kind {
+                ClientKind::Confidential if client.secret_hash.is_empty() => {
+                    "a confidential client needs a secret_hash (see `idbridge clients new-secret`)"
+                }
+                ClientKind::Public if !client.secret_hash.is_empty() => "a public client has no secret_hash",
+                _ => continue,
+            };
+            return Err(ConfigError {
+                key: key("secret_hash"),
+                message: format!("client `{}`: {needs}", client.client_id),
+            });
         }
         Ok(())
     }
@@ -422,6 +476,11 @@ fn set_path(root: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
     Ok(())
 }
 
+/// Settings whose values are secrets (or verify them): never quoted in an error.
+fn is_secret_key(key: &str) -> bool {
+    ["app_secret", "client_secret", "secret_hash", "master_keys"].iter().any(|name| key.contains(name))
+}
+
 /// Builds the dotted key from serde's path and, for unknown or missing fields, the field name.
 fn describe_serde_error(path: String, message: String) -> ConfigError {
     let mut key = if path == "." { String::new() } else { path };
@@ -443,6 +502,12 @@ fn describe_serde_error(path: String, message: String) -> ConfigError {
     if key.is_empty() {
         key = "(root)".into();
     }
+    // serde quotes the offending value ("invalid type: integer `12345`"); for a secret it must not.
+    let message = if is_secret_key(&key) && !message.starts_with("missing field") {
+        "has a value of the wrong kind (not shown here); it must be a quoted string".to_string()
+    } else {
+        message
+    };
     ConfigError { key, message }
 }
 

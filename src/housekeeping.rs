@@ -5,30 +5,56 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
+use crate::accounts::{self, audit};
+use crate::config::Settings;
 use crate::crypto::signing::{SigningError, SigningKeys};
 use crate::db::schema::{nonces, used_assertions};
 use crate::db::{self, Db, DbError};
+use crate::http::limits::RateLimits;
 use crate::tokens::refresh;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 const KEYS_EVERY: Duration = Duration::from_secs(crate::crypto::signing::KEY_RELOAD_SECS as u64);
+
+/// How long ended things are kept (`[retention]`), in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub audit_events_secs: i64,
+    pub revoked_devices_secs: i64,
+}
+
+impl Retention {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            audit_events_secs: settings.retention.audit_events.as_secs() as i64,
+            revoked_devices_secs: settings.retention.revoked_devices.as_secs() as i64,
+        }
+    }
+}
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub nonces: usize,
     pub assertions: usize,
     pub refresh_tokens: usize,
+    pub devices: usize,
+    pub audit_events: usize,
 }
 
-/// Deletes expired nonces, spent assertions past their token's expiry, and dead refresh tokens.
-pub async fn sweep(db: &Db) -> Result<Swept, DbError> {
-    db.write(|conn| {
-        let now = db::now();
+/// Deletes spent nonces and spent assertions past their expiry, dead refresh tokens, and
+/// devices and audit events older than their retention.
+pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbError> {
+    db.write(move |conn| {
         Ok(Swept {
             nonces: diesel::delete(nonces::table.filter(nonces::expires_at.le(now))).execute(conn)?,
             assertions: diesel::delete(used_assertions::table.filter(used_assertions::expires_at.le(now)))
                 .execute(conn)?,
             refresh_tokens: refresh::delete_expired(conn, now)?,
+            devices: accounts::delete_ended_devices(
+                conn,
+                now.saturating_sub(retention.revoked_devices_secs),
+            )?,
+            audit_events: audit::delete_older_than(conn, now.saturating_sub(retention.audit_events_secs))?,
         })
     })
     .await
@@ -45,13 +71,18 @@ pub async fn maintain_keys(db: &Db, keys: &Arc<SigningKeys>) -> Result<(), Signi
 }
 
 /// Runs both loops until the process ends.
-pub fn spawn(db: Db, keys: Arc<SigningKeys>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    db: Db,
+    keys: Arc<SigningKeys>,
+    rate_limits: Arc<RateLimits>,
+    retention: Retention,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let sweeper_db = db.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         loop {
             tick.tick().await;
-            match sweep(&sweeper_db).await {
+            match sweep(&sweeper_db, retention, db::now()).await {
                 Ok(swept) => tracing::info!(?swept, "sweep done"),
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
             }
@@ -62,6 +93,7 @@ pub fn spawn(db: Db, keys: Arc<SigningKeys>) -> Vec<tokio::task::JoinHandle<()>>
         tick.tick().await;
         loop {
             tick.tick().await;
+            rate_limits.forget_idle();
             if let Err(e) = maintain_keys(&db, &keys).await {
                 tracing::warn!(error = %e, "signing key maintenance failed");
             }

@@ -8,5 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod housekeeping;
 pub mod http;
+pub mod metrics;
 pub mod providers;
+pub mod state;
 pub mod tokens;

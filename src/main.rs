@@ -14,7 +14,7 @@ use idbridge::{accounts, clients, crypto, db};
 #[command(
     name = "idbridge",
     version,
-    about = "Checks Google or Facebook sign-in once, then speaks its own tokens"
+    about = "Checks a Google sign-in once, then speaks its own per-device tokens"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -83,28 +83,44 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum ClientsCommand {
-    /// Read a secret on stdin, print its hash for `secret_hash`.
+    /// Print a new random client secret (256 bits) and its `secret_hash`.
+    NewSecret,
+    /// Read a secret on stdin, print its `secret_hash`.
     HashSecret,
+}
+
+/// A user id as idbridge shows it (`sub` of access tokens, `id` of `/v1/me`).
+#[derive(clap::Args)]
+struct UserArg {
+    /// The user's id: `sub` of their access tokens, or `id` in `GET /v1/me`.
+    #[arg(value_name = "USER_ID", value_parser = parse_user_id)]
+    user_id: String,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+fn parse_user_id(text: &str) -> Result<String, String> {
+    uuid::Uuid::try_parse(text)
+        .map(|id| id.to_string())
+        .map_err(|_| "a user id is a UUID such as 0192f5e4-7c1a-7d2e-9b1f-3a4c5d6e7f80".to_string())
 }
 
 #[derive(Subcommand)]
 enum UsersCommand {
     /// Revoke every device of a user.
-    RevokeAll {
-        user_id: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    RevokeAll(UserArg),
+    /// Disable a user: every device ends now, and sign-in is refused until `users enable`.
+    Disable(UserArg),
+    /// Enable a disabled user again (their ended devices stay ended).
+    Enable(UserArg),
 }
 
 #[derive(Subcommand)]
 enum AdminsCommand {
     /// Give a user the admin role.
-    Grant {
-        user_id: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Grant(UserArg),
+    /// Take the admin role away.
+    Revoke(UserArg),
 }
 
 /// Exit status for configuration errors, as the contract requires.
@@ -144,12 +160,17 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-/// A master key that cannot be read is a bad `keys.master_keys` value: exit 2, key named.
+/// Start failures that are a setting's fault exit 2 naming the key: an unreadable master key,
+/// a database that cannot be reached, a bad client secret hash, dev mode off loopback.
 fn start_failure(error: app::StartError) -> Failure {
     match error {
         app::StartError::Keyring(e @ crypto::keyring::KeyringError::Source(..)) => {
             Failure::Config(format!("configuration key `keys.master_keys`: {e}"))
         }
+        app::StartError::Unreachable(cause) => Failure::Config(format!(
+            "configuration key `database.url`: cannot connect to the database: {cause}"
+        )),
+        app::StartError::Config(e) => Failure::Config(e.to_string()),
         other => Failure::Other(other.into()),
     }
 }
@@ -169,9 +190,14 @@ fn load_settings(config: &ConfigArg) -> Result<Settings, Failure> {
     let mut settings =
         Settings::from_toml_str(&text, std::env::vars()).map_err(|e| Failure::Config(e.to_string()))?;
     if dev {
-        settings.enable_dev();
+        settings.enable_dev().map_err(|e| Failure::Config(e.to_string()))?;
     }
     Ok(settings)
+}
+
+/// The database for a CLI command, migrated when `auto_migrate` says so.
+async fn open_database(settings: &Settings) -> Result<db::Db, Failure> {
+    app::open_database(settings, settings.database.auto_migrate).await.map_err(start_failure)
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -183,8 +209,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Migrate { config } => {
             let settings = load_settings(&config)?;
-            app::open_database(&settings, true).await?;
-            println!("migrations are up to date");
+            let db = app::open_database(&settings, false).await.map_err(start_failure)?;
+            let applied =
+                tokio::task::spawn_blocking(move || db.migrate()).await?.map_err(anyhow::Error::msg)?;
+            match applied {
+                0 => println!("migrations are up to date"),
+                n => println!("applied {n} migrations; the schema is up to date"),
+            }
         }
         Command::Keys { command: KeysCommand::GenerateMaster } => {
             println!("{}", crypto::keyring::MasterKeyring::generate());
@@ -192,8 +223,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys { command: KeysCommand::RotateSigning { config } } => {
             let settings = load_settings(&config)?;
             let keyring = Arc::new(app::load_keyring(&settings).map_err(start_failure)?);
-            let db = app::open_database(&settings, settings.database.auto_migrate).await?;
-            let keys = app::load_signing_keys(&settings, &db, keyring).await?;
+            let db = open_database(&settings).await?;
+            let keys = app::load_signing_keys(&settings, &db, keyring).await.map_err(start_failure)?;
             let kid = db.write(move |conn| keys.add_key(conn, db::now())).await?;
             println!(
                 "added signing key {kid}; it is published now and signs in {}s",
@@ -203,13 +234,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys { command: KeysCommand::RotateMaster { config } } => {
             let settings = load_settings(&config)?;
             let keyring = Arc::new(app::load_keyring(&settings).map_err(start_failure)?);
-            let db = app::open_database(&settings, settings.database.auto_migrate).await?;
+            let db = open_database(&settings).await?;
+            let (secrets_done, secrets_total) =
+                crypto::server_secrets::rewrap_all(&db, keyring.clone()).await?;
             let (done, total) = crypto::signing::rewrap_all(&db, keyring, |done, total| {
                 eprint!("\rrewrapping signing keys: {done}/{total}");
             })
             .await?;
             eprintln!();
-            println!("{done} of {total} wrapped keys rewrapped under the first master key");
+            println!(
+                "{} of {} wrapped keys rewrapped under the first master key",
+                done + secrets_done,
+                total + secrets_total
+            );
+        }
+        Command::Clients { command: ClientsCommand::NewSecret } => {
+            let (secret, hash) = clients::new_secret();
+            println!("client_secret: {secret}");
+            println!("secret_hash: {hash}");
         }
         Command::Clients { command: ClientsCommand::HashSecret } => {
             let mut secret = String::new();
@@ -218,44 +260,67 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if secret.is_empty() {
                 return Err(Failure::Other(anyhow::anyhow!("the secret on stdin is empty")));
             }
+            if secret.len() < 32 {
+                eprintln!(
+                    "idbridge: warning: this secret is short; a client secret should be long and random \
+                     (`idbridge clients new-secret` makes one)"
+                );
+            }
             println!("{}", clients::hash_secret(secret));
         }
-        Command::Users { command: UsersCommand::RevokeAll { user_id, config } } => {
-            let settings = load_settings(&config)?;
-            let db = app::open_database(&settings, settings.database.auto_migrate).await?;
+        Command::Users { command } => {
+            let (arg, action, disable) = match command {
+                UsersCommand::RevokeAll(arg) => (arg, "user.revoke_all", None),
+                UsersCommand::Disable(arg) => (arg, "user.disable", Some(true)),
+                UsersCommand::Enable(arg) => (arg, "user.enable", Some(false)),
+            };
+            let settings = load_settings(&arg.config)?;
+            let db = open_database(&settings).await?;
+            let user_id = arg.user_id;
             let count = db
                 .write(move |conn| {
                     let now = db::now();
-                    if !accounts::user_exists(conn, &user_id)? {
-                        return Ok(None);
-                    }
                     let by = accounts::Revocation {
                         actor: "cli",
-                        action: "user.revoke_all",
+                        action,
                         detail: None,
                         origin: &Default::default(),
                     };
-                    let count = accounts::end_all_devices(conn, &user_id, &by, now)?;
-                    Ok::<_, db::DbError>(Some(count))
+                    match disable {
+                        Some(disabled) => accounts::set_disabled(conn, &user_id, disabled, &by, now),
+                        None if accounts::user_exists(conn, &user_id)? => {
+                            accounts::end_all_devices(conn, &user_id, &by, now).map(Some)
+                        }
+                        None => Ok(None),
+                    }
                 })
                 .await?;
-            match count {
-                Some(count) => println!("revoked {count} devices"),
-                None => return Err(Failure::Other(anyhow::anyhow!("no such user"))),
+            let Some(count) = count else {
+                return Err(Failure::Other(anyhow::anyhow!("no such user")));
+            };
+            match disable {
+                Some(true) => println!("disabled the user; revoked {count} devices"),
+                Some(false) => println!("enabled the user"),
+                None => println!("revoked {count} devices"),
             }
         }
-        Command::Admins { command: AdminsCommand::Grant { user_id, config } } => {
-            let settings = load_settings(&config)?;
-            let db = app::open_database(&settings, settings.database.auto_migrate).await?;
-            let granted = db
+        Command::Admins { command } => {
+            let (arg, grant) = match command {
+                AdminsCommand::Grant(arg) => (arg, true),
+                AdminsCommand::Revoke(arg) => (arg, false),
+            };
+            let settings = load_settings(&arg.config)?;
+            let db = open_database(&settings).await?;
+            let user_id = arg.user_id;
+            let changed = db
                 .write(move |conn| {
-                    let granted = accounts::grant_admin(conn, &user_id)?;
-                    if granted {
+                    let changed = accounts::set_admin(conn, &user_id, grant)?;
+                    if changed {
                         accounts::audit::record(
                             conn,
                             accounts::audit::AuditEvent {
                                 actor: "cli",
-                                action: "admin.grant",
+                                action: if grant { "admin.grant" } else { "admin.revoke" },
                                 user_id: Some(&user_id),
                                 device_id: None,
                                 detail: None,
@@ -264,13 +329,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             db::now(),
                         )?;
                     }
-                    Ok::<_, db::DbError>(granted)
+                    Ok::<_, db::DbError>(changed)
                 })
                 .await?;
-            if !granted {
+            if !changed {
                 return Err(Failure::Other(anyhow::anyhow!("no such user")));
             }
-            println!("granted the admin role");
+            println!("{} the admin role", if grant { "granted" } else { "revoked" });
         }
     }
     Ok(())

@@ -56,3 +56,8 @@ pub fn record(
         .execute(conn)?;
     Ok(())
 }
+
+/// Deletes audit events older than `before`; returns how many.
+pub fn delete_older_than(conn: &mut DbConnection, before: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(audit_events::table.filter(audit_events::at.lt(before))).execute(conn)?)
+}

@@ -6,13 +6,12 @@ pub mod audit;
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 
-use crate::db::schema::{devices, identities, nonces, refresh_tokens, used_assertions, users};
+use crate::db::schema::{devices, identities, refresh_tokens, used_assertions, users};
 use crate::db::{DbConnection, DbError};
 use crate::providers::VerifiedAssertion;
+use crate::tokens::nonce::{NonceError, NonceKey};
 use crate::tokens::refresh::{self, SessionPolicy};
 use audit::{AuditEvent, Origin};
-
-pub const NONCE_TTL_SECS: i64 = 600;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = devices)]
@@ -97,26 +96,28 @@ impl From<diesel::result::Error> for SignInError {
     }
 }
 
+impl From<NonceError> for SignInError {
+    fn from(e: NonceError) -> Self {
+        match e {
+            NonceError::Invalid => SignInError::Nonce,
+            NonceError::Db(db) => SignInError::Db(db),
+        }
+    }
+}
+
 /// Records a sign-in in one transaction (the caller's): spends the nonce and the assertion,
-/// finds or creates the user, and opens a new device with its first refresh token.
+/// finds or creates the user, opens a new device with its first refresh token, and ends the
+/// user's longest-idle device when that puts them past the device cap.
 pub fn sign_in(
     conn: &mut DbConnection,
     request: &SignIn,
     policy: &SessionPolicy,
+    nonce_key: &NonceKey,
     now: i64,
 ) -> Result<SignedIn, SignInError> {
     let assertion = &request.assertion;
     if let Some(nonce) = &request.nonce {
-        let spent = diesel::delete(
-            nonces::table
-                .filter(nonces::nonce.eq(nonce))
-                .filter(nonces::client_id.eq(&request.client_id))
-                .filter(nonces::expires_at.gt(now)),
-        )
-        .execute(conn)?;
-        if spent != 1 {
-            return Err(SignInError::Nonce);
-        }
+        nonce_key.spend(conn, nonce, &request.client_id, now)?;
     }
     // Single use: the primary key decides, also between concurrent requests. A savepoint keeps
     // the transaction usable after the violation (PostgreSQL aborts it otherwise).
@@ -189,7 +190,41 @@ pub fn sign_in(
         &request.origin,
         now,
     )?;
+    enforce_device_cap(conn, &user_id, policy.max_devices_per_user, &request.origin, now)?;
     Ok(SignedIn { user_id, device, refresh_token })
+}
+
+/// Past `cap` live devices, the longest-idle ones are ended (audited as `device.evicted`).
+fn enforce_device_cap(
+    conn: &mut DbConnection,
+    user_id: &str,
+    cap: i64,
+    origin: &Origin,
+    now: i64,
+) -> Result<(), DbError> {
+    let live = devices::table
+        .filter(devices::user_id.eq(user_id))
+        .filter(devices::revoked_at.is_null())
+        .filter(devices::session_expires_at.gt(now));
+    let count: i64 = live.count().get_result(conn)?;
+    if count <= cap {
+        return Ok(());
+    }
+    let idlest: Vec<Device> = live
+        .order((devices::last_seen_at.asc(), devices::id.asc()))
+        .limit(count - cap)
+        .select(Device::as_select())
+        .load(conn)?;
+    let by = Revocation {
+        actor: "system",
+        action: "device.evicted",
+        detail: Some(&format!("the user has more than {cap} live devices; the longest-idle one ends")),
+        origin,
+    };
+    for device in &idlest {
+        end_device(conn, device, &by, now)?;
+    }
+    Ok(())
 }
 
 fn find_identity(
@@ -236,29 +271,33 @@ fn create_user(
     })
 }
 
-/// A single-use nonce for `client_id`.
-pub fn create_nonce(conn: &mut DbConnection, client_id: &str, now: i64) -> Result<String, DbError> {
-    let nonce = crate::crypto::random_token::<24>();
-    diesel::insert_into(nonces::table)
-        .values((
-            nonces::nonce.eq(&nonce),
-            nonces::client_id.eq(client_id),
-            nonces::expires_at.eq(now + NONCE_TTL_SECS),
-        ))
-        .execute(conn)?;
-    Ok(nonce)
-}
-
 pub fn find_device(conn: &mut DbConnection, device_id: &str) -> Result<Option<Device>, DbError> {
     Ok(devices::table.find(device_id).select(Device::as_select()).first(conn).optional()?)
 }
 
-/// `true` while the device may use its tokens: not revoked, session not past its maximum.
+/// A device and whether its user is disabled, in one read.
+pub fn find_device_and_user_state(
+    conn: &mut DbConnection,
+    device_id: &str,
+) -> Result<Option<(Device, bool)>, DbError> {
+    let found: Option<(Device, Option<i64>)> = devices::table
+        .inner_join(users::table)
+        .filter(devices::id.eq(device_id))
+        .select((Device::as_select(), users::disabled_at))
+        .first(conn)
+        .optional()?;
+    Ok(found.map(|(device, disabled_at)| (device, disabled_at.is_some())))
+}
+
+/// `true` while the device may use its tokens: not revoked, session not past its maximum,
+/// and its user not disabled.
 pub fn is_device_live(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
     let live: i64 = devices::table
+        .inner_join(users::table)
         .filter(devices::id.eq(device_id))
         .filter(devices::revoked_at.is_null())
         .filter(devices::session_expires_at.gt(now))
+        .filter(users::disabled_at.is_null())
         .count()
         .get_result(conn)?;
     Ok(live > 0)
@@ -343,15 +382,90 @@ fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<b
     Ok(revoked == 1)
 }
 
-/// The user's devices that can still be used, newest first.
-pub fn list_devices(conn: &mut DbConnection, user_id: &str, now: i64) -> Result<Vec<Device>, DbError> {
-    Ok(devices::table
+/// Where a page of devices starts: after the device with this creation time and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCursor {
+    pub created_at: i64,
+    pub id: String,
+}
+
+/// One page of the user's devices that can still be used, newest first, and where the next
+/// page starts (when there is one).
+pub fn list_devices(
+    conn: &mut DbConnection,
+    user_id: &str,
+    now: i64,
+    after: Option<&DeviceCursor>,
+    limit: i64,
+) -> Result<(Vec<Device>, Option<DeviceCursor>), DbError> {
+    let mut query = devices::table
         .filter(devices::user_id.eq(user_id))
         .filter(devices::revoked_at.is_null())
         .filter(devices::session_expires_at.gt(now))
-        .order(devices::created_at.desc())
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(
+            devices::created_at
+                .lt(after.created_at)
+                .or(devices::created_at.eq(after.created_at).and(devices::id.lt(after.id.clone()))),
+        );
+    }
+    let mut page: Vec<Device> = query
+        .order((devices::created_at.desc(), devices::id.desc()))
+        .limit(limit + 1)
         .select(Device::as_select())
-        .load(conn)?)
+        .load(conn)?;
+    let next = if page.len() as i64 > limit {
+        page.truncate(limit as usize);
+        page.last().map(|d| DeviceCursor { created_at: d.created_at, id: d.id.clone() })
+    } else {
+        None
+    };
+    Ok((page, next))
+}
+
+/// Disables or enables a user, audited. Disabling ends every device at once (ASVS 7.4.2);
+/// enabling lets the user sign in again. `None` when there is no such user.
+pub fn set_disabled(
+    conn: &mut DbConnection,
+    user_id: &str,
+    disabled: bool,
+    by: &Revocation<'_>,
+    now: i64,
+) -> Result<Option<usize>, DbError> {
+    if !user_exists(conn, user_id)? {
+        return Ok(None);
+    }
+    diesel::update(users::table.find(user_id))
+        .set(users::disabled_at.eq(disabled.then_some(now)))
+        .execute(conn)?;
+    if disabled {
+        return end_all_devices(conn, user_id, by, now).map(Some);
+    }
+    audit::record(
+        conn,
+        AuditEvent {
+            actor: by.actor,
+            action: by.action,
+            user_id: Some(user_id),
+            device_id: None,
+            detail: by.detail,
+        },
+        by.origin,
+        now,
+    )?;
+    Ok(Some(0))
+}
+
+/// Deletes devices revoked, or whose session ended, before `before`; their refresh tokens go
+/// with them (`ON DELETE CASCADE`).
+pub fn delete_ended_devices(conn: &mut DbConnection, before: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        devices::table
+            .filter(devices::revoked_at.lt(before))
+            .or_filter(devices::session_expires_at.lt(before)),
+    )
+    .execute(conn)?)
 }
 
 pub struct Profile {
@@ -376,7 +490,8 @@ pub fn user_exists(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbErr
     Ok(n > 0)
 }
 
-pub fn grant_admin(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
-    let n = diesel::update(users::table.find(user_id)).set(users::is_admin.eq(true)).execute(conn)?;
+/// Grants or takes away the admin role; `false` when there is no such user.
+pub fn set_admin(conn: &mut DbConnection, user_id: &str, admin: bool) -> Result<bool, DbError> {
+    let n = diesel::update(users::table.find(user_id)).set(users::is_admin.eq(admin)).execute(conn)?;
     Ok(n == 1)
 }

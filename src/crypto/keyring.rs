@@ -7,8 +7,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hkdf::Hkdf;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::SecretBox;
 use sha2::{Digest, Sha256};
 
 const FORMAT_V1: u8 = 1;
@@ -28,7 +27,8 @@ pub enum KeyringError {
 struct MasterKey {
     id: [u8; KEY_ID_LEN],
     cipher: XChaCha20Poly1305,
-    material: SecretBox<[u8; 32]>,
+    /// Kept only so the key bytes are zeroized when the keyring is dropped.
+    _material: SecretBox<[u8; 32]>,
 }
 
 pub struct MasterKeyring {
@@ -58,7 +58,7 @@ impl MasterKeyring {
                 MasterKey {
                     id,
                     cipher: XChaCha20Poly1305::new(&k.into()),
-                    material: SecretBox::new(Box::new(k)),
+                    _material: SecretBox::new(Box::new(k)),
                 }
             })
             .collect();
@@ -101,19 +101,12 @@ impl MasterKeyring {
     pub fn is_current(&self, wrapped: &[u8]) -> bool {
         wrapped.len() > KEY_ID_LEN && wrapped[1..1 + KEY_ID_LEN] == self.keys[0].id
     }
-
-    /// A 32-byte key for one purpose, derived from the current master key (HKDF-SHA256).
-    pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        let hk = Hkdf::<Sha256>::new(Some(b"idbridge"), self.keys[0].material.expose_secret());
-        let mut out = [0u8; 32];
-        hk.expand(purpose.as_bytes(), &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
-        out
-    }
 }
 
 fn load_source(source: &str) -> Result<[u8; 32], KeyringError> {
     let fail = |m: String| KeyringError::Source(source.to_string(), m);
     let text = if let Some(path) = source.strip_prefix("file:") {
+        refuse_if_shared(path).map_err(fail)?;
         std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?
     } else if let Some(var) = source.strip_prefix("env:") {
         std::env::var(var).map_err(|_| fail("the variable is not set".into()))?
@@ -122,6 +115,23 @@ fn load_source(source: &str) -> Result<[u8; 32], KeyringError> {
     };
     let bytes = STANDARD.decode(text.trim()).map_err(|_| fail("not base64".into()))?;
     bytes.try_into().map_err(|_| fail("a master key is 32 bytes".into()))
+}
+
+/// A master key file that group or others can read is refused: `chmod 600` it.
+#[cfg(unix)]
+fn refuse_if_shared(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!("the file has mode {mode:03o}; group and others must not read it (chmod 600)"));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_if_shared(_path: &str) -> Result<(), String> {
+    Ok(())
 }
 
 /// Creates a master key file with mode 0600 when it does not exist (dev mode).

@@ -2,6 +2,7 @@
 //! behind idbridge's access tokens and JWKS.
 
 pub mod keyring;
+pub mod server_secrets;
 pub mod signing;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

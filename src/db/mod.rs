@@ -265,19 +265,17 @@ pub struct Db {
     /// hundreds of threads on the pool.
     permits: Arc<tokio::sync::Semaphore>,
     sqlite_writer: Option<std::sync::mpsc::Sender<Box<dyn BatchedWrite>>>,
+    factory: ConnectionFactory,
 }
 
 impl Db {
-    /// Builds the pool without connecting, so a database that is down at start is retried.
+    /// Builds the pool without connecting, so a database that goes away later is retried.
+    /// A new SQLite database is created `0600` in a `0700` directory: its WAL and SHM files
+    /// take the database file's mode.
     pub fn new(url: &str, max_connections: u32) -> Result<Self, String> {
         let target = DbTarget::parse(url)?;
         if target.backend == Backend::Sqlite {
-            if let Some(dir) = std::path::Path::new(&target.location).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                }
-            }
+            create_private_sqlite_file(std::path::Path::new(&target.location))?;
         }
         let backend = target.backend;
         let factory = ConnectionFactory { target };
@@ -288,9 +286,18 @@ impl Db {
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(3))
             .test_on_check_out(backend == Backend::Postgres)
-            .build_unchecked(factory);
+            .build_unchecked(factory.clone());
         let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
-        Ok(Self { pool, permits, sqlite_writer })
+        Ok(Self { pool, permits, sqlite_writer, factory })
+    }
+
+    /// Opens one connection outside the pool, for a clear error at start when the database
+    /// cannot be reached at all.
+    pub fn check_reachable(&self) -> Result<(), String> {
+        self.factory.connect().map(drop).map_err(|e| match e {
+            diesel::r2d2::Error::ConnectionError(c) => c.to_string().trim().to_string(),
+            other => other.to_string(),
+        })
     }
 
     /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span.
@@ -334,6 +341,12 @@ impl Db {
         self.pool.get().map_err(|_| DbError::Unavailable)
     }
 
+    /// Connections the pool holds, and how many of them are idle.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections)
+    }
+
     /// `true` when a connection can be had and answers.
     pub async fn ping(&self) -> bool {
         self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from)).await.is_ok()
@@ -344,6 +357,24 @@ impl Db {
         let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
         run_migrations(&mut conn)
     }
+}
+
+fn create_private_sqlite_file(path: &std::path::Path) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    if path.as_os_str() == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
 fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>

@@ -77,6 +77,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    server_secrets (name) {
+        name -> Text,
+        wrapped -> Binary,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     used_assertions (assertion_hash) {
         assertion_hash -> Text,
         provider -> Text,
@@ -117,6 +125,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     devices,
     refresh_tokens,
     signing_keys,
+    server_secrets,
     used_assertions,
     nonces,
     audit_events,

@@ -13,17 +13,22 @@ use secrecy::SecretString;
 
 use super::errors::{OAuthError, Problem};
 use crate::accounts::{self, audit::Origin};
-use crate::app::AppState;
-use crate::clients::{Client, ClientCredentials};
+use crate::clients::{Client, ClientAuthError, ClientCredentials, ClientKind};
+use crate::db::DbError;
+use crate::state::AppState;
 use crate::tokens::access::{self, AccessClaims};
+
+/// The credentials of an `Authorization` header with `scheme`, matched case-insensitively
+/// (RFC 7235 §2.1); `None` when the header is absent or has another scheme.
+fn authorization<'a>(req: &'a HttpRequest, scheme: &str) -> Option<&'a str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.trim_start();
+    let (given, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    given.eq_ignore_ascii_case(scheme).then(|| credentials.trim())
+}
 
 /// RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
 fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value.to_str().map_err(|_| OAuthError::invalid_client())?;
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+    let Some(encoded) = authorization(req, "Basic") else {
         return Ok(None);
     };
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| OAuthError::invalid_client())?;
@@ -35,7 +40,11 @@ fn basic_credentials(req: &HttpRequest) -> Result<Option<(String, String)>, OAut
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default()
     };
-    Ok(Some((unescape(id), unescape(secret))))
+    let (id, secret) = (unescape(id), unescape(secret));
+    if id.len() > 128 || id.contains(char::is_control) || secret.len() > 512 {
+        return Err(OAuthError::invalid_client());
+    }
+    Ok(Some((id, secret)))
 }
 
 /// The client's credentials from Basic or from the form; both at once is refused (RFC 6749 §2.3).
@@ -53,6 +62,9 @@ fn client_credentials(
         }
         None => {
             let id = form_id.filter(|s| !s.is_empty()).ok_or_else(OAuthError::invalid_client)?;
+            if id.len() > 128 || id.contains(char::is_control) || form_secret.is_some_and(|s| s.len() > 512) {
+                return Err(OAuthError::invalid_client());
+            }
             Ok(ClientCredentials {
                 client_id: id.to_string(),
                 secret: form_secret.map(|s| SecretString::from(s.to_string())),
@@ -62,14 +74,39 @@ fn client_credentials(
 }
 
 /// The authenticated client of an `/oauth` request, or `401 invalid_client`.
+///
+/// Rate limits: requests of public clients and failed authentications count against the peer
+/// address; an authenticated confidential client counts against itself only, so neither a
+/// busy address (a NAT) nor someone quoting a public client id can exhaust another's budget.
 pub async fn authenticate_client(
     state: &AppState,
     req: &HttpRequest,
     form_id: Option<&str>,
     form_secret: Option<&str>,
 ) -> Result<std::sync::Arc<Client>, OAuthError> {
-    let credentials = client_credentials(req, form_id, form_secret)?;
-    state.clients.authenticate(credentials).await.map_err(|_| OAuthError::invalid_client())
+    let ip = req.peer_addr().map(|a| a.ip());
+    let outcome = match client_credentials(req, form_id, form_secret) {
+        Ok(credentials) => state.clients.authenticate(credentials).await,
+        Err(e) => {
+            state.rate_limits.check_ip(ip, &state.metrics)?;
+            return Err(e);
+        }
+    };
+    match outcome {
+        Ok(client) if client.kind == ClientKind::Public => {
+            state.rate_limits.check_ip(ip, &state.metrics)?;
+            Ok(client)
+        }
+        Ok(client) => {
+            state.rate_limits.check_client(&client.id, &state.metrics)?;
+            Ok(client)
+        }
+        Err(ClientAuthError::Failed) => {
+            state.rate_limits.check_ip(ip, &state.metrics)?;
+            Err(OAuthError::invalid_client())
+        }
+        Err(e @ ClientAuthError::Busy) => Err(OAuthError::temporarily_unavailable(e.to_string())),
+    }
 }
 
 /// Peer address and user agent, as recorded on devices and audit events.
@@ -82,7 +119,8 @@ pub fn origin(req: &HttpRequest) -> Origin {
     Origin { ip: req.peer_addr().map(|a| a.ip().to_string()), user_agent }
 }
 
-/// The caller of a `/v1` endpoint: a valid access token of a device that is still live.
+/// The caller of a `/v1` endpoint: a valid access token of a device that is still live, of a
+/// user who is not disabled. `claims.scope` is already narrowed to the client's scopes now.
 pub struct Caller {
     pub claims: AccessClaims,
 }
@@ -93,24 +131,29 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|t| t.trim().to_string());
+        let token = authorization(req, "Bearer").map(str::to_string);
         Box::pin(async move {
             let state = state.ok_or_else(Problem::internal)?;
-            let token = token.ok_or_else(Problem::unauthorized)?;
-            let now = crate::db::now();
-            let claims = access::verify(&state.keys, &state.access_policy, &token, now)
-                .map_err(|_| Problem::unauthorized())?;
-            let device_id = claims.sid.clone();
-            let live = state.db.run(move |conn| accounts::is_device_live(conn, &device_id, now)).await?;
-            if !live {
-                return Err(Problem::unauthorized());
-            }
+            let token = token.ok_or_else(Problem::unauthenticated)?;
+            let claims = check_access_token(&state, &token).await?.ok_or_else(Problem::unauthorized)?;
             Ok(Caller { claims })
         })
     }
+}
+
+/// An access token's claims when it is valid and live now: signature, `typ`, `iss`, `aud`,
+/// `exp`; a client that still exists; a live device of a user who is not disabled. The scope is
+/// narrowed to the client's scopes now. `None` for any token that is not live.
+pub async fn check_access_token(state: &AppState, token: &str) -> Result<Option<AccessClaims>, DbError> {
+    let now = crate::db::now();
+    let Ok(mut claims) = access::verify(&state.keys, &state.access_policy, token, now) else {
+        return Ok(None);
+    };
+    let Some(client) = state.clients.get(&claims.client_id) else {
+        return Ok(None);
+    };
+    claims.scope = client.current_scope(&claims.scope);
+    let device_id = claims.sid.clone();
+    let live = state.db.run(move |conn| accounts::is_device_live(conn, &device_id, now)).await?;
+    Ok(live.then_some(claims))
 }

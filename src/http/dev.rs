@@ -5,7 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::errors::OAuthError;
-use crate::app::AppState;
+use super::input;
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct DevTokenForm {
@@ -18,12 +19,11 @@ pub async fn id_token(
     form: web::Form<DevTokenForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let dev = state.providers.dev.as_ref().ok_or_else(|| OAuthError::invalid_request("dev mode is off"))?;
-    let name = form.name.as_deref().map(str::trim).unwrap_or("");
+    let name = input::text("name", form.name.as_deref().map(str::trim), 256)?.unwrap_or("");
     if name.is_empty() || name.chars().count() > 64 {
         return Err(OAuthError::invalid_request("name is required (at most 64 characters)"));
     }
-    let token = dev
-        .mint(name, form.nonce.as_deref().filter(|n| !n.is_empty()))
-        .map_err(|_| OAuthError::server_error())?;
+    let nonce = input::text("nonce", form.nonce.as_deref(), 256)?;
+    let token = dev.mint(name, nonce).map_err(|_| OAuthError::server_error())?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({ "id_token": token })))
 }

@@ -9,18 +9,21 @@ use serde_json::json;
 
 use crate::db::DbError;
 
-const RETRY_AFTER_SECS: &str = "5";
+const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug)]
 pub struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: Cow<'static, str>,
+    /// `Retry-After` seconds, for 429 and 503.
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, error, description: description.into() }
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS);
+        Self { status, error, description: description.into(), retry_after }
     }
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
@@ -46,6 +49,19 @@ impl OAuthError {
     pub fn server_error() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "an internal error occurred")
     }
+    /// 429 in RFC 6749's shape (`temporarily_unavailable`), with `Retry-After`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            "too many requests from this client or address; retry later",
+        );
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "this method is not allowed here")
+    }
 }
 
 impl std::fmt::Display for OAuthError {
@@ -65,8 +81,8 @@ impl ResponseError for OAuthError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"idbridge\""));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.json(json!({ "error": self.error, "error_description": self.description }))
     }
@@ -90,14 +106,26 @@ impl From<DbError> for OAuthError {
 pub struct Problem {
     status: StatusCode,
     detail: Cow<'static, str>,
+    /// A 401 for a request that carried no credentials at all: no `error` in the challenge
+    /// (RFC 6750 §3.1).
+    no_credentials: bool,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, detail: detail.into() }
+        Self { status, detail: detail.into(), no_credentials: false }
     }
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "the access token is missing, invalid, expired or revoked")
+        Self::new(StatusCode::UNAUTHORIZED, "the access token is invalid, expired or revoked")
+    }
+    pub fn unauthenticated() -> Self {
+        Self {
+            no_credentials: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "a Bearer access token is required")
+        }
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "this method is not allowed here")
     }
     pub fn not_found(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
@@ -128,6 +156,9 @@ impl ResponseError for Problem {
         let mut response = HttpResponse::build(self.status);
         response.content_type("application/problem+json");
         match self.status {
+            StatusCode::UNAUTHORIZED if self.no_credentials => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"idbridge\""));
+            }
             StatusCode::UNAUTHORIZED => {
                 response.insert_header((
                     header::WWW_AUTHENTICATE,
@@ -135,7 +166,7 @@ impl ResponseError for Problem {
                 ));
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
             _ => {}
         }

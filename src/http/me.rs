@@ -1,12 +1,16 @@
 //! `/v1/me`: the signed-in person, their devices and sign-out.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{origin, Caller};
 use super::errors::Problem;
-use crate::accounts::{self, Revocation};
-use crate::app::AppState;
+use super::input::is_uuid;
+use crate::accounts::{self, DeviceCursor, Revocation};
+use crate::state::AppState;
 
 fn rfc3339(unix: i64) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
@@ -39,9 +43,49 @@ pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespon
     })))
 }
 
-pub async fn devices(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, Problem> {
+/// `?limit` (1 to 100, default 50) and `?cursor` (from `next_cursor`) of the device list.
+#[derive(Deserialize)]
+pub struct DevicePage {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 100;
+
+fn encode_cursor(cursor: &DeviceCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", cursor.created_at, cursor.id))
+}
+
+fn decode_cursor(text: &str) -> Option<DeviceCursor> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
+    let (created_at, id) = raw.split_once(':')?;
+    let created_at = created_at.parse().ok()?;
+    is_uuid(id).then(|| DeviceCursor { created_at, id: id.to_string() })
+}
+
+pub async fn devices(
+    state: web::Data<AppState>,
+    caller: Caller,
+    page: web::Query<DevicePage>,
+) -> Result<HttpResponse, Problem> {
+    let limit = match page.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => text.parse::<i64>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            Problem::bad_request(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+        })?,
+    };
+    let after = match page.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(text) => {
+            Some(decode_cursor(text).ok_or_else(|| Problem::bad_request("cursor is not one this API gave"))?)
+        }
+    };
     let user_id = caller.claims.sub.clone();
-    let devices = state.db.run(move |conn| accounts::list_devices(conn, &user_id, crate::db::now())).await?;
+    let (devices, next) = state
+        .db
+        .run(move |conn| accounts::list_devices(conn, &user_id, crate::db::now(), after.as_ref(), limit))
+        .await?;
     let devices: Vec<_> = devices
         .iter()
         .map(|d| {
@@ -52,7 +96,11 @@ pub async fn devices(state: web::Data<AppState>, caller: Caller) -> Result<HttpR
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "devices": devices })))
+    let mut body = json!({ "devices": devices });
+    if let Some(next) = next {
+        body["next_cursor"] = json!(encode_cursor(&next));
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 pub async fn revoke_device(
@@ -62,6 +110,9 @@ pub async fn revoke_device(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let device_id = path.into_inner();
+    if !is_uuid(&device_id) {
+        return Err(Problem::not_found("no such device"));
+    }
     let user_id = caller.claims.sub.clone();
     let origin = origin(&req);
     let revoked = state

@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod dev;
 pub mod errors;
+pub mod input;
+pub mod limits;
 pub mod me;
 pub mod oauth;
 pub mod ops;
@@ -14,45 +16,96 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::UrlencodedError;
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::{web, HttpRequest, HttpResponse};
 use tracing::Instrument;
 
+use crate::state::AppState;
 use errors::{OAuthError, Problem};
 
 /// Bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Every path and the methods it answers. The route table, the `Allow` header of a 405 and
+/// the OpenAPI document (`openapi.json`, checked against this list by a test) agree on it.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+    ("/openapi.json", &["GET"]),
+    ("/.well-known/openid-configuration", &["GET"]),
+    ("/.well-known/jwks.json", &["GET"]),
+    ("/oauth/token", &["POST"]),
+    ("/oauth/nonce", &["POST"]),
+    ("/oauth/revoke", &["POST"]),
+    ("/oauth/introspect", &["POST"]),
+    ("/v1/me", &["GET"]),
+    ("/v1/me/devices", &["GET"]),
+    ("/v1/me/devices/{id}", &["DELETE"]),
+    ("/v1/me/logout-all", &["POST"]),
+    ("/dev/id-token", &["POST"]),
+];
+
+/// Routes that exist only in dev mode.
+pub const DEV_ROUTES: &[&str] = &["/dev/id-token"];
+
+/// A path of [`ROUTES`]; any other method on it is answered `405` with `Allow`.
+fn resource(path: &'static str) -> actix_web::Resource {
+    debug_assert!(ROUTES.iter().any(|(p, _)| p.ends_with(path)), "{path} is missing from ROUTES");
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
     cfg.app_data(form_config())
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/.well-known/openid-configuration", web::get().to(wellknown::openid_configuration))
-        .route("/.well-known/jwks.json", web::get().to(wellknown::jwks))
+        .service(resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(ops::openapi)))
+        .service(
+            resource("/.well-known/openid-configuration")
+                .route(web::get().to(wellknown::openid_configuration)),
+        )
+        .service(resource("/.well-known/jwks.json").route(web::get().to(wellknown::jwks)))
         .service(
             web::scope("/oauth")
-                .route("/token", web::post().to(oauth::token))
-                .route("/nonce", web::post().to(oauth::nonce))
-                .route("/revoke", web::post().to(oauth::revoke))
-                .route("/introspect", web::post().to(oauth::introspect)),
+                .service(resource("/token").route(web::post().to(oauth::token)))
+                .service(resource("/nonce").route(web::post().to(oauth::nonce)))
+                .service(resource("/revoke").route(web::post().to(oauth::revoke)))
+                .service(resource("/introspect").route(web::post().to(oauth::introspect))),
         )
         .service(
             web::scope("/v1")
-                .route("/me", web::get().to(me::me))
-                .route("/me/devices", web::get().to(me::devices))
-                .route("/me/devices/{id}", web::delete().to(me::revoke_device))
-                .route("/me/logout-all", web::post().to(me::logout_all)),
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+                .service(resource("/me").route(web::get().to(me::me)))
+                .service(resource("/me/devices").route(web::get().to(me::devices)))
+                .service(resource("/me/devices/{id}").route(web::delete().to(me::revoke_device)))
+                .service(resource("/me/logout-all").route(web::post().to(me::logout_all))),
         );
     if dev_enabled {
-        cfg.route("/dev/id-token", web::post().to(dev::id_token));
+        cfg.service(resource("/dev/id-token").route(web::post().to(dev::id_token)));
     }
     cfg.default_service(web::to(not_found));
 }
 
 async fn not_found() -> Result<HttpResponse, Problem> {
     Err(Problem::not_found("no such endpoint"))
+}
+
+/// 405 with the methods the path answers; in RFC 6749's shape under `/oauth`.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let pattern = req.match_pattern().unwrap_or_default();
+    let allow = ROUTES.iter().find(|(p, _)| *p == pattern).map(|(_, m)| m.join(", ")).unwrap_or_default();
+    let mut response = if pattern.starts_with("/oauth/") {
+        actix_web::ResponseError::error_response(&OAuthError::method_not_allowed())
+    } else {
+        actix_web::ResponseError::error_response(&Problem::method_not_allowed())
+    };
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 fn form_config() -> web::FormConfig {
@@ -76,13 +129,18 @@ pub async fn log_request(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let method = req.method().clone();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
     let mut response = next.call(req).instrument(span.clone()).await?;
     let route = response.request().match_pattern().unwrap_or_else(|| "(unmatched)".to_string());
     let status = response.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    let latency_us = elapsed.as_micros() as u64;
     span.in_scope(|| tracing::info!(%method, %route, status, latency_us, "request"));
+    if let Some(state) = state {
+        state.metrics.observe_request(&route, method.as_str(), status, elapsed.as_secs_f64());
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
     }

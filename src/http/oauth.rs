@@ -6,13 +6,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{authenticate_client, origin};
+use super::auth::{authenticate_client, check_access_token, origin};
 use super::errors::OAuthError;
+use super::input;
 use crate::accounts::{self, SignIn, SignInError};
-use crate::app::AppState;
 use crate::clients::{Client, ClientKind};
 use crate::providers::{AssertionError, ProviderKind};
+use crate::state::AppState;
 use crate::tokens::access::{self, Grant};
+use crate::tokens::nonce::NONCE_TTL_SECS;
 use crate::tokens::refresh::{self, RefreshRequest, Rotation};
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -20,6 +22,8 @@ pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const PLATFORMS: [&str; 5] = ["ios", "android", "web", "desktop", "other"];
+/// Longer than any real assertion or token; bounds the work spent on garbage.
+const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 #[derive(Deserialize)]
 pub struct TokenForm {
@@ -61,10 +65,13 @@ async fn token_exchange(
     client: std::sync::Arc<Client>,
     form: TokenForm,
 ) -> Result<HttpResponse, OAuthError> {
-    let subject_token = form
-        .subject_token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+    let subject_token = input::text("subject_token", form.subject_token.as_deref(), MAX_TOKEN_LEN)?
+        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?
+        .to_string();
+    let device_name = input::text("device_name", form.device_name.as_deref(), 400)?.map(str::to_string);
+    let nonce = input::text("nonce", form.nonce.as_deref(), 256)?.map(str::to_string);
+    input::text("scope", form.scope.as_deref(), 1024)?;
+    input::text("provider", form.provider.as_deref(), 32)?;
     let requested_provider = match form.provider.as_deref() {
         None | Some("") => None,
         Some(name) => {
@@ -91,24 +98,38 @@ async fn token_exchange(
             ));
         }
     }
-    let device_name = form.device_name.filter(|n| !n.is_empty());
     if device_name.as_ref().is_some_and(|n| n.chars().count() > 100) {
         return Err(OAuthError::invalid_request("device_name is longer than 100 characters"));
     }
     let scope = client.resolve_scope(form.scope.as_deref()).map_err(|_| OAuthError::invalid_scope())?;
 
-    let assertion =
-        state.providers.verify_id_token(&subject_token, requested_provider).await.map_err(|e| match e {
-            AssertionError::ProviderUnavailable => OAuthError::temporarily_unavailable(e.to_string()),
-            other => OAuthError::invalid_request(other.to_string()),
-        })?;
-    let nonce = form.nonce.filter(|n| !n.is_empty());
+    let provider_label = requested_provider.map_or("unknown", ProviderKind::as_str);
+    let count =
+        |provider: &str, outcome: &str| state.metrics.sign_ins.with_label_values(&[provider, outcome]).inc();
+    let assertion = match state.providers.verify_id_token(&subject_token, requested_provider).await {
+        Ok(assertion) => assertion,
+        Err(AssertionError::ProviderUnavailable) => {
+            count(provider_label, "unavailable");
+            return Err(OAuthError::temporarily_unavailable(AssertionError::ProviderUnavailable.to_string()));
+        }
+        Err(other) => {
+            count(provider_label, "refused");
+            return Err(OAuthError::invalid_request(other.to_string()));
+        }
+    };
+    let provider_label = assertion.provider.as_str();
     let nonce_required = assertion.provider == ProviderKind::Google && state.google_requires_nonce();
     match (&assertion.nonce, &nonce) {
         (Some(claim), Some(sent)) if claim == sent => {}
         (None, None) if !nonce_required => {}
-        (None, None) => return Err(OAuthError::invalid_request("a nonce is required")),
-        _ => return Err(OAuthError::invalid_request("the nonce does not match the subject_token")),
+        (None, None) => {
+            count(provider_label, "refused");
+            return Err(OAuthError::invalid_request("a nonce is required"));
+        }
+        _ => {
+            count(provider_label, "refused");
+            return Err(OAuthError::invalid_request("the nonce does not match the subject_token"));
+        }
     }
 
     let sign_in = SignIn {
@@ -120,15 +141,21 @@ async fn token_exchange(
         device_platform: form.device_platform,
         origin: origin(&req),
     };
-    let policy = state.session_policy.clone();
+    let app = state.clone();
     let signed_in = state
         .db
-        .write(move |conn| accounts::sign_in(conn, &sign_in, &policy, crate::db::now()))
+        .write(move |conn| {
+            accounts::sign_in(conn, &sign_in, &app.session_policy, &app.nonce_key, crate::db::now())
+        })
         .await
-        .map_err(|e| match e {
-            SignInError::Db(db) => OAuthError::from(db),
-            other => OAuthError::invalid_request(other.to_string()),
+        .map_err(|e| {
+            count(provider_label, if matches!(e, SignInError::Db(_)) { "error" } else { "refused" });
+            match e {
+                SignInError::Db(db) => OAuthError::from(db),
+                other => OAuthError::invalid_request(other.to_string()),
+            }
         })?;
+    count(provider_label, "ok");
     tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
     token_response(&state, &signed_in.device, &signed_in.device.scope, &signed_in.refresh_token)
 }
@@ -139,34 +166,44 @@ async fn refresh_grant(
     client: std::sync::Arc<Client>,
     form: TokenForm,
 ) -> Result<HttpResponse, OAuthError> {
-    let presented =
-        form.refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+    let presented = input::text("refresh_token", form.refresh_token.as_deref(), 512)?
+        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?
+        .to_string();
+    input::text("scope", form.scope.as_deref(), 1024)?;
     let origin = origin(&req);
-    let policy = state.session_policy.clone();
     let app = state.clone();
-    let client_id = client.id.clone();
     let scope = form.scope;
     let rotation = state
         .db
         .write(move |conn| {
             let request = RefreshRequest {
                 token: &presented,
-                client_id: &client_id,
+                client_id: &client.id,
+                client_scopes: &client.scopes,
                 scope: scope.as_deref(),
                 origin: &origin,
             };
-            refresh::rotate(conn, &app.successor_key, &request, &policy, crate::db::now())
+            refresh::rotate(conn, &app.successor_key, &request, &app.session_policy, crate::db::now())
         })
-        .await?;
+        .await
+        .inspect_err(|_| state.metrics.refreshes.with_label_values(&["error"]).inc())?;
+    let outcome = |label: &str| state.metrics.refreshes.with_label_values(&[label]).inc();
     match rotation {
         Rotation::Rotated { device, refresh_token, scope } => {
+            outcome("ok");
             token_response(&state, &device, &scope, &refresh_token)
         }
-        Rotation::InvalidScope => Err(OAuthError::invalid_scope()),
+        Rotation::InvalidScope => {
+            outcome("invalid_scope");
+            Err(OAuthError::invalid_scope())
+        }
         Rotation::Refused => {
+            outcome("refused");
             Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked"))
         }
         Rotation::Reused => {
+            outcome("reused");
+            state.metrics.refresh_reuse.inc();
             tracing::warn!("refresh token reuse detected; device revoked");
             Err(OAuthError::invalid_grant("the refresh token was already used; the device is revoked"))
         }
@@ -220,9 +257,8 @@ pub async fn nonce(
     form: web::Form<NonceForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let client = authenticate_client(&state, &req, form.client_id.as_deref(), None).await?;
-    let nonce =
-        state.db.write(move |conn| accounts::create_nonce(conn, &client.id, crate::db::now())).await?;
-    Ok(no_store().json(json!({ "nonce": nonce, "expires_in": accounts::NONCE_TTL_SECS })))
+    let nonce = state.nonce_key.issue(&client.id, crate::db::now());
+    Ok(no_store().json(json!({ "nonce": nonce, "expires_in": NONCE_TTL_SECS })))
 }
 
 #[derive(Deserialize)]
@@ -243,7 +279,14 @@ pub async fn revoke(
     let form = form.into_inner();
     let client =
         authenticate_client(&state, &req, form.client_id.as_deref(), form.client_secret.as_deref()).await?;
-    let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    if form.token.as_deref().is_none_or(str::is_empty) {
+        return Err(OAuthError::invalid_request("token is required"));
+    }
+    // A malformed token is like an unknown one: 200, nothing changes (RFC 7009 §2.2).
+    let Ok(Some(token)) = input::text("token", form.token.as_deref(), MAX_TOKEN_LEN) else {
+        return Ok(no_store().finish());
+    };
+    let token = token.to_string();
     let now = crate::db::now();
     let access_device = if access::looks_like_jwt(&token) {
         access::verify(&state.keys, &state.access_policy, &token, now)
@@ -290,34 +333,35 @@ pub async fn introspect(
         return Err(OAuthError::invalid_client());
     }
     let inactive = || Ok(no_store().json(json!({ "active": false })));
-    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+    let Ok(Some(token)) = input::text("token", form.token.as_deref(), MAX_TOKEN_LEN) else {
         return inactive();
     };
-    let now = crate::db::now();
-    let issuer = state.access_policy.issuer.clone();
-    let audience = state.access_policy.audience.clone();
-    if access::looks_like_jwt(&token) {
-        let Ok(claims) = access::verify(&state.keys, &state.access_policy, &token, now) else {
+    if access::looks_like_jwt(token) {
+        let Some(claims) = check_access_token(&state, token).await? else {
             return inactive();
         };
-        let sid = claims.sid.clone();
-        if !state.db.run(move |conn| accounts::is_device_live(conn, &sid, now)).await? {
-            return inactive();
-        }
         return Ok(no_store().json(json!({
             "active": true, "sub": claims.sub, "client_id": claims.client_id, "sid": claims.sid,
             "scope": claims.scope, "exp": claims.exp, "iat": claims.iat, "iss": claims.iss,
             "aud": claims.aud, "token_type": "Bearer", "idp": claims.idp,
         })));
     }
+    let now = crate::db::now();
+    let token = token.to_string();
     let Some((device, issued_at, expires_at)) =
         state.db.run(move |conn| refresh::find_live(conn, &token, now)).await?
     else {
         return inactive();
     };
+    // A device of a client removed from the configuration is not live; its scope is what the
+    // client may still grant.
+    let Some(owner) = state.clients.get(&device.client_id) else {
+        return inactive();
+    };
     Ok(no_store().json(json!({
         "active": true, "sub": device.user_id, "client_id": device.client_id, "sid": device.id,
-        "scope": device.scope, "exp": expires_at, "iat": issued_at, "iss": issuer,
-        "aud": audience, "token_type": "refresh_token", "idp": device.idp,
+        "scope": owner.current_scope(&device.scope), "exp": expires_at, "iat": issued_at,
+        "iss": state.access_policy.issuer, "aud": state.access_policy.audience,
+        "token_type": "refresh_token", "idp": device.idp,
     })))
 }

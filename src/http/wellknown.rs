@@ -4,29 +4,27 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::crypto::signing::JWKS_MAX_AGE_SECS;
+use crate::state::AppState;
 
+/// Lists only endpoints and grants that exist (the browser flow's are added with it).
 pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
     let issuer = state.settings.issuer();
+    let mut scopes: Vec<&str> =
+        state.clients.all().flat_map(|c| c.scopes.iter().map(String::as_str)).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "public, max-age=300")).json(json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "token_endpoint": format!("{issuer}/oauth/token"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
-        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
-        "grant_types_supported": [
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-            "refresh_token",
-            "authorization_code",
-        ],
+        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "code_challenge_methods_supported": ["S256"],
-        "response_types_supported": ["code"],
-        "scopes_supported": ["openid", "profile", "api", "crypto"],
+        "scopes_supported": scopes,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [format!("{:?}", state.settings.keys.access_token_alg)],
     }))

@@ -9,6 +9,7 @@ pub mod oidc;
 use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use oidc::{IdTokenPolicy, KeySource, OidcVerifier};
 
 /// The issuers idbridge accepts ID tokens from.
@@ -54,7 +55,7 @@ pub struct VerifiedAssertion {
 }
 
 /// Why an assertion was refused. The text is safe to show the client: it never quotes the token.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AssertionError {
     #[error("the subject_token is not a well-formed JWT")]
     Malformed,
@@ -84,6 +85,10 @@ pub enum AssertionError {
     HostedDomain,
     #[error("the subject_token lacks the `{0}` claim")]
     MissingClaim(String),
+    #[error("the subject_token's `{0}` claim is malformed or too long")]
+    BadClaim(&'static str),
+    #[error("the subject_token expires too far in the future")]
+    ExpiryTooFar,
     #[error("the provider's keys cannot be fetched right now")]
     ProviderUnavailable,
 }
@@ -95,7 +100,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(settings: &Settings, http: reqwest::Client) -> Self {
+    pub fn new(settings: &Settings, http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
         let mut verifiers = Vec::new();
         if let Some(google) = &settings.providers.google {
             verifiers.push(OidcVerifier::new(
@@ -106,7 +111,7 @@ impl Providers {
                     hosted_domain: Some(google.hosted_domain.clone()).filter(|d| !d.is_empty()),
                     algorithm: jsonwebtoken::Algorithm::RS256,
                 },
-                KeySource::Remote(jwks::JwksCache::new(http, google.issuer.clone())),
+                KeySource::Remote(jwks::JwksCache::new(http, google.issuer.clone(), "google", metrics)),
             ));
         }
         let dev = settings.dev.enabled.then(|| Arc::new(dev::DevProvider::new(settings.issuer())));

@@ -16,6 +16,8 @@ use super::{AssertionError, ProviderKind, VerifiedAssertion};
 use crate::crypto::sha256_b64;
 
 pub const LEEWAY_SECS: u64 = 60;
+/// Provider ID tokens live an hour; one that claims to outlive a day is refused.
+const MAX_LIFETIME_AHEAD_SECS: i64 = 86_400;
 /// Longer than any real ID token; bounds the work spent on garbage.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 
@@ -133,8 +135,23 @@ impl OidcVerifier {
                 return Err(AssertionError::HostedDomain);
             }
         }
-        if claims.sub.is_empty() || claims.sub.len() > 255 {
-            return Err(AssertionError::MissingClaim("sub".into()));
+        if claims.exp > now.saturating_add(MAX_LIFETIME_AHEAD_SECS) {
+            return Err(AssertionError::ExpiryTooFar);
+        }
+        if claims.sub.is_empty() || claims.sub.len() > 255 || claims.sub.contains(char::is_control) {
+            return Err(AssertionError::BadClaim("sub"));
+        }
+        // Text that reaches the database: no NUL or other control characters, bounded length.
+        let plain =
+            |v: &Option<String>| v.as_ref().is_none_or(|t| t.len() <= 320 && !t.contains(char::is_control));
+        if !plain(&claims.email) {
+            return Err(AssertionError::BadClaim("email"));
+        }
+        if !plain(&claims.name) {
+            return Err(AssertionError::BadClaim("name"));
+        }
+        if claims.nonce.as_ref().is_some_and(|n| n.len() > 256) {
+            return Err(AssertionError::BadClaim("nonce"));
         }
         Ok(VerifiedAssertion {
             provider: self.kind,
@@ -146,7 +163,7 @@ impl OidcVerifier {
             // (s → n − s) and still verify, which would make a replay look new.
             assertion_hash: sha256_b64(signing_input(token).as_bytes()),
             // One second past the last instant the token is still accepted.
-            expires_at: claims.exp + LEEWAY_SECS as i64 + 1,
+            expires_at: claims.exp.saturating_add(LEEWAY_SECS as i64 + 1),
         })
     }
 }

@@ -1,5 +1,5 @@
-//! idbridge's own tokens: signed JWT access tokens (RFC 9068) and opaque, rotating refresh
-//! tokens stored only as hashes.
+//! idbridge's own tokens: access tokens (JWT), refresh tokens (rotation, reuse) and sign-in nonces.
 
 pub mod access;
+pub mod nonce;
 pub mod refresh;

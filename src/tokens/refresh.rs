@@ -15,6 +15,7 @@ use base64::Engine;
 
 use crate::accounts::audit::Origin;
 use crate::accounts::{self, Device, Revocation};
+use crate::crypto::server_secrets::ServerSecret;
 use crate::crypto::{random_token, sha256_b64};
 use crate::db::schema::{devices, refresh_tokens};
 use crate::db::{DbConnection, DbError};
@@ -25,6 +26,8 @@ pub struct SessionPolicy {
     pub idle_ttl_secs: i64,
     pub max_ttl_secs: i64,
     pub reuse_grace_secs: i64,
+    /// Live devices a user may have (`tokens.max_devices_per_user`).
+    pub max_devices_per_user: i64,
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -40,12 +43,14 @@ struct RefreshTokenRow {
     successor_hash: Option<String>,
 }
 
-/// The key that derives successors (from the master keyring).
-pub struct SuccessorKey(pub [u8; 32]);
+/// The key that derives successors: a server secret stored wrapped, so a retry within the
+/// grace gets the same successor after a master-key rotation and on every replica.
+pub struct SuccessorKey(pub ServerSecret);
 
 impl SuccessorKey {
     fn successor_of(&self, token: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.0.bytes()).expect("HMAC takes any key length");
         mac.update(b"idbridge refresh successor\0");
         mac.update(token.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
@@ -56,6 +61,8 @@ impl SuccessorKey {
 pub struct RefreshRequest<'a> {
     pub token: &'a str,
     pub client_id: &'a str,
+    /// The client's scopes now: a device keeps only what its client may still grant.
+    pub client_scopes: &'a [String],
     /// A narrower scope for the new access token; absent means the device's whole scope.
     pub scope: Option<&'a str>,
     pub origin: &'a Origin,
@@ -69,7 +76,8 @@ pub enum Rotation {
     InvalidScope,
     /// Not a usable token: unknown, expired, another client's, or a revoked device's.
     Refused,
-    /// A spent token came back after the grace: the device is now revoked.
+    /// A spent token came back after the grace, or after its successor was spent: the device
+    /// is now revoked.
     Reused,
 }
 
@@ -123,13 +131,19 @@ pub fn rotate(
     let Some(row) = find_by_hash(conn, &hash)? else {
         return Ok(Rotation::Refused);
     };
-    let Some(device) = accounts::find_device(conn, &row.device_id)? else {
+    let Some((device, user_disabled)) = accounts::find_device_and_user_state(conn, &row.device_id)? else {
         return Ok(Rotation::Refused);
     };
-    if device.client_id != client_id || !device.is_live(now) {
+    if device.client_id != client_id || !device.is_live(now) || user_disabled {
         return Ok(Rotation::Refused);
     }
-    let allowed: Vec<String> = device.scope.split(' ').map(str::to_string).collect();
+    // What the device was granted, narrowed to what its client may grant now.
+    let allowed: Vec<String> = device
+        .scope
+        .split(' ')
+        .filter(|s| !s.is_empty() && request.client_scopes.iter().any(|c| c == s))
+        .map(str::to_string)
+        .collect();
     let Ok(scope) = crate::clients::resolve_scope(&allowed, request.scope) else {
         return Ok(Rotation::InvalidScope);
     };
@@ -177,14 +191,19 @@ pub fn rotate(
         }
     };
 
-    let in_grace = spent.spent_at.is_some_and(|at| now < at + policy.reuse_grace_secs);
+    // A retry within the grace gets the same successor, but only while that successor is
+    // unspent: otherwise a stale token would walk the chain to the live one (RFC 9700 §4.14.2).
+    let in_grace = spent.spent_at.is_some_and(|at| now < at.saturating_add(policy.reuse_grace_secs));
     if in_grace && spent.successor_hash.as_deref() == Some(successor_hash.as_str()) {
-        return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope });
+        let successor_unspent = find_by_hash(conn, &successor_hash)?.is_some_and(|s| s.spent_at.is_none());
+        if successor_unspent {
+            return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope });
+        }
     }
     let by = Revocation {
         actor: &format!("client:{client_id}"),
         action: "refresh_token.reuse",
-        detail: Some("a spent refresh token was presented after the grace period; device revoked"),
+        detail: Some("a spent refresh token was presented again after the grace or after its successor was used; device revoked"),
         origin,
     };
     accounts::end_device(conn, &device, &by, now)?;
@@ -211,8 +230,10 @@ pub fn find_live(
     if row.spent_at.is_some() || row.expires_at <= now {
         return Ok(None);
     }
-    let device = accounts::find_device(conn, &row.device_id)?;
-    Ok(device.filter(|d| d.is_live(now)).map(|d| (d, row.issued_at, row.expires_at)))
+    let device = accounts::find_device_and_user_state(conn, &row.device_id)?;
+    Ok(device
+        .filter(|(d, user_disabled)| d.is_live(now) && !user_disabled)
+        .map(|(d, _)| (d, row.issued_at, row.expires_at)))
 }
 
 /// The device a refresh token (spent or not) belongs to, for revocation.
@@ -234,8 +255,8 @@ mod tests {
 
     #[test]
     fn the_successor_is_stable_and_keyed() {
-        let a = SuccessorKey([1; 32]);
-        let b = SuccessorKey([2; 32]);
+        let a = SuccessorKey(ServerSecret::from_bytes([1; 32]));
+        let b = SuccessorKey(ServerSecret::from_bytes([2; 32]));
         assert_eq!(a.successor_of("t"), a.successor_of("t"));
         assert_ne!(a.successor_of("t"), a.successor_of("u"));
         assert_ne!(a.successor_of("t"), b.successor_of("t"));

@@ -183,3 +183,124 @@ fn unreadable_master_key_file_exits_2_naming_the_key() {
 
     assert_refused_naming(outcome, "keys.master_keys");
 }
+
+#[test]
+fn a_secret_written_as_a_bare_number_is_named_but_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}\n[providers.google]\nclient_ids = [\"a\"]\nclient_secret = 987654321987\n",
+        valid_config(dir.path())
+    );
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+    let o = outcome.expect("idbridge kept running despite a numeric client_secret");
+
+    assert_eq!(o.code, Some(2), "stderr: {}", o.stderr);
+    assert!(o.stderr.contains("providers.google.client_secret"), "stderr: {}", o.stderr);
+    assert!(!o.stderr.contains("987654321987"), "the secret is printed: {}", o.stderr);
+}
+
+#[test]
+fn messages_carry_no_parser_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path()).replace("access_ttl = \"10m\"", "access_ttl = \"soon\"");
+
+    let o = serve_with(dir.path(), &toml, &[]).expect("refused");
+
+    assert_eq!(o.code, Some(2), "stderr: {}", o.stderr);
+    assert!(!o.stderr.contains("expected number at"), "humantime's detail leaks: {}", o.stderr);
+    assert!(!o.stderr.contains("in `"), "a trailing `in` line: {}", o.stderr);
+    assert_eq!(o.stderr.trim().lines().count(), 1, "one line: {}", o.stderr);
+}
+
+#[test]
+fn a_master_key_file_readable_by_others_exits_2_naming_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path());
+    std::fs::set_permissions(dir.path().join("master.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "keys.master_keys");
+}
+
+#[test]
+fn dev_mode_on_a_public_address_exits_2_naming_server_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path()).replace("bind = \"127.0.0.1:0\"", "bind = \"0.0.0.0:0\"");
+
+    let outcome = serve_with(dir.path(), &format!("{toml}\n[dev]\nenabled = true\n"), &[]);
+
+    assert_refused_naming(outcome, "server.bind");
+}
+
+#[test]
+fn an_unreachable_postgres_exits_2_naming_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = valid_config(dir.path());
+    let start = base.find("\nurl = ").unwrap() + 1;
+    let end = start + base[start..].find('\n').unwrap();
+    let toml = format!("{}url = \"postgres://nobody@127.0.0.1:1/none\"{}", &base[..start], &base[end..]);
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "database.url");
+}
+
+#[test]
+fn a_confidential_client_without_a_secret_hash_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}\n[[clients]]\nclient_id = \"backend\"\nkind = \"confidential\"\n",
+        valid_config(dir.path())
+    );
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+    let o = outcome.expect("refused");
+
+    assert_refused_naming(Some(Outcome { code: o.code, stderr: o.stderr.clone() }), "clients[1].secret_hash");
+    assert!(o.stderr.contains("backend"), "the client is named: {}", o.stderr);
+}
+
+/// Runs `idbridge ARGS` with no configuration in the environment.
+fn cli(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idbridge"));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IDBRIDGE") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn idbridge");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn clients_new_secret_prints_a_random_secret_and_its_hash() {
+    let out = cli(&["clients", "new-secret"], "");
+
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+    };
+    let (secret, hash) = (field("client_secret"), field("secret_hash"));
+    assert!(secret.len() >= 43, "256 bits: {secret}");
+    assert_eq!(hash, idbridge::clients::hash_secret(secret));
+    let hashed = cli(&["clients", "hash-secret"], &format!("{secret}\n"));
+    assert_eq!(String::from_utf8(hashed.stdout).unwrap().trim(), hash, "hash-secret prints the same form");
+}
+
+#[test]
+fn a_malformed_user_id_is_named_as_such() {
+    let out = cli(&["users", "revoke-all", "not-a-uuid", "--dev"], "");
+
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("UUID"), "{stderr}");
+}

@@ -5,13 +5,17 @@
 #[macro_use]
 mod support;
 
+mod abuse;
 mod access_token;
 mod config;
 mod dev_provider;
 mod discovery_ops;
 mod google_validation;
+mod input_output;
 mod me;
+mod operations;
 mod outage;
 mod refresh;
 mod revoke_introspect;
+mod session_rules;
 mod token_exchange;

@@ -75,6 +75,8 @@ struct Shared {
     state: Mutex<State>,
     jwks_fetches: AtomicUsize,
     discovery_fetches: AtomicUsize,
+    /// While set, the JWKS endpoint answers 500.
+    jwks_failing: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to a running fake Google. Dropping it stops the server.
@@ -94,6 +96,7 @@ impl FakeGoogle {
             state: Mutex::new(State { keys: vec![SigningKey::generate()], current: 0 }),
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
+            jwks_failing: std::sync::atomic::AtomicBool::new(false),
         });
         let data = web::Data::from(shared.clone());
         let server = HttpServer::new(move || {
@@ -120,6 +123,11 @@ impl FakeGoogle {
 
     pub fn port(&self) -> u16 {
         self.shared.base_url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// Makes the JWKS endpoint answer 500 (an outage at Google) or work again.
+    pub fn set_jwks_failing(&self, failing: bool) {
+        self.shared.jwks_failing.store(failing, Ordering::SeqCst);
     }
 
     /// Number of JWKS downloads so far.
@@ -303,5 +311,8 @@ async fn discovery(shared: web::Data<Shared>) -> HttpResponse {
 
 async fn jwks(shared: web::Data<Shared>) -> HttpResponse {
     shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if shared.jwks_failing.load(Ordering::SeqCst) {
+        return HttpResponse::InternalServerError().body("backend error");
+    }
     HttpResponse::Ok().insert_header(("Cache-Control", "public, max-age=3600")).json(jwks_value(&shared))
 }

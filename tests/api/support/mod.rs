@@ -4,7 +4,7 @@
 pub mod fake_google;
 pub mod test_db;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -48,14 +48,24 @@ macro_rules! both_backends {
     };
 }
 
-/// Argon2 PHC string of `svc-secret` (computed once per test binary).
-pub fn svc_secret_hash() -> &'static str {
+/// The `secret_hash` of `svc-secret`, in the form `idbridge clients hash-secret` prints.
+pub fn svc_secret_hash() -> String {
+    idbridge::clients::hash_secret(SVC_SECRET)
+}
+
+/// The confidential client whose `secret_hash` is an argon2 PHC string, as older
+/// configurations have (enabled by `TestConfig::legacy_client`).
+pub const LEGACY_CLIENT: &str = "legacy-svc";
+pub const LEGACY_SECRET: &str = "legacy-secret";
+
+/// Argon2 PHC string of `legacy-secret` (computed once per test binary).
+pub fn legacy_secret_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| {
         use argon2::password_hash::{PasswordHasher, SaltString};
         let salt = SaltString::encode_b64(b"idbridge-test-salt").expect("salt");
         argon2::Argon2::default()
-            .hash_password(SVC_SECRET.as_bytes(), &salt)
+            .hash_password(LEGACY_SECRET.as_bytes(), &salt)
             .expect("argon2 hash")
             .to_string()
     })
@@ -71,6 +81,17 @@ pub struct TestConfig {
     pub require_nonce: bool,
     pub hosted_domain: String,
     pub dev: bool,
+    /// The scopes of client `app`.
+    pub app_scopes: Vec<String>,
+    /// `false` removes client `app` from the configuration.
+    pub app_client: bool,
+    /// Adds [`LEGACY_CLIENT`], whose secret is an argon2 hash.
+    pub legacy_client: bool,
+    pub max_devices_per_user: u32,
+    pub per_ip_per_second: u32,
+    pub per_client_per_second: u32,
+    /// Master key file paths in keyring order; empty means the app's own `master.key`.
+    pub master_keys: Vec<String>,
 }
 
 impl Default for TestConfig {
@@ -83,12 +104,24 @@ impl Default for TestConfig {
             require_nonce: false,
             hosted_domain: String::new(),
             dev: false,
+            app_scopes: vec!["openid".into(), "profile".into(), "api".into()],
+            app_client: true,
+            legacy_client: false,
+            max_devices_per_user: 100,
+            per_ip_per_second: 100,
+            per_client_per_second: 5000,
+            master_keys: Vec::new(),
         }
     }
 }
 
 impl TestConfig {
     pub fn render(&self, db_url: &str, master_key_path: &str, google_issuer: &str) -> String {
+        let master_keys: Vec<String> = if self.master_keys.is_empty() {
+            vec![format!("\"file:{master_key_path}\"")]
+        } else {
+            self.master_keys.iter().map(|p| format!("\"file:{p}\"")).collect()
+        };
         let mut t = format!(
             r#"[server]
 bind = "127.0.0.1:0"
@@ -99,7 +132,7 @@ url = "{db_url}"
 max_connections = 8
 
 [keys]
-master_keys = ["file:{master_key_path}"]
+master_keys = [{master_keys}]
 access_token_alg = "ES256"
 
 [tokens]
@@ -108,18 +141,17 @@ access_ttl = "{access_ttl}"
 refresh_idle_ttl = "{idle}"
 refresh_max_ttl = "{max}"
 refresh_reuse_grace = "{grace}"
+max_devices_per_user = {max_devices}
+
+[rate_limits]
+per_ip_per_second = {per_ip}
+per_client_per_second = {per_client}
 
 [providers.google]
 client_ids = ["google-client-1", "google-client-2"]
 issuer = "{google_issuer}"
 require_nonce = {require_nonce}
 hosted_domain = "{hd}"
-
-[[clients]]
-client_id = "app"
-kind = "public"
-redirect_uris = ["com.example.app:/cb"]
-scopes = ["openid", "profile", "api"]
 
 [[clients]]
 client_id = "svc"
@@ -135,7 +167,24 @@ scopes = ["api"]
             require_nonce = self.require_nonce,
             hd = self.hosted_domain,
             secret_hash = svc_secret_hash(),
+            master_keys = master_keys.join(", "),
+            max_devices = self.max_devices_per_user,
+            per_ip = self.per_ip_per_second,
+            per_client = self.per_client_per_second,
         );
+        if self.app_client {
+            let scopes: Vec<String> = self.app_scopes.iter().map(|s| format!("\"{s}\"")).collect();
+            t.push_str(&format!(
+                "\n[[clients]]\nclient_id = \"app\"\nkind = \"public\"\nredirect_uris = [\"com.example.app:/cb\"]\nscopes = [{}]\n",
+                scopes.join(", ")
+            ));
+        }
+        if self.legacy_client {
+            t.push_str(&format!(
+                "\n[[clients]]\nclient_id = \"{LEGACY_CLIENT}\"\nkind = \"confidential\"\nsecret_hash = \"{}\"\nscopes = [\"api\"]\n",
+                legacy_secret_hash()
+            ));
+        }
         if self.dev {
             t.push_str("\n[dev]\nenabled = true\n");
         }
@@ -145,10 +194,15 @@ scopes = ["api"]
 
 /// Writes a master key file (base64 of 32 random bytes) into `dir`, returns its path.
 pub fn write_master_key(dir: &std::path::Path) -> String {
+    write_master_key_named(dir, "master.key")
+}
+
+/// Writes a master key file named `name` into `dir` (mode 0600), returns its path.
+pub fn write_master_key_named(dir: &std::path::Path, name: &str) -> String {
     use aws_lc_rs::rand::SecureRandom;
     let mut key = [0u8; 32];
     aws_lc_rs::rand::SystemRandom::new().fill(&mut key).expect("rng");
-    let path = dir.join("master.key");
+    let path = dir.join(name);
     std::fs::write(&path, STANDARD.encode(key)).expect("write master key");
     #[cfg(unix)]
     {
@@ -283,10 +337,10 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub client: reqwest::Client,
-    pub google: FakeGoogle,
-    pub db: TestDb,
+    pub google: Arc<FakeGoogle>,
+    pub db: Arc<TestDb>,
     pub config: TestConfig,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -301,14 +355,23 @@ pub async fn spawn_dev_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut TestConfig)) -> TestApp {
     let mut config = TestConfig::default();
     configure(&mut config);
+    let google = Arc::new(FakeGoogle::start().await);
+    let db = Arc::new(
+        tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create test database"),
+    );
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    write_master_key(dir.path());
+    start(config, google, db, dir).await
+}
 
-    let google = FakeGoogle::start().await;
-    let db =
-        tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create test database");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let master_key = write_master_key(dir.path());
+async fn start(
+    config: TestConfig,
+    google: Arc<FakeGoogle>,
+    db: Arc<TestDb>,
+    dir: Arc<tempfile::TempDir>,
+) -> TestApp {
+    let master_key = dir.path().join("master.key").display().to_string();
     let toml = config.render(&db.url, &master_key, google.issuer());
-
     let settings = match idbridge::config::Settings::from_toml_str(&toml, Vec::<(String, String)>::new()) {
         Ok(s) => s,
         Err(e) => panic!("test configuration refused: {e}\n{toml}"),
@@ -326,10 +389,45 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut TestCo
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("reqwest client");
-    TestApp { address: format!("http://127.0.0.1:{port}"), port, client, google, db, config, _dir: dir }
+    TestApp { address: format!("http://127.0.0.1:{port}"), port, client, google, db, config, dir }
 }
 
 impl TestApp {
+    /// Another idbridge process on the same database, fake Google and key directory, with
+    /// this app's configuration changed by `configure` (an operator's restart).
+    pub async fn restart_with(&self, configure: impl FnOnce(&mut TestConfig)) -> TestApp {
+        let mut config = self.config.clone();
+        configure(&mut config);
+        start(config, self.google.clone(), self.db.clone(), self.dir.clone()).await
+    }
+
+    /// The folder that holds this app's master key (and whatever a test writes there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// This app's configuration as a file, for running the `idbridge` binary against it.
+    pub fn write_config(&self) -> std::path::PathBuf {
+        let master_key = self.dir().join("master.key").display().to_string();
+        let path = self.dir().join("idbridge.toml");
+        std::fs::write(&path, self.config.render(&self.db.url, &master_key, self.google.issuer()))
+            .expect("write config");
+        path
+    }
+
+    /// Runs `idbridge ARGS --config <this app's config>`, blocking in a worker thread.
+    pub async fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        let config = self.write_config();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_idbridge"));
+        command.args(args).arg("--config").arg(config).stdin(std::process::Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("IDBRIDGE") {
+                command.env_remove(k);
+            }
+        }
+        tokio::task::spawn_blocking(move || command.output().expect("run idbridge")).await.expect("cli task")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

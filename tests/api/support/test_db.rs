@@ -39,7 +39,8 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir for sqlite");
-                let path = dir.path().join("idbridge.db");
+                // A folder idbridge creates itself, so its permissions are idbridge's.
+                let path = dir.path().join("data").join("idbridge.db");
                 let url = format!("sqlite://{}", path.display());
                 TestDb { backend, url, pg_name: None, _dir: Some(dir) }
             }
