@@ -11,6 +11,10 @@
 //!   (a) token exchange, new users      (b) token exchange, 1000 returning users
 //!   (c) refresh chains                 (d) introspection (client svc, HTTP Basic)
 //!   (e) GET /.well-known/jwks.json
+//! then once, under attack (LOAD_ATTACKERS tasks, default 1000, sending wrong client secrets
+//! in a loop for LOAD_SECS): one legitimate introspection loop, for a client whose secret_hash
+//! is the SHA-256 form and for one with a legacy argon2 hash (rate limits are off in this
+//! benchmark, so every wrong secret reaches verification: the worst case),
 //! and prints requests, req/s, p50, p99 and errors per scenario, the server's peak RSS, and on
 //! Postgres pgbench runs of the SQL a refresh does (as specified: every client on one device;
 //! and one device per client), with the ratio refresh req/s : pgbench tps.
@@ -271,6 +275,45 @@ fn field(v: &serde_json::Value, name: &str) -> String {
     v[name].as_str().unwrap_or_default().to_string()
 }
 
+/// `tasks` tasks sending introspections with a wrong secret for `client_id` until `window`
+/// ends; returns how many answers of each status came back.
+async fn attack(
+    target: &Target,
+    client_id: &'static str,
+    tasks: usize,
+    window: Duration,
+) -> HashMap<u16, usize> {
+    let deadline = Instant::now() + window;
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let t = target.clone();
+            tokio::spawn(async move {
+                let mut seen: HashMap<u16, usize> = HashMap::new();
+                while Instant::now() < deadline {
+                    let status = t
+                        .client
+                        .post(format!("{}/oauth/introspect", t.base))
+                        .basic_auth(client_id, Some(format!("wrong-{i}")))
+                        .form(&[("token", "x")])
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    *seen.entry(status).or_default() += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all: HashMap<u16, usize> = HashMap::new();
+    for h in handles {
+        for (status, n) in h.await.expect("attack task") {
+            *all.entry(status).or_default() += n;
+        }
+    }
+    all
+}
+
 // ---- set-up -------------------------------------------------------------------------------------
 
 fn env_or(name: &str, default: &str) -> String {
@@ -281,7 +324,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn secret_hash(secret: &str) -> String {
+fn argon2_hash(secret: &str) -> String {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let salt = SaltString::encode_b64(b"idbridge-load-salt").expect("salt");
     argon2::Argon2::default().hash_password(secret.as_bytes(), &salt).expect("argon2").to_string()
@@ -455,10 +498,23 @@ kind = "confidential"
 secret_hash = "{hash}"
 redirect_uris = []
 scopes = ["api"]
+
+[[clients]]
+client_id = "svc-legacy"
+kind = "confidential"
+secret_hash = "{legacy_hash}"
+redirect_uris = []
+scopes = ["api"]
+
+# Throughput is measured without rate limits (one load generator, one address).
+[rate_limits]
+per_ip_per_second = 0
+per_client_per_second = 0
 "#,
         master_key = master_key.display(),
         issuer = google.issuer(),
-        hash = secret_hash("svc-secret"),
+        hash = idbridge::clients::hash_secret("svc-secret"),
+        legacy_hash = argon2_hash("svc-secret"),
     );
     let config_path = dir.path().join("idbridge.toml");
     std::fs::write(&config_path, config).expect("write config");
@@ -681,6 +737,61 @@ scopes = ["api"]
             .await;
             r.print();
             reports.push(r);
+        }
+    }
+
+    if let Some(kib) = vm_hwm_kib(pid) {
+        println!("server peak RSS before the attack scenarios: {:.1} MiB", kib as f64 / 1024.0);
+    }
+    // (f) a legitimate confidential call while a flood of wrong secrets arrives
+    let attackers: usize = env_or("LOAD_ATTACKERS", "1000").parse().expect("LOAD_ATTACKERS");
+    {
+        let tok = google.id_token(serde_json::json!({}));
+        let v = target.exchange(&tok).await.expect("sign-in for the attack scenario");
+        let access = Arc::new(field(&v, "access_token"));
+        for (scenario, client_id) in
+            [("(f) introspect, attacked", "svc"), ("(f') same, argon2 client", "svc-legacy")]
+        {
+            println!("-- {attackers} tasks sending wrong secrets for {client_id}");
+            let attack = attack(&target, client_id, attackers, window);
+            // The legitimate caller runs on a thread and runtime of its own, so the 1,000
+            // attacking tasks of this process do not delay it on the client side.
+            let (base, access) = (target.base.clone(), access.clone());
+            let legit = tokio::task::spawn_blocking(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    let client = reqwest::Client::builder().build().expect("client");
+                    let t = Target { client, base };
+                    drive(scenario, window, vec![(); 1], move |()| {
+                        let (t, access) = (t.clone(), access.clone());
+                        async move {
+                            let res = t
+                                .client
+                                .post(format!("{}/oauth/introspect", t.base))
+                                .basic_auth(client_id, Some("svc-secret"))
+                                .form(&[("token", access.as_str())])
+                                .send()
+                                .await;
+                            let ok = match res {
+                                Ok(r) if r.status() == 200 => {
+                                    r.json::<serde_json::Value>().await.is_ok_and(|b| b["active"] == true)
+                                }
+                                _ => false,
+                            };
+                            ((), if ok { Step::Ok } else { Step::Err })
+                        }
+                    })
+                    .await
+                })
+            });
+            let (statuses, legit) = tokio::join!(attack, legit);
+            let legit = legit.expect("legitimate caller");
+            legit.print();
+            println!("   attack answers: {statuses:?}");
+            if let Some(kib) = vm_hwm_kib(pid) {
+                println!("   server peak RSS so far: {:.1} MiB", kib as f64 / 1024.0);
+            }
+            reports.push(legit);
         }
     }
 

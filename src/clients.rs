@@ -7,11 +7,10 @@
 //! answer is "busy" (503), so a flood of wrong secrets cannot hold up other clients.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use argon2::Argon2;
+use argon2::password_hash::PasswordHash;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
@@ -28,8 +27,8 @@ pub const DEV_CONFIDENTIAL_SECRET: &str = "dev-secret";
 pub const SHA256_PREFIX: &str = "$sha256$";
 /// Verified (and refused) argon2 secrets remembered per client, so argon2 runs once per secret.
 const REMEMBERED_PER_CLIENT: usize = 8;
-/// Argon2 verifications running at once (each takes ~19 MiB).
-const ARGON2_RUNNING: usize = 1;
+/// Argon2 verifications running at once (each takes ~19 MiB and one core).
+const ARGON2_RUNNING: usize = 2;
 /// Argon2 verifications that may wait for a turn; past this the answer is "busy".
 const ARGON2_WAITING: usize = 8;
 
@@ -138,8 +137,52 @@ struct Remembered {
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<Client>>,
     remembered: Mutex<HashMap<String, Remembered>>,
-    argon2_running: Arc<tokio::sync::Semaphore>,
-    argon2_pending: AtomicUsize,
+    argon2: Argon2Workers,
+}
+
+/// A verification for the argon2 workers, answered on `reply`.
+struct Argon2Job {
+    hash: String,
+    secret: SecretString,
+    reply: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// A few threads of their own run argon2, fed by a bounded queue: a request that finds the
+/// queue full is told to retry (503) instead of waiting behind a flood. Dedicated threads also
+/// keep memory bounded: each verification allocates ~19 MiB, which the allocator keeps per
+/// thread; on the runtime's many blocking threads a flood grew that past a gigabyte.
+struct Argon2Workers {
+    queue: std::sync::mpsc::SyncSender<Argon2Job>,
+}
+
+impl Argon2Workers {
+    fn start() -> Self {
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Argon2Job>(ARGON2_WAITING);
+        let jobs = Arc::new(Mutex::new(jobs));
+        for n in 0..ARGON2_RUNNING {
+            let jobs = jobs.clone();
+            let spawned = std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
+                // One working memory per thread, reused by every verification.
+                let mut memory: Vec<Block> = Vec::new();
+                loop {
+                    let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(job) = next else { break };
+                    let ok = verify_argon2_in(&job.hash, job.secret.expose_secret(), &mut memory);
+                    let _ = job.reply.send(ok);
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start an argon2 thread");
+            }
+        }
+        Self { queue }
+    }
+
+    async fn verify(&self, hash: String, secret: SecretString) -> Result<bool, ClientAuthError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue.try_send(Argon2Job { hash, secret, reply }).map_err(|_| ClientAuthError::Busy)?;
+        answer.await.map_err(|_| ClientAuthError::Busy)
+    }
 }
 
 impl ClientRegistry {
@@ -151,6 +194,13 @@ impl ClientRegistry {
                 key: format!("clients[{i}].secret_hash"),
                 message: format!("client `{}`: {message}", c.client_id),
             })?;
+            if matches!(client.secret, Some(SecretCheck::Argon2(_))) {
+                tracing::warn!(
+                    client_id = %c.client_id,
+                    "this client's secret_hash is an argon2 hash: it verifies slowly, a few at a time; \
+                     give the client a new secret from `idbridge clients new-secret`"
+                );
+            }
             clients.insert(c.client_id.clone(), Arc::new(client));
         }
         if settings.dev.enabled {
@@ -158,12 +208,7 @@ impl ClientRegistry {
                 clients.entry(client.id.clone()).or_insert_with(|| Arc::new(client));
             }
         }
-        Ok(Self {
-            clients,
-            remembered: Mutex::new(HashMap::new()),
-            argon2_running: Arc::new(tokio::sync::Semaphore::new(ARGON2_RUNNING)),
-            argon2_pending: AtomicUsize::new(0),
-        })
+        Ok(Self { clients, remembered: Mutex::new(HashMap::new()), argon2: Argon2Workers::start() })
     }
 
     pub fn get(&self, client_id: &str) -> Option<Arc<Client>> {
@@ -210,27 +255,9 @@ impl ClientRegistry {
         if let Some(known) = self.recall(client_id, &fingerprint) {
             return Ok(known);
         }
-        // A bounded queue: a request that would wait behind too many others is told to retry.
-        if self.argon2_pending.fetch_add(1, Ordering::AcqRel) >= ARGON2_RUNNING + ARGON2_WAITING {
-            self.argon2_pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(ClientAuthError::Busy);
-        }
-        let result = async {
-            let _turn =
-                self.argon2_running.clone().acquire_owned().await.map_err(|_| ClientAuthError::Busy)?;
-            if let Some(known) = self.recall(client_id, &fingerprint) {
-                return Ok(known);
-            }
-            let hash = hash.to_string();
-            let ok = tokio::task::spawn_blocking(move || verify_argon2(&hash, secret.expose_secret()))
-                .await
-                .unwrap_or(false);
-            self.remember(client_id, fingerprint, ok);
-            Ok(ok)
-        }
-        .await;
-        self.argon2_pending.fetch_sub(1, Ordering::AcqRel);
-        result
+        let ok = self.argon2.verify(hash.to_string(), secret).await?;
+        self.remember(client_id, fingerprint, ok);
+        Ok(ok)
     }
 
     fn recall(&self, client_id: &str, fingerprint: &[u8; 32]) -> Option<bool> {
@@ -306,9 +333,42 @@ pub fn new_secret() -> (String, String) {
     (secret, hash)
 }
 
+/// Largest argon2 memory cost accepted from a `secret_hash` (256 MiB).
+const ARGON2_MAX_BLOCKS: usize = 256 * 1024;
+
+/// Verifies `secret` against a PHC argon2 string, in `memory` (grown when the hash needs more),
+/// so repeated verifications allocate nothing.
+fn verify_argon2_in(hash: &str, secret: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else { return false };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else { return false };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&parsed) else { return false };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let blocks = params.block_count();
+    if blocks > ARGON2_MAX_BLOCKS {
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        secret.as_bytes(),
+        salt,
+        &mut out,
+        &mut memory[..blocks],
+    );
+    hashed.is_ok() && bool::from(out.as_slice().ct_eq(expected.as_bytes()))
+}
+
+#[cfg(test)]
 fn verify_argon2(hash: &str, secret: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+    verify_argon2_in(hash, secret, &mut Vec::new())
 }
 
 #[cfg(test)]

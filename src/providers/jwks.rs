@@ -371,6 +371,15 @@ mod tests {
     }
 
     #[test]
+    fn a_logged_error_names_its_underlying_cause() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(error_chain(&Outer(refused)), "error sending request: connection refused");
+    }
+
+    #[test]
     fn max_age_is_read_from_cache_control() {
         assert_eq!(max_age("public, max-age=19770, must-revalidate"), Some(Duration::from_secs(19770)));
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
