@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use actix_web::{middleware, web, App, HttpServer};
 
+use crate::accounts::profile;
 use crate::clients::ClientRegistry;
 use crate::config::{ConfigError, Settings};
+use crate::crypto::blind_index::BlindIndex;
 use crate::crypto::keyring::{create_key_file_if_missing, KeyringError, MasterKeyring};
 use crate::crypto::server_secrets::{self, ServerSecret, ServerSecretError};
 use crate::crypto::signing::{SigningError, SigningKeys};
+use crate::crypto::user_keys::UserKeys;
 use crate::db::{self, Db};
 use crate::http::limits::RateLimits;
 use crate::metrics::Metrics;
@@ -34,6 +37,9 @@ pub enum StartError {
     Database(String),
     #[error(transparent)]
     ServerSecret(#[from] ServerSecretError),
+    /// Stored keys are wrapped by a master key the keyring lacks.
+    #[error("master key {id} still wraps {count} stored keys but is not in the keyring; add it back (`keys rotate-master` moves them to the first key)")]
+    MasterKeyMissing { id: String, count: i64 },
     #[error("signing keys: {0}")]
     Signing(#[from] SigningError),
     #[error("cannot listen on {0}: {1}")]
@@ -103,6 +109,35 @@ pub async fn load_signing_keys(
     Ok(keys)
 }
 
+/// Refuses to start when stored keys are wrapped by a master key that is not in the keyring.
+pub async fn check_master_keys_in_use(db: &Db, keyring: &MasterKeyring) -> Result<(), StartError> {
+    let usage = db.run(crate::crypto::wrapped_key_usage).await?;
+    let known = keyring.key_ids();
+    match usage.into_iter().find(|(id, _)| !known.contains(id)) {
+        Some((id, count)) => Err(StartError::MasterKeyMissing { id, count }),
+        None => Ok(()),
+    }
+}
+
+/// Encrypts, in batches, the personal data of users written before per-user keys.
+pub async fn encrypt_existing_users(
+    db: &Db,
+    keys: Arc<UserKeys>,
+    index: Arc<BlindIndex>,
+) -> Result<usize, StartError> {
+    let mut moved = 0;
+    loop {
+        let (k, i) = (keys.clone(), index.clone());
+        let n = db.write(move |conn| profile::encrypt_existing(conn, &k, &i, 500, db::now())).await?;
+        if n == 0 {
+            break;
+        }
+        moved += n;
+        tracing::info!(moved, "personal data of existing users encrypted");
+    }
+    Ok(moved)
+}
+
 /// The server secret for `name`, made on first use by any replica.
 pub async fn load_server_secret(
     db: &Db,
@@ -138,10 +173,15 @@ impl Application {
         let clients = ClientRegistry::from_settings(&settings)?;
         let keyring = Arc::new(load_keyring(&settings)?);
         let db = open_database(&settings, settings.database.auto_migrate).await?;
+        check_master_keys_in_use(&db, &keyring).await?;
         let keys = load_signing_keys(&settings, &db, keyring.clone()).await?;
         let successor_key =
             load_server_secret(&db, keyring.clone(), server_secrets::REFRESH_SUCCESSOR).await?;
         let nonce_key = load_server_secret(&db, keyring.clone(), server_secrets::NONCE).await?;
+        let blind_index = load_server_secret(&db, keyring.clone(), server_secrets::EMAIL_BLIND_INDEX).await?;
+        let user_keys = Arc::new(UserKeys::new(keyring.clone()));
+        let blind_index = Arc::new(BlindIndex(blind_index));
+        encrypt_existing_users(&db, user_keys.clone(), blind_index.clone()).await?;
         let metrics = Arc::new(Metrics::new());
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
 
@@ -161,6 +201,8 @@ impl Application {
             },
             successor_key: SuccessorKey(successor_key),
             nonce_key: NonceKey(nonce_key),
+            user_keys,
+            blind_index,
             metrics,
             rate_limits: rate_limits.clone(),
             keys: keys.clone(),

@@ -74,8 +74,19 @@ enum KeysCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Rewrap every wrapped key under the keyring's first master key (resumable).
+    /// Rewrap every wrapped key under the keyring's first master key, online and resumable.
     RotateMaster {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// User keys rewrapped per transaction.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: i64,
+        /// Stop after this many batches (run again to continue).
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
+    /// How many wrapped keys each master key id holds, and which ids the keyring has.
+    Status {
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -171,6 +182,9 @@ fn start_failure(error: app::StartError) -> Failure {
             "configuration key `database.url`: cannot connect to the database: {cause}"
         )),
         app::StartError::Config(e) => Failure::Config(e.to_string()),
+        e @ app::StartError::MasterKeyMissing { .. } => {
+            Failure::Config(format!("configuration key `keys.master_keys`: {e}"))
+        }
         other => Failure::Other(other.into()),
     }
 }
@@ -198,6 +212,72 @@ fn load_settings(config: &ConfigArg) -> Result<Settings, Failure> {
 /// The database for a CLI command, migrated when `auto_migrate` says so.
 async fn open_database(settings: &Settings) -> Result<db::Db, Failure> {
     app::open_database(settings, settings.database.auto_migrate).await.map_err(start_failure)
+}
+
+/// `keys rotate-master`: server secrets, signing keys, then user keys in batches, with a
+/// progress bar on a terminal and plain progress lines otherwise.
+async fn rotate_master(
+    db: &db::Db,
+    keyring: Arc<crypto::keyring::MasterKeyring>,
+    batch_size: i64,
+    max_batches: Option<u64>,
+) -> Result<(), Failure> {
+    let (secrets, secrets_total) = crypto::server_secrets::rewrap_all(db, keyring.clone()).await?;
+    let (signing, signing_total) = crypto::signing::rewrap_all(db, keyring.clone(), |_, _| {}).await?;
+    println!(
+        "server secrets: {secrets} of {secrets_total} rewrapped; signing keys: {signing} of {signing_total}"
+    );
+    let current = keyring.key_ids().into_iter().next().unwrap_or_default();
+    let remaining: i64 = db
+        .run(crypto::user_keys::count_by_wrapping_key)
+        .await?
+        .into_iter()
+        .filter(|(id, _)| *id != current)
+        .map(|(_, n)| n)
+        .sum();
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(remaining as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("user keys {bar:40} {pos}/{len} ({per_sec}, {eta} left)")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let started = std::time::Instant::now();
+    let (mut done, mut batches, mut last_line) = (0usize, 0u64, std::time::Instant::now());
+    loop {
+        if max_batches.is_some_and(|max| batches >= max) {
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
+            println!("stopped after {batches} batches ({done} user keys); run `keys rotate-master` again to continue");
+            return Ok(());
+        }
+        let ring = keyring.clone();
+        let n = db.write(move |conn| crypto::user_keys::rewrap_batch(conn, &ring, batch_size)).await?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        batches += 1;
+        match &bar {
+            Some(bar) => bar.inc(n as u64),
+            None if last_line.elapsed() >= std::time::Duration::from_secs(1) => {
+                eprintln!("rewrapped {done} of {remaining} user keys");
+                last_line = std::time::Instant::now();
+            }
+            None => {}
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "user keys: {done} rewrapped in {secs:.1}s ({:.0}/s); every wrapped key is now under master key {current}",
+        done as f64 / secs.max(1e-9)
+    );
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -231,22 +311,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 crypto::signing::PUBLISH_LEAD_SECS
             );
         }
-        Command::Keys { command: KeysCommand::RotateMaster { config } } => {
+        Command::Keys { command: KeysCommand::RotateMaster { config, batch_size, max_batches } } => {
             let settings = load_settings(&config)?;
             let keyring = Arc::new(app::load_keyring(&settings).map_err(start_failure)?);
             let db = open_database(&settings).await?;
-            let (secrets_done, secrets_total) =
-                crypto::server_secrets::rewrap_all(&db, keyring.clone()).await?;
-            let (done, total) = crypto::signing::rewrap_all(&db, keyring, |done, total| {
-                eprint!("\rrewrapping signing keys: {done}/{total}");
-            })
-            .await?;
-            eprintln!();
-            println!(
-                "{} of {} wrapped keys rewrapped under the first master key",
-                done + secrets_done,
-                total + secrets_total
-            );
+            rotate_master(&db, keyring, batch_size, max_batches).await?;
+        }
+        Command::Keys { command: KeysCommand::Status { config } } => {
+            let settings = load_settings(&config)?;
+            let keyring = app::load_keyring(&settings).map_err(start_failure)?;
+            let db = open_database(&settings).await?;
+            let usage = db.run(crypto::wrapped_key_usage).await?;
+            let ring = keyring.key_ids();
+            println!("{:<18} {:>12}  in keyring", "master key id", "wrapped keys");
+            let mut ids: Vec<&String> =
+                ring.iter().chain(usage.keys().filter(|id| !ring.contains(id))).collect();
+            ids.dedup();
+            for id in ids {
+                let place = match ring.iter().position(|r| r == id) {
+                    Some(0) => "yes, first (wraps new keys)",
+                    Some(_) => "yes",
+                    None => "NO: add it back before starting",
+                };
+                println!("{id:<18} {:>12}  {place}", usage.get(id).copied().unwrap_or(0));
+            }
         }
         Command::Clients { command: ClientsCommand::NewSecret } => {
             let (secret, hash) = clients::new_secret();

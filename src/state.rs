@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::clients::ClientRegistry;
 use crate::config::Settings;
+use crate::crypto::blind_index::BlindIndex;
 use crate::crypto::signing::SigningKeys;
+use crate::crypto::user_keys::UserKeys;
 use crate::db::Db;
 use crate::http::limits::RateLimits;
 use crate::metrics::Metrics;
@@ -24,11 +26,22 @@ pub struct AppState {
     pub session_policy: SessionPolicy,
     pub successor_key: SuccessorKey,
     pub nonce_key: NonceKey,
+    pub user_keys: Arc<UserKeys>,
+    pub blind_index: Arc<BlindIndex>,
     pub metrics: Arc<Metrics>,
     pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
+    /// The keys a sign-in uses.
+    pub fn sign_in_keys(&self) -> crate::accounts::Keys<'_> {
+        crate::accounts::Keys {
+            nonces: &self.nonce_key,
+            user_keys: &self.user_keys,
+            blind_index: &self.blind_index,
+        }
+    }
+
     pub fn google_requires_nonce(&self) -> bool {
         self.settings.providers.google.as_ref().is_some_and(|g| g.require_nonce)
     }

@@ -2,10 +2,13 @@
 //! A user is found by `(provider, subject)`, never by email.
 
 pub mod audit;
+pub mod profile;
 
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 
+use crate::crypto::blind_index::BlindIndex;
+use crate::crypto::user_keys::UserKeys;
 use crate::db::schema::{devices, identities, refresh_tokens, used_assertions, users};
 use crate::db::{DbConnection, DbError};
 use crate::providers::VerifiedAssertion;
@@ -37,6 +40,9 @@ impl Device {
     }
 }
 
+/// A user row. Personal data is stored only encrypted under the user's key (`*_ct`); the
+/// plain `display_name` and `email` columns are left empty (older rows are moved by
+/// [`profile::encrypt_existing`]).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
 pub struct User {
@@ -46,8 +52,11 @@ pub struct User {
     pub email: Option<String>,
     pub is_admin: bool,
     pub disabled_at: Option<i64>,
+    pub display_name_ct: Option<String>,
+    pub email_ct: Option<String>,
 }
 
+/// A provider identity of a user; its e-mail is encrypted, and found through `email_index`.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = identities)]
 pub struct Identity {
@@ -58,6 +67,15 @@ pub struct Identity {
     pub email: Option<String>,
     pub linked_at: i64,
     pub last_login_at: i64,
+    pub email_ct: Option<String>,
+    pub email_index: Option<String>,
+}
+
+/// The keys a sign-in needs: the nonce key, the users' data keys, the e-mail blind index.
+pub struct Keys<'a> {
+    pub nonces: &'a NonceKey,
+    pub user_keys: &'a UserKeys,
+    pub blind_index: &'a BlindIndex,
 }
 
 /// A sign-in to record: the verified assertion plus what the client asked for.
@@ -112,12 +130,12 @@ pub fn sign_in(
     conn: &mut DbConnection,
     request: &SignIn,
     policy: &SessionPolicy,
-    nonce_key: &NonceKey,
+    keys: &Keys<'_>,
     now: i64,
 ) -> Result<SignedIn, SignInError> {
     let assertion = &request.assertion;
     if let Some(nonce) = &request.nonce {
-        nonce_key.spend(conn, nonce, &request.client_id, now)?;
+        keys.nonces.spend(conn, nonce, &request.client_id, now)?;
     }
     // Single use: the primary key decides, also between concurrent requests. A savepoint keeps
     // the transaction usable after the violation (PostgreSQL aborts it otherwise).
@@ -140,13 +158,14 @@ pub fn sign_in(
     let provider = assertion.provider.as_str();
     let user_id = match find_identity(conn, provider, &assertion.subject)? {
         Some(identity) => identity.user_id,
-        None => match create_user(conn, assertion, now) {
+        None => match create_user(conn, keys, assertion, now) {
             Ok(user_id) => user_id,
             // A concurrent first sign-in of the same subject created it: use theirs.
-            Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-                find_identity(conn, provider, &assertion.subject)?.ok_or(SignInError::Replayed)?.user_id
-            }
-            Err(e) => return Err(e.into()),
+            Err(SignInError::Db(DbError::Query(diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            )))) => find_identity(conn, provider, &assertion.subject)?.ok_or(SignInError::Replayed)?.user_id,
+            Err(e) => return Err(e),
         },
     };
     let disabled: Option<i64> = users::table.find(&user_id).select(users::disabled_at).first(conn)?;
@@ -240,34 +259,47 @@ fn find_identity(
         .optional()?)
 }
 
-/// A new user with this identity, in a savepoint so a unique violation leaves the transaction usable.
+/// A new user with this identity and their first data key, in a savepoint so a unique
+/// violation (a concurrent first sign-in) leaves the transaction usable. The provider's name
+/// and e-mail are stored encrypted under the new key.
 fn create_user(
     conn: &mut DbConnection,
+    keys: &Keys<'_>,
     assertion: &VerifiedAssertion,
     now: i64,
-) -> Result<String, diesel::result::Error> {
+) -> Result<String, SignInError> {
     conn.transaction(|c| {
+        let id = crate::db::new_id();
         let user = User {
-            id: crate::db::new_id(),
+            id: id.clone(),
             created_at: now,
-            display_name: assertion.name.clone(),
-            email: assertion.email.clone(),
+            display_name: None,
+            email: None,
             is_admin: false,
             disabled_at: None,
+            display_name_ct: None,
+            email_ct: None,
         };
         diesel::insert_into(users::table).values(&user).execute(c)?;
+        let dek = keys.user_keys.create(c, &id, 1, now)?;
+        let fields = profile::seal_profile(&dek, &id, assertion.name.as_deref(), assertion.email.as_deref());
+        diesel::update(users::table.find(&id))
+            .set((users::display_name_ct.eq(&fields.display_name), users::email_ct.eq(&fields.email)))
+            .execute(c)?;
         diesel::insert_into(identities::table)
             .values(Identity {
                 id: crate::db::new_id(),
-                user_id: user.id.clone(),
+                user_id: id.clone(),
                 provider: assertion.provider.as_str().to_string(),
                 subject: assertion.subject.clone(),
-                email: assertion.email.clone(),
+                email: None,
                 linked_at: now,
                 last_login_at: now,
+                email_ct: fields.identity_email,
+                email_index: assertion.email.as_deref().map(|e| keys.blind_index.of_email(e)),
             })
             .execute(c)?;
-        Ok(user.id)
+        Ok(id)
     })
 }
 
@@ -466,23 +498,6 @@ pub fn delete_ended_devices(conn: &mut DbConnection, before: i64) -> Result<usiz
             .or_filter(devices::session_expires_at.lt(before)),
     )
     .execute(conn)?)
-}
-
-pub struct Profile {
-    pub user: User,
-    pub identities: Vec<Identity>,
-}
-
-pub fn profile(conn: &mut DbConnection, user_id: &str) -> Result<Option<Profile>, DbError> {
-    let Some(user) = users::table.find(user_id).select(User::as_select()).first(conn).optional()? else {
-        return Ok(None);
-    };
-    let identities = identities::table
-        .filter(identities::user_id.eq(user_id))
-        .order(identities::linked_at.asc())
-        .select(Identity::as_select())
-        .load(conn)?;
-    Ok(Some(Profile { user, identities }))
 }
 
 pub fn user_exists(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {

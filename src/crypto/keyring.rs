@@ -1,7 +1,9 @@
 //! The master keyring: 32-byte keys from `file:` or `env:` sources. The first key wraps;
 //! every key unwraps. Wrapping is XChaCha20-Poly1305 with the owner bound in as associated data.
 //!
-//! Wrapped format: `0x01 | key id (8 bytes) | nonce (24 bytes) | ciphertext+tag`.
+//! Wrapped format: `0x02 | key id (8 bytes) | nonce (24 bytes) | ciphertext+tag`. Format 2 binds
+//! the format byte and the master key's id into the associated data as well, ahead of the
+//! caller's; format 1 (without them) still unwraps and is rewrapped by `keys rotate-master`.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -11,6 +13,7 @@ use secrecy::SecretBox;
 use sha2::{Digest, Sha256};
 
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 const KEY_ID_LEN: usize = 8;
 const NONCE_LEN: usize = 24;
 
@@ -73,12 +76,13 @@ impl MasterKeyring {
     pub fn wrap(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         let key = &self.keys[0];
         let nonce = super::random_bytes::<NONCE_LEN>();
+        let bound = bound_aad(FORMAT_V2, &key.id, aad);
         let sealed = key
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &bound })
             .expect("XChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + sealed.len());
-        out.push(FORMAT_V1);
+        out.push(FORMAT_V2);
         out.extend_from_slice(&key.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
@@ -86,21 +90,50 @@ impl MasterKeyring {
     }
 
     pub fn unwrap(&self, wrapped: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyringError> {
-        if wrapped.len() < 1 + KEY_ID_LEN + NONCE_LEN + 16 || wrapped[0] != FORMAT_V1 {
+        if wrapped.len() < 1 + KEY_ID_LEN + NONCE_LEN + 16 || !matches!(wrapped[0], FORMAT_V1 | FORMAT_V2) {
             return Err(KeyringError::Corrupt);
         }
         let (id, rest) = wrapped[1..].split_at(KEY_ID_LEN);
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let key = self.keys.iter().find(|k| k.id == id).ok_or(KeyringError::NoKey)?;
+        let bound;
+        let aad = if wrapped[0] == FORMAT_V2 {
+            bound = bound_aad(FORMAT_V2, &key.id, aad);
+            bound.as_slice()
+        } else {
+            aad
+        };
         key.cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
             .map_err(|_| KeyringError::Corrupt)
     }
 
-    /// `true` when the value is wrapped by the first (current) master key.
+    /// `true` when the value is wrapped by the first (current) master key, in the current format.
     pub fn is_current(&self, wrapped: &[u8]) -> bool {
-        wrapped.len() > KEY_ID_LEN && wrapped[1..1 + KEY_ID_LEN] == self.keys[0].id
+        wrapped.len() > KEY_ID_LEN && wrapped[0] == FORMAT_V2 && wrapped[1..1 + KEY_ID_LEN] == self.keys[0].id
     }
+
+    /// The id (hex) of the master key that wrapped `wrapped`, as `keys status` shows it.
+    pub fn wrapping_key_id(wrapped: &[u8]) -> Option<String> {
+        (wrapped.len() > KEY_ID_LEN).then(|| hex(&wrapped[1..1 + KEY_ID_LEN]))
+    }
+
+    /// The ids (hex) of the keyring's keys, the wrapping one first.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| hex(&k.id)).collect()
+    }
+}
+
+fn bound_aad(format: u8, key_id: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut bound = Vec::with_capacity(1 + KEY_ID_LEN + aad.len());
+    bound.push(format);
+    bound.extend_from_slice(key_id);
+    bound.extend_from_slice(aad);
+    bound
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn load_source(source: &str) -> Result<[u8; 32], KeyringError> {
@@ -172,6 +205,16 @@ mod tests {
         assert_eq!(rotated.unwrap(&wrapped, b"").unwrap(), b"x");
         assert!(!rotated.is_current(&wrapped));
         assert!(rotated.is_current(&rotated.wrap(b"x", b"")));
+    }
+
+    #[test]
+    fn the_wrapping_key_id_is_bound_into_the_associated_data() {
+        let ring = MasterKeyring::from_keys(vec![[4u8; 32], [5u8; 32]]);
+        let mut wrapped = ring.wrap(b"secret", b"aad");
+        let other = MasterKeyring::from_keys(vec![[5u8; 32]]);
+        wrapped[1..1 + KEY_ID_LEN].copy_from_slice(&other.keys[0].id);
+        assert!(ring.unwrap(&wrapped, b"aad").is_err(), "a relabelled key id must not unwrap");
+        assert_eq!(MasterKeyring::wrapping_key_id(&ring.wrap(b"x", b"")), Some(ring.key_ids()[0].clone()));
     }
 
     #[test]

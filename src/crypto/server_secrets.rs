@@ -17,6 +17,7 @@ const CREATE_LOCK_ID: i64 = 0x1db_5ec7;
 /// The purposes that have a server secret.
 pub const REFRESH_SUCCESSOR: &str = "refresh-token-successor";
 pub const NONCE: &str = "nonce";
+pub const EMAIL_BLIND_INDEX: &str = "email-blind-index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerSecretError {

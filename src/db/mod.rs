@@ -1,6 +1,9 @@
 //! Storage: one r2d2 pool of [`DbConnection`]s over PostgreSQL or SQLite, the embedded
 //! migrations, and the helpers that run blocking diesel work off the async runtime.
 //!
+//! SQLite runs with `secure_delete`, so a deleted row (a deleted user's wrapped data keys) is
+//! overwritten in the database file rather than left in a free page.
+//!
 //! Backend differences live here and nowhere else: connection set-up (SQLite pragmas), how
 //! writes run (a transaction per write on PostgreSQL; on SQLite one writer thread that group-
 //! commits, `BEGIN IMMEDIATE`, a savepoint per write), and the migration lock (PostgreSQL).
@@ -103,7 +106,7 @@ impl ManageConnection for ConnectionFactory {
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
                 conn.batch_execute(
                     "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
                 )
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
@@ -429,6 +432,45 @@ fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
 pub fn lock_for_transaction(conn: &mut DbConnection, lock_id: i64) -> Result<(), DbError> {
     if let DbConnection::Pg(c) = conn {
         c.batch_execute(&format!("SELECT pg_advisory_xact_lock({lock_id})"))?;
+    }
+    Ok(())
+}
+
+/// Stores rewrapped user keys `(user_id, version, wrapped)`, all now wrapped by `wrapped_by`.
+/// PostgreSQL takes the batch in one statement (arrays through `unnest`); SQLite, whose
+/// statements cost no round trip, one `UPDATE` per row.
+pub fn store_rewrapped_user_keys(
+    conn: &mut DbConnection,
+    rows: &[(String, i32, Vec<u8>)],
+    wrapped_by: &str,
+) -> Result<(), DbError> {
+    use diesel::prelude::*;
+    use diesel::sql_types::{Array, Binary, Integer, Text};
+
+    use schema::user_keys;
+    match conn {
+        DbConnection::Pg(c) => {
+            let users: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+            let versions: Vec<i32> = rows.iter().map(|r| r.1).collect();
+            let wrapped: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
+            diesel::sql_query(
+                "UPDATE user_keys AS k SET wrapped = v.wrapped, wrapped_by = $4 \
+                 FROM unnest($1::text[], $2::int[], $3::bytea[]) AS v(user_id, version, wrapped) \
+                 WHERE k.user_id = v.user_id AND k.version = v.version",
+            )
+            .bind::<Array<Text>, _>(users)
+            .bind::<Array<Integer>, _>(versions)
+            .bind::<Array<Binary>, _>(wrapped)
+            .bind::<Text, _>(wrapped_by)
+            .execute(c)?;
+        }
+        DbConnection::Sqlite(c) => {
+            for (user_id, version, wrapped) in rows {
+                diesel::update(user_keys::table.find((user_id, version)))
+                    .set((user_keys::wrapped.eq(wrapped), user_keys::wrapped_by.eq(wrapped_by)))
+                    .execute(c)?;
+            }
+        }
     }
     Ok(())
 }

@@ -8,6 +8,8 @@ diesel::table! {
         email -> Nullable<Text>,
         is_admin -> Bool,
         disabled_at -> Nullable<BigInt>,
+        display_name_ct -> Nullable<Text>,
+        email_ct -> Nullable<Text>,
     }
 }
 
@@ -20,6 +22,18 @@ diesel::table! {
         email -> Nullable<Text>,
         linked_at -> BigInt,
         last_login_at -> BigInt,
+        email_ct -> Nullable<Text>,
+        email_index -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    user_keys (user_id, version) {
+        user_id -> Text,
+        version -> Integer,
+        wrapped -> Binary,
+        wrapped_by -> Text,
+        created_at -> BigInt,
     }
 }
 
@@ -117,6 +131,7 @@ diesel::table! {
 diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(refresh_tokens -> devices (device_id));
+diesel::joinable!(user_keys -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -127,6 +142,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     server_secrets,
     used_assertions,
+    user_keys,
     nonces,
     audit_events,
 );

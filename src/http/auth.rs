@@ -157,3 +157,84 @@ pub async fn check_access_token(state: &AppState, token: &str) -> Result<Option<
     let live = state.db.run(move |conn| accounts::is_device_live(conn, &device_id, now)).await?;
     Ok(live.then_some(claims))
 }
+
+/// The caller of `/v1/crypto`: a user with their own access token, or a confidential client
+/// granted scope `crypto` (HTTP Basic) acting for the user it names.
+pub enum CryptoCaller {
+    User { user_id: String },
+    Service { client_id: String },
+}
+
+impl CryptoCaller {
+    /// The user whose keys the call uses: the token's user (a different `user_id` is 403), or
+    /// for a service the `user_id` it names (required).
+    pub fn user_id(&self, named: Option<&str>) -> Result<String, Problem> {
+        match (self, named) {
+            (CryptoCaller::User { user_id }, None) => Ok(user_id.clone()),
+            (CryptoCaller::User { user_id }, Some(named)) if named == user_id => Ok(user_id.clone()),
+            (CryptoCaller::User { .. }, Some(_)) => {
+                Err(Problem::forbidden("a user's token reaches only that user's keys"))
+            }
+            (CryptoCaller::Service { .. }, Some(named)) if super::input::is_uuid(named) => {
+                Ok(named.to_string())
+            }
+            (CryptoCaller::Service { .. }, Some(_)) => Err(Problem::bad_request("user_id is not a user id")),
+            (CryptoCaller::Service { .. }, None) => {
+                Err(Problem::bad_request("a service names the user in user_id"))
+            }
+        }
+    }
+
+    /// Who the audit trail names.
+    pub fn actor(&self) -> String {
+        match self {
+            CryptoCaller::User { user_id } => format!("user:{user_id}"),
+            CryptoCaller::Service { client_id } => format!("client:{client_id}"),
+        }
+    }
+}
+
+/// The scope a confidential client needs for `/v1/crypto`.
+pub const CRYPTO_SCOPE: &str = "crypto";
+
+impl FromRequest for CryptoCaller {
+    type Error = Problem;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Problem>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let bearer = authorization(req, "Bearer").map(str::to_string);
+        let basic = basic_credentials(req);
+        let ip = req.peer_addr().map(|a| a.ip());
+        Box::pin(async move {
+            let state = state.ok_or_else(Problem::internal)?;
+            if let Some(token) = bearer {
+                let claims = check_access_token(&state, &token).await?.ok_or_else(Problem::unauthorized)?;
+                return Ok(CryptoCaller::User { user_id: claims.sub });
+            }
+            let Ok(Some((client_id, secret))) = basic else {
+                return Err(Problem::unauthenticated());
+            };
+            let credentials = ClientCredentials { client_id, secret: Some(SecretString::from(secret)) };
+            let client = match state.clients.authenticate(credentials).await {
+                Ok(client) if client.kind == ClientKind::Confidential => client,
+                Ok(_) | Err(ClientAuthError::Failed) => {
+                    state
+                        .rate_limits
+                        .check_ip(ip, &state.metrics)
+                        .map_err(|_| Problem::too_many_requests())?;
+                    return Err(Problem::unauthorized_client());
+                }
+                Err(ClientAuthError::Busy) => return Err(Problem::unavailable()),
+            };
+            state
+                .rate_limits
+                .check_client(&client.id, &state.metrics)
+                .map_err(|_| Problem::too_many_requests())?;
+            if !client.scopes.iter().any(|s| s == CRYPTO_SCOPE) {
+                return Err(Problem::forbidden("this client is not granted scope crypto"));
+            }
+            Ok(CryptoCaller::Service { client_id: client.id.clone() })
+        })
+    }
+}

@@ -109,11 +109,13 @@ pub struct Problem {
     /// A 401 for a request that carried no credentials at all: no `error` in the challenge
     /// (RFC 6750 §3.1).
     no_credentials: bool,
+    /// A 401 for HTTP Basic client credentials: a Basic challenge.
+    basic_challenge: bool,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, detail: detail.into(), no_credentials: false }
+        Self { status, detail: detail.into(), no_credentials: false, basic_challenge: false }
     }
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "the access token is invalid, expired or revoked")
@@ -126,6 +128,19 @@ impl Problem {
     }
     pub fn method_not_allowed() -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "this method is not allowed here")
+    }
+    pub fn forbidden(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+    /// A client that failed HTTP Basic authentication at `/v1`.
+    pub fn unauthorized_client() -> Self {
+        Self { basic_challenge: true, ..Self::new(StatusCode::UNAUTHORIZED, "client authentication failed") }
+    }
+    pub fn too_many_requests() -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too many requests; retry later")
+    }
+    pub fn payload_too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than 64 KiB")
     }
     pub fn not_found(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
@@ -156,6 +171,9 @@ impl ResponseError for Problem {
         let mut response = HttpResponse::build(self.status);
         response.content_type("application/problem+json");
         match self.status {
+            StatusCode::UNAUTHORIZED if self.basic_challenge => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"idbridge\""));
+            }
             StatusCode::UNAUTHORIZED if self.no_credentials => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"idbridge\""));
             }
@@ -165,7 +183,7 @@ impl ResponseError for Problem {
                     "Bearer realm=\"idbridge\", error=\"invalid_token\"",
                 ));
             }
-            StatusCode::SERVICE_UNAVAILABLE => {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
             }
             _ => {}

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::auth::{origin, Caller};
 use super::errors::Problem;
 use super::input::is_uuid;
-use crate::accounts::{self, DeviceCursor, Revocation};
+use crate::accounts::{self, profile, DeviceCursor, Revocation};
 use crate::state::AppState;
 
 fn rfc3339(unix: i64) -> String {
@@ -19,9 +19,10 @@ fn rfc3339(unix: i64) -> String {
 
 pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, Problem> {
     let user_id = caller.claims.sub.clone();
+    let app = state.clone();
     let profile = state
         .db
-        .run(move |conn| accounts::profile(conn, &user_id))
+        .run(move |conn| profile::profile(conn, &app.user_keys, &user_id))
         .await?
         .ok_or_else(|| Problem::not_found("the user no longer exists"))?;
     let identities: Vec<_> = profile
@@ -37,8 +38,8 @@ pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(json!({
         "id": profile.user.id,
         "created_at": rfc3339(profile.user.created_at),
-        "display_name": profile.user.display_name,
-        "email": profile.user.email,
+        "display_name": profile.display_name,
+        "email": profile.email,
         "identities": identities,
     })))
 }
@@ -161,5 +162,29 @@ pub async fn logout_all(
             accounts::end_all_devices(conn, &user_id, &by, now)
         })
         .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deletes the signed-in user: identities, devices, tokens and data keys (crypto-shredding).
+pub async fn delete_me(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    let user_id = caller.claims.sub.clone();
+    let origin = origin(&req);
+    let deleted = {
+        let user_id = user_id.clone();
+        state
+            .db
+            .write(move |conn| {
+                profile::delete_user(conn, &user_id, &format!("user:{user_id}"), &origin, crate::db::now())
+            })
+            .await?
+    };
+    state.user_keys.forget(&user_id);
+    if !deleted {
+        return Err(Problem::not_found("the user no longer exists"));
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -2,6 +2,7 @@
 //! Each route names its handler; each handler calls one domain function.
 
 pub mod auth;
+pub mod crypto;
 pub mod dev;
 pub mod errors;
 pub mod input;
@@ -40,10 +41,14 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/oauth/nonce", &["POST"]),
     ("/oauth/revoke", &["POST"]),
     ("/oauth/introspect", &["POST"]),
-    ("/v1/me", &["GET"]),
+    ("/v1/me", &["GET", "DELETE"]),
     ("/v1/me/devices", &["GET"]),
     ("/v1/me/devices/{id}", &["DELETE"]),
     ("/v1/me/logout-all", &["POST"]),
+    ("/v1/crypto/encrypt", &["POST"]),
+    ("/v1/crypto/decrypt", &["POST"]),
+    ("/v1/crypto/rewrap", &["POST"]),
+    ("/v1/crypto/rotate", &["POST"]),
     ("/dev/id-token", &["POST"]),
 ];
 
@@ -58,6 +63,8 @@ fn resource(path: &'static str) -> actix_web::Resource {
 
 pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
     cfg.app_data(form_config())
+        .app_data(json_config())
+        .app_data(query_config())
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
@@ -78,10 +85,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
         .service(
             web::scope("/v1")
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-                .service(resource("/me").route(web::get().to(me::me)))
+                .service(resource("/me").route(web::get().to(me::me)).route(web::delete().to(me::delete_me)))
                 .service(resource("/me/devices").route(web::get().to(me::devices)))
                 .service(resource("/me/devices/{id}").route(web::delete().to(me::revoke_device)))
-                .service(resource("/me/logout-all").route(web::post().to(me::logout_all))),
+                .service(resource("/me/logout-all").route(web::post().to(me::logout_all)))
+                .service(resource("/crypto/encrypt").route(web::post().to(crypto::encrypt)))
+                .service(resource("/crypto/decrypt").route(web::post().to(crypto::decrypt)))
+                .service(resource("/crypto/rewrap").route(web::post().to(crypto::rewrap)))
+                .service(resource("/crypto/rotate").route(web::post().to(crypto::rotate))),
         );
     if dev_enabled {
         cfg.service(resource("/dev/id-token").route(web::post().to(dev::id_token)));
@@ -106,6 +117,28 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
         response.headers_mut().insert(header::ALLOW, value);
     }
     response
+}
+
+/// JSON bodies (`/v1/crypto`): 413 past the limit, else a problem+json 400 naming the fault.
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| {
+        let problem = match err {
+            actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+            | actix_web::error::JsonPayloadError::Overflow { .. } => Problem::payload_too_large(),
+            actix_web::error::JsonPayloadError::ContentType => {
+                Problem::bad_request("the body must be application/json")
+            }
+            other => Problem::bad_request(format!("the JSON body is malformed: {other}")),
+        };
+        problem.into()
+    })
+}
+
+/// Query strings (`?limit`, `?cursor`): a malformed one is a problem+json 400.
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|_, _req| {
+        Problem::bad_request("the query string is malformed or repeats a parameter").into()
+    })
 }
 
 fn form_config() -> web::FormConfig {

@@ -145,7 +145,7 @@ async fn token_exchange(
     let signed_in = state
         .db
         .write(move |conn| {
-            accounts::sign_in(conn, &sign_in, &app.session_policy, &app.nonce_key, crate::db::now())
+            accounts::sign_in(conn, &sign_in, &app.session_policy, &app.sign_in_keys(), crate::db::now())
         })
         .await
         .map_err(|e| {

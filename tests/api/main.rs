@@ -8,6 +8,7 @@ mod support;
 mod abuse;
 mod access_token;
 mod config;
+mod crypto;
 mod dev_provider;
 mod discovery_ops;
 mod google_validation;

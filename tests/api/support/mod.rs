@@ -92,6 +92,8 @@ pub struct TestConfig {
     pub per_client_per_second: u32,
     /// Master key file paths in keyring order; empty means the app's own `master.key`.
     pub master_keys: Vec<String>,
+    /// The scopes of the confidential client `svc`.
+    pub svc_scopes: Vec<String>,
 }
 
 impl Default for TestConfig {
@@ -111,6 +113,7 @@ impl Default for TestConfig {
             per_ip_per_second: 100,
             per_client_per_second: 5000,
             master_keys: Vec::new(),
+            svc_scopes: vec!["api".into()],
         }
     }
 }
@@ -158,7 +161,7 @@ client_id = "svc"
 kind = "confidential"
 secret_hash = "{secret_hash}"
 redirect_uris = []
-scopes = ["api"]
+scopes = [{svc_scopes}]
 "#,
             access_ttl = self.access_ttl,
             idle = self.refresh_idle_ttl,
@@ -168,6 +171,7 @@ scopes = ["api"]
             hd = self.hosted_domain,
             secret_hash = svc_secret_hash(),
             master_keys = master_keys.join(", "),
+            svc_scopes = self.svc_scopes.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "),
             max_devices = self.max_devices_per_user,
             per_ip = self.per_ip_per_second,
             per_client = self.per_client_per_second,
@@ -445,6 +449,19 @@ impl TestApp {
     pub async fn delete_bearer(&self, path: &str, token: &str) -> Answer {
         let r = self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("DELETE failed");
         Answer::read(r).await
+    }
+
+    /// POST a JSON body with a Bearer token.
+    pub async fn post_json_bearer(&self, path: &str, token: &str, body: &Value) -> Answer {
+        let r =
+            self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("POST failed");
+        Answer::read(r).await
+    }
+
+    /// POST a JSON body as a confidential client (HTTP Basic).
+    pub async fn post_json_basic(&self, path: &str, client: &str, secret: &str, body: &Value) -> Answer {
+        let r = self.client.post(self.url(path)).basic_auth(client, Some(secret)).json(body).send().await;
+        Answer::read(r.expect("POST failed")).await
     }
 
     pub async fn post_bearer(&self, path: &str, token: &str) -> Answer {

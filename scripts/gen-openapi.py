@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+# Writes openapi.json, the HTTP API reference (served at /openapi.json). Edit this, run it, commit both;
+# tests/api/operations.rs checks the document against the route table (src/http/mod.rs ROUTES).
+import json
+oauth_err = {"$ref": "#/components/schemas/OAuthError"}
+problem = {"$ref": "#/components/schemas/Problem"}
+def resp(desc, schema=None, ctype="application/json", headers=None):
+    r = {"description": desc}
+    if schema is not None:
+        r["content"] = {ctype: {"schema": schema}}
+    if headers:
+        r["headers"] = headers
+    return r
+retry = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+def oauth_errors(extra=None):
+    e = {
+        "400": resp("Bad request (`invalid_request`, `invalid_grant`, `invalid_scope`, `unsupported_grant_type`)", oauth_err),
+        "401": resp("Client authentication failed (`invalid_client`)", oauth_err),
+        "405": resp("Method not allowed (see `Allow`)", oauth_err),
+        "413": resp("Body over 64 KiB", oauth_err),
+        "429": resp("Too many requests from this address or client (`temporarily_unavailable`)", oauth_err, headers=retry),
+        "503": resp("Database or provider unavailable, or too many secrets being verified (`temporarily_unavailable`)", oauth_err, headers=retry),
+    }
+    if extra: e.update(extra)
+    return e
+def v1_errors(extra=None):
+    e = {
+        "401": resp("Missing, invalid, expired or revoked access token (`WWW-Authenticate: Bearer`)", problem, "application/problem+json"),
+        "405": resp("Method not allowed (see `Allow`)", problem, "application/problem+json"),
+        "503": resp("Database unavailable", problem, "application/problem+json", headers=retry),
+    }
+    if extra: e.update(extra)
+    return e
+form = lambda props, required=(): {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": props, "required": list(required)}}}}
+s = lambda desc, **kw: dict({"type": "string", "description": desc}, **kw)
+client_auth = {
+    "client_id": s("public clients; confidential clients may use HTTP Basic instead"),
+    "client_secret": s("confidential clients, when not using HTTP Basic"),
+}
+token_response = {"$ref": "#/components/schemas/TokenResponse"}
+bearer = [{"bearer": []}]
+crypto_security = [{"bearer": []}, {"basic": []}]
+json_body = lambda props, required=(): {"required": True, "content": {"application/json": {"schema": {"type": "object", "properties": props, "required": list(required)}}}}
+def crypto_errors():
+    e = v1_errors({
+        "400": resp("Malformed body or ciphertext; a ciphertext of another user or context, or altered", problem, "application/problem+json"),
+        "403": resp("A client without scope crypto, or a user naming another user", problem, "application/problem+json"),
+        "404": resp("The user was deleted; their keys are destroyed", problem, "application/problem+json"),
+        "413": resp("Body over 64 KiB", problem, "application/problem+json"),
+        "429": resp("Too many requests", problem, "application/problem+json", headers=retry),
+    })
+    e["401"] = resp("No or bad Bearer token, or failed HTTP Basic client authentication", problem, "application/problem+json")
+    return e
+doc = {
+  "openapi": "3.1.0",
+  "info": {"title": "idbridge", "version": "0.1.0",
+           "description": "Checks a Google sign-in once, then issues per-device tokens of its own: RFC 9068 access tokens verifiable against the JWKS, and rotating opaque refresh tokens. Errors under /oauth follow RFC 6749 §5.2; elsewhere RFC 9457 problem+json."},
+  "paths": {
+    "/healthz": {"get": {"summary": "Liveness", "tags": ["operations"], "responses": {"200": resp("The process runs", {"type": "object"})}}},
+    "/readyz": {"get": {"summary": "Readiness: the database answers and signing keys are loaded", "tags": ["operations"],
+        "responses": {"200": resp("Ready", {"type": "object"}), "503": resp("Not ready", {"type": "object"}, headers=retry)}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4)", "tags": ["operations"],
+        "responses": {"200": resp("Metrics", {"type": "string"}, "text/plain")}}},
+    "/openapi.json": {"get": {"summary": "This document", "tags": ["operations"], "responses": {"200": resp("OpenAPI 3.1", {"type": "object"})}}},
+    "/.well-known/openid-configuration": {"get": {"summary": "Discovery (RFC 8414 / OIDC Discovery); lists only what exists", "tags": ["discovery"],
+        "responses": {"200": resp("Discovery document", {"type": "object"})}}},
+    "/.well-known/jwks.json": {"get": {"summary": "Every public key that can verify a live access token (`Cache-Control: public, max-age=300`)", "tags": ["discovery"],
+        "responses": {"200": resp("JWK Set (RFC 7517)", {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object"}}}})}}},
+    "/oauth/token": {"post": {"summary": "Token endpoint: token exchange (RFC 8693) of a provider assertion, or refresh-token rotation", "tags": ["oauth"],
+        "security": [{}, {"basic": []}],
+        "requestBody": form({
+            "grant_type": s("`urn:ietf:params:oauth:grant-type:token-exchange` or `refresh_token`"),
+            **client_auth,
+            "scope": s("space-separated, a subset of the client's scopes"),
+            "subject_token": s("token exchange: the provider's ID token"),
+            "subject_token_type": s("token exchange: `urn:ietf:params:oauth:token-type:id_token`"),
+            "provider": s("token exchange, optional: `google` or `dev`"),
+            "nonce": s("token exchange: the nonce from /oauth/nonce that the ID token carries"),
+            "device_name": s("token exchange, optional, at most 100 characters"),
+            "device_platform": s("token exchange, optional", enum=["ios", "android", "web", "desktop", "other"]),
+            "refresh_token": s("refresh: the refresh token; it is spent and a successor returned"),
+        }, ["grant_type"]),
+        "responses": dict({"200": resp("Tokens (`Cache-Control: no-store`); each sign-in makes a new device", token_response)}, **oauth_errors())}},
+    "/oauth/nonce": {"post": {"summary": "A single-use sign-in nonce for the client (valid 600 s)", "tags": ["oauth"],
+        "requestBody": form({"client_id": s("the public client")}, ["client_id"]),
+        "responses": dict({"200": resp("Nonce", {"type": "object", "properties": {"nonce": {"type": "string"}, "expires_in": {"type": "integer"}}})}, **oauth_errors())}},
+    "/oauth/revoke": {"post": {"summary": "Revocation (RFC 7009): a refresh or access token ends its whole device", "tags": ["oauth"],
+        "security": [{}, {"basic": []}],
+        "requestBody": form({"token": s("the token"), "token_type_hint": s("ignored: the token's shape tells its type"), **client_auth}, ["token"]),
+        "responses": dict({"200": resp("Done, also for an unknown, malformed or foreign token")}, **oauth_errors())}},
+    "/oauth/introspect": {"post": {"summary": "Introspection (RFC 7662), for confidential clients", "tags": ["oauth"],
+        "security": [{"basic": []}],
+        "requestBody": form({"token": s("the token"), "token_type_hint": s("ignored"), **client_auth}, ["token"]),
+        "responses": dict({"200": resp("`{\"active\": false}` for anything not live", {"$ref": "#/components/schemas/Introspection"})}, **oauth_errors())}},
+    "/v1/me": {"get": {"summary": "The signed-in person (name and e-mail decrypted)", "tags": ["me"], "security": bearer,
+        "responses": dict({"200": resp("Profile", {"$ref": "#/components/schemas/Me"}), "404": resp("The user no longer exists", problem, "application/problem+json")}, **v1_errors())},
+      "delete": {"summary": "Delete the signed-in person: identities, devices, tokens and data keys (crypto-shredding)", "tags": ["me"], "security": bearer,
+        "responses": dict({"204": resp("Deleted"), "404": resp("The user no longer exists", problem, "application/problem+json")}, **v1_errors())}},
+    "/v1/me/devices": {"get": {"summary": "The person's live devices, newest first, paged", "tags": ["me"], "security": bearer,
+        "parameters": [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+            {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "`next_cursor` of the previous page"}],
+        "responses": dict({"200": resp("A page of devices", {"$ref": "#/components/schemas/Devices"}), "400": resp("Bad limit or cursor", problem, "application/problem+json")}, **v1_errors())}},
+    "/v1/me/devices/{id}": {
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}],
+        "delete": {"summary": "Revoke one of the person's devices", "tags": ["me"], "security": bearer,
+        "responses": dict({"204": resp("Revoked"), "404": resp("Not a live device of the caller", problem, "application/problem+json")}, **v1_errors())}},
+    "/v1/me/logout-all": {"post": {"summary": "Revoke every device of the person, this one too", "tags": ["me"], "security": bearer,
+        "responses": dict({"204": resp("Done")}, **v1_errors())}},
+    "/v1/crypto/encrypt": {"post": {"summary": "Encrypt under the user's newest data key", "tags": ["crypto"], "security": crypto_security,
+        "requestBody": json_body({"plaintext": s("base64"), "context": s("optional; bound as associated data, needed again to decrypt"), "user_id": s("services only: the user")}, ["plaintext"]),
+        "responses": dict({"200": resp("Ciphertext", {"type": "object", "properties": {"ciphertext": {"type": "string", "description": "idb1:v<version>:<base64url>"}, "key_version": {"type": "integer"}}})}, **crypto_errors())}},
+    "/v1/crypto/decrypt": {"post": {"summary": "Decrypt one of the user's ciphertexts", "tags": ["crypto"], "security": crypto_security,
+        "requestBody": json_body({"ciphertext": s("from encrypt or rewrap"), "context": s("the context it was made with"), "user_id": s("services only")}, ["ciphertext"]),
+        "responses": dict({"200": resp("Plaintext", {"type": "object", "properties": {"plaintext": {"type": "string", "description": "base64"}}})}, **crypto_errors())}},
+    "/v1/crypto/rewrap": {"post": {"summary": "Move a ciphertext to the user's newest key version, never returning plaintext", "tags": ["crypto"], "security": crypto_security,
+        "requestBody": json_body({"ciphertext": s("the ciphertext"), "context": s("its context"), "user_id": s("services only")}, ["ciphertext"]),
+        "responses": dict({"200": resp("Ciphertext", {"type": "object", "properties": {"ciphertext": {"type": "string"}, "key_version": {"type": "integer"}}})}, **crypto_errors())}},
+    "/v1/crypto/rotate": {"post": {"summary": "A new key version for the user's new encryptions; older versions keep decrypting", "tags": ["crypto"], "security": crypto_security,
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {"user_id": s("services only")}}}}},
+        "responses": dict({"200": resp("The new version", {"type": "object", "properties": {"key_version": {"type": "integer"}}})}, **crypto_errors())}},
+    "/dev/id-token": {"post": {"summary": "Dev mode only: an ID token of the dev provider for `name`", "tags": ["dev"],
+        "requestBody": form({"name": s("1 to 64 characters; the token's subject"), "nonce": s("optional `nonce` claim")}, ["name"]),
+        "responses": {"200": resp("`{\"id_token\": \"...\"}`", {"type": "object"}), "400": resp("Bad name", oauth_err)}}},
+  },
+  "components": {
+    "securitySchemes": {
+      "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RFC 9068, typ at+jwt)"},
+      "basic": {"type": "http", "scheme": "basic", "description": "confidential client: client_id and secret, form-urlencoded first (RFC 6749 §2.3.1)"}},
+    "schemas": {
+      "OAuthError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}},
+      "Problem": {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}}},
+      "TokenResponse": {"type": "object", "required": ["access_token", "token_type", "expires_in", "refresh_token", "scope", "device_id"],
+        "properties": {"access_token": {"type": "string"}, "issued_token_type": {"type": "string"}, "token_type": {"type": "string", "const": "Bearer"},
+          "expires_in": {"type": "integer"}, "refresh_token": {"type": "string"}, "scope": {"type": "string"}, "device_id": {"type": "string", "format": "uuid"}}},
+      "Introspection": {"type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}, "sub": {"type": "string"}, "client_id": {"type": "string"},
+          "sid": {"type": "string"}, "scope": {"type": "string"}, "exp": {"type": "integer"}, "iat": {"type": "integer"}, "iss": {"type": "string"},
+          "aud": {"type": "string"}, "token_type": {"type": "string", "enum": ["Bearer", "refresh_token"]}, "idp": {"type": "string"}}},
+      "Me": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "created_at": {"type": "string", "format": "date-time"},
+          "display_name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]},
+          "identities": {"type": "array", "items": {"type": "object", "properties": {"provider": {"type": "string"}, "subject": {"type": "string"},
+              "linked_at": {"type": "string", "format": "date-time"}, "last_login_at": {"type": "string", "format": "date-time"}}}}}},
+      "Devices": {"type": "object", "required": ["devices"], "properties": {
+          "devices": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "name": {"type": ["string", "null"]},
+              "platform": {"type": ["string", "null"]}, "client_id": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+              "last_seen_at": {"type": "string", "format": "date-time"}, "current": {"type": "boolean"}}}},
+          "next_cursor": {"type": "string", "description": "present when there is another page"}}},
+    }
+  }
+}
+open(__import__('os').path.join(__import__('os').path.dirname(__file__), '..', 'openapi.json'), 'w').write(json.dumps(doc, indent=2) + "\n")

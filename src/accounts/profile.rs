@@ -1,0 +1,178 @@
+//! Personal data at rest: the display name and e-mail a provider gives are stored encrypted
+//! under the user's data key, and e-mails are found through the keyed blind index. Also the
+//! deletion of a user (crypto-shredding) and the move of rows written before encryption.
+
+use chacha20poly1305::XChaCha20Poly1305;
+use diesel::prelude::*;
+
+use super::audit::{self, AuditEvent, Origin};
+use super::{Identity, User};
+use crate::crypto::blind_index::BlindIndex;
+use crate::crypto::user_keys::{self, UserKeyError, UserKeys};
+use crate::db::schema::{identities, users};
+use crate::db::{DbConnection, DbError};
+
+/// The contexts personal data is bound to, so a stored name never decrypts as an e-mail.
+const DISPLAY_NAME: &str = "idbridge:users.display_name";
+const EMAIL: &str = "idbridge:users.email";
+const IDENTITY_EMAIL: &str = "idbridge:identities.email";
+/// Serialises [`encrypt_existing`] across replicas that start together (PostgreSQL).
+const ENCRYPT_EXISTING_LOCK_ID: i64 = 0x1db_da7a;
+
+/// Personal fields sealed under a user's first key, ready to store.
+pub struct SealedProfile {
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub identity_email: Option<String>,
+}
+
+/// Seals a new user's provider name and e-mail under their key version 1.
+pub fn seal_profile(
+    dek: &XChaCha20Poly1305,
+    user_id: &str,
+    name: Option<&str>,
+    email: Option<&str>,
+) -> SealedProfile {
+    let seal = |context: &str, value: Option<&str>| {
+        value.map(|v| user_keys::seal(dek, user_id, 1, context, v.as_bytes()))
+    };
+    SealedProfile {
+        display_name: seal(DISPLAY_NAME, name),
+        email: seal(EMAIL, email),
+        identity_email: seal(IDENTITY_EMAIL, email),
+    }
+}
+
+/// The user as `/v1/me` shows them, personal data decrypted.
+pub struct Profile {
+    pub user: User,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub identities: Vec<Identity>,
+}
+
+fn open_field(
+    keys: &UserKeys,
+    conn: &mut DbConnection,
+    user_id: &str,
+    context: &str,
+    sealed: Option<&str>,
+) -> Result<Option<String>, UserKeyError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let plain = keys.decrypt(conn, user_id, context, sealed)?;
+    Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
+}
+
+/// The user and their identities, with name and e-mail decrypted; `None` when the user is gone.
+pub fn profile(
+    conn: &mut DbConnection,
+    keys: &UserKeys,
+    user_id: &str,
+) -> Result<Option<Profile>, UserKeyError> {
+    let Some(user) = users::table.find(user_id).select(User::as_select()).first(conn).optional()? else {
+        return Ok(None);
+    };
+    let identities = identities::table
+        .filter(identities::user_id.eq(user_id))
+        .order(identities::linked_at.asc())
+        .select(Identity::as_select())
+        .load(conn)?;
+    let display_name = open_field(keys, conn, user_id, DISPLAY_NAME, user.display_name_ct.as_deref())?;
+    let email = open_field(keys, conn, user_id, EMAIL, user.email_ct.as_deref())?;
+    Ok(Some(Profile { user, display_name, email, identities }))
+}
+
+/// The users with an identity whose e-mail is exactly `email` (after normalisation), through
+/// the blind index: no plaintext is scanned.
+pub fn find_by_email(
+    conn: &mut DbConnection,
+    index: &BlindIndex,
+    email: &str,
+) -> Result<Vec<String>, DbError> {
+    Ok(identities::table
+        .filter(identities::email_index.eq(index.of_email(email)))
+        .select(identities::user_id)
+        .distinct()
+        .load(conn)?)
+}
+
+/// Deletes a user with their identities, devices, tokens and every data key (crypto-shredding),
+/// audited. `false` when there was no such user. The caller evicts the user's cached keys
+/// once the transaction has committed.
+pub fn delete_user(
+    conn: &mut DbConnection,
+    user_id: &str,
+    actor: &str,
+    origin: &Origin,
+    now: i64,
+) -> Result<bool, DbError> {
+    let deleted = diesel::delete(users::table.find(user_id)).execute(conn)?;
+    if deleted == 0 {
+        return Ok(false);
+    }
+    audit::record(
+        conn,
+        AuditEvent {
+            actor,
+            action: "user.delete",
+            user_id: Some(user_id),
+            device_id: None,
+            detail: Some("data keys destroyed"),
+        },
+        origin,
+        now,
+    )?;
+    Ok(true)
+}
+
+/// Moves up to `batch` users written before per-user keys: each gets key version 1, and their
+/// plain name and e-mails are encrypted, indexed and emptied. Returns how many were moved;
+/// run it until it returns 0. Safe to run on several replicas at once (a user is taken only
+/// while it still has no key, in the caller's write transaction).
+pub fn encrypt_existing(
+    conn: &mut DbConnection,
+    keys: &UserKeys,
+    index: &BlindIndex,
+    batch: i64,
+    now: i64,
+) -> Result<usize, DbError> {
+    use crate::db::schema::user_keys as key_rows;
+    crate::db::lock_for_transaction(conn, ENCRYPT_EXISTING_LOCK_ID)?;
+    let pending: Vec<User> = users::table
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            key_rows::table.filter(key_rows::user_id.eq(users::id)),
+        )))
+        .limit(batch)
+        .select(User::as_select())
+        .load(conn)?;
+    for user in &pending {
+        let dek = keys.create(conn, &user.id, 1, now)?;
+        let sealed = seal_profile(&dek, &user.id, user.display_name.as_deref(), user.email.as_deref());
+        diesel::update(users::table.find(&user.id))
+            .set((
+                users::display_name_ct.eq(&sealed.display_name),
+                users::email_ct.eq(&sealed.email),
+                users::display_name.eq(None::<String>),
+                users::email.eq(None::<String>),
+            ))
+            .execute(conn)?;
+        let owned: Vec<Identity> = identities::table
+            .filter(identities::user_id.eq(&user.id))
+            .select(Identity::as_select())
+            .load(conn)?;
+        for identity in owned {
+            let Some(email) = identity.email.as_deref() else { continue };
+            let sealed = user_keys::seal(&dek, &user.id, 1, IDENTITY_EMAIL, email.as_bytes());
+            diesel::update(identities::table.find(&identity.id))
+                .set((
+                    identities::email_ct.eq(Some(sealed)),
+                    identities::email_index.eq(Some(index.of_email(email))),
+                    identities::email.eq(None::<String>),
+                ))
+                .execute(conn)?;
+        }
+    }
+    Ok(pending.len())
+}

@@ -1,0 +1,192 @@
+//! `/v1/crypto`: encrypt, decrypt, rewrap and rotate with a user's data key.
+//! Callers are the user (their Bearer access token) or a confidential client granted scope
+//! `crypto` (HTTP Basic) naming the user in `user_id`; every service call is audited.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{origin, CryptoCaller};
+use super::errors::Problem;
+use crate::accounts::audit::{self, AuditEvent, Origin};
+use crate::crypto::user_keys::{KeyVersion, UserKeyError, UserKeys};
+use crate::db::DbConnection;
+use crate::state::AppState;
+
+/// Longest `context` accepted.
+const MAX_CONTEXT: usize = 1024;
+
+#[derive(Deserialize)]
+pub struct EncryptBody {
+    plaintext: String,
+    context: Option<String>,
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CiphertextBody {
+    ciphertext: String,
+    context: Option<String>,
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct RotateBody {
+    user_id: Option<String>,
+}
+
+impl From<UserKeyError> for Problem {
+    fn from(e: UserKeyError) -> Self {
+        match e {
+            UserKeyError::Malformed => Problem::bad_request("the ciphertext is malformed"),
+            UserKeyError::Invalid => {
+                Problem::bad_request("the ciphertext cannot be decrypted for this user and context")
+            }
+            UserKeyError::UserGone => {
+                Problem::not_found("the user no longer exists; their keys are destroyed")
+            }
+            UserKeyError::Db(db) => db.into(),
+            UserKeyError::Unwrap(e) => {
+                tracing::error!(error = %e, "a user key cannot be unwrapped");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+fn context(value: Option<String>) -> Result<String, Problem> {
+    let context = value.unwrap_or_default();
+    if context.len() > MAX_CONTEXT || context.contains('\0') {
+        return Err(Problem::bad_request(format!(
+            "context must be at most {MAX_CONTEXT} bytes, without NUL"
+        )));
+    }
+    Ok(context)
+}
+
+/// Runs `op` with the user's keys: a read for the user themself; for a service, a write that
+/// also records the audit event, so no service call goes unaudited.
+async fn with_user_keys<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    caller: &CryptoCaller,
+    user_id: String,
+    action: &'static str,
+    origin: Origin,
+    op: impl FnOnce(&mut DbConnection, &UserKeys, &str) -> Result<T, UserKeyError> + Send + 'static,
+) -> Result<T, Problem> {
+    let app = state.clone();
+    match caller {
+        CryptoCaller::User { .. } => Ok(state.db.run(move |conn| op(conn, &app.user_keys, &user_id)).await?),
+        CryptoCaller::Service { client_id } => {
+            let actor = format!("client:{client_id}");
+            Ok(state
+                .db
+                .write(move |conn| {
+                    let result = op(conn, &app.user_keys, &user_id)?;
+                    let event = AuditEvent {
+                        actor: &actor,
+                        action,
+                        user_id: Some(&user_id),
+                        device_id: None,
+                        detail: None,
+                    };
+                    audit::record(conn, event, &origin, crate::db::now()).map_err(UserKeyError::from)?;
+                    Ok::<_, UserKeyError>(result)
+                })
+                .await?)
+        }
+    }
+}
+
+pub async fn encrypt(
+    state: web::Data<AppState>,
+    caller: CryptoCaller,
+    req: HttpRequest,
+    body: web::Json<EncryptBody>,
+) -> Result<HttpResponse, Problem> {
+    let body = body.into_inner();
+    let user_id = caller.user_id(body.user_id.as_deref())?;
+    let context = context(body.context)?;
+    let plaintext = zeroize::Zeroizing::new(
+        STANDARD
+            .decode(body.plaintext.as_bytes())
+            .map_err(|_| Problem::bad_request("plaintext must be base64"))?,
+    );
+    let (ciphertext, version) =
+        with_user_keys(&state, &caller, user_id, "crypto.encrypt", origin(&req), move |conn, keys, user| {
+            keys.encrypt(conn, user, &context, &plaintext)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "ciphertext": ciphertext, "key_version": version })))
+}
+
+pub async fn decrypt(
+    state: web::Data<AppState>,
+    caller: CryptoCaller,
+    req: HttpRequest,
+    body: web::Json<CiphertextBody>,
+) -> Result<HttpResponse, Problem> {
+    let body = body.into_inner();
+    let user_id = caller.user_id(body.user_id.as_deref())?;
+    let context = context(body.context)?;
+    let ciphertext = body.ciphertext;
+    let plaintext =
+        with_user_keys(&state, &caller, user_id, "crypto.decrypt", origin(&req), move |conn, keys, user| {
+            keys.decrypt(conn, user, &context, &ciphertext).map(zeroize::Zeroizing::new)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "plaintext": STANDARD.encode(plaintext.as_slice()) })))
+}
+
+pub async fn rewrap(
+    state: web::Data<AppState>,
+    caller: CryptoCaller,
+    req: HttpRequest,
+    body: web::Json<CiphertextBody>,
+) -> Result<HttpResponse, Problem> {
+    let body = body.into_inner();
+    let user_id = caller.user_id(body.user_id.as_deref())?;
+    let context = context(body.context)?;
+    let ciphertext = body.ciphertext;
+    let (ciphertext, version) =
+        with_user_keys(&state, &caller, user_id, "crypto.rewrap", origin(&req), move |conn, keys, user| {
+            keys.rewrap(conn, user, &context, &ciphertext)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "ciphertext": ciphertext, "key_version": version })))
+}
+
+/// A new key version for new encryptions; audited for every caller (it changes state).
+pub async fn rotate(
+    state: web::Data<AppState>,
+    caller: CryptoCaller,
+    req: HttpRequest,
+    body: Option<web::Json<RotateBody>>,
+) -> Result<HttpResponse, Problem> {
+    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    let user_id = caller.user_id(body.user_id.as_deref())?;
+    let actor = caller.actor();
+    let origin = origin(&req);
+    let app = state.clone();
+    let evict = user_id.clone();
+    let version: KeyVersion = state
+        .db
+        .write(move |conn| {
+            let version = app.user_keys.rotate(conn, &user_id, crate::db::now())?;
+            let detail = format!("key_version={version}");
+            let event = AuditEvent {
+                actor: &actor,
+                action: "crypto.rotate",
+                user_id: Some(&user_id),
+                device_id: None,
+                detail: Some(&detail),
+            };
+            audit::record(conn, event, &origin, crate::db::now()).map_err(UserKeyError::from)?;
+            Ok::<_, UserKeyError>(version)
+        })
+        .await?;
+    state.user_keys.forget(&evict);
+    Ok(HttpResponse::Ok().json(json!({ "key_version": version })))
+}
