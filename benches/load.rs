@@ -10,7 +10,7 @@
 //! for 16 and 64 concurrent tasks drives each scenario for LOAD_SECS:
 //!   (a) token exchange, new users      (b) token exchange, 1000 returning users
 //!   (c) refresh chains                 (d) introspection (client svc, HTTP Basic)
-//!   (e) GET /.well-known/jwks.json
+//!   (e) GET /.well-known/jwks.json    (g) POST /v1/crypto/decrypt of 1 KiB (Bearer)
 //! then once, under attack (LOAD_ATTACKERS tasks, default 1000, sending wrong client secrets
 //! in a loop for LOAD_SECS): one legitimate introspection loop, for a client whose secret_hash
 //! is the SHA-256 form and for one with a legacy argon2 hash (rate limits are off in this
@@ -711,6 +711,47 @@ per_client_per_second = 0
                             Ok(b) => b["active"] == serde_json::json!(true),
                             Err(_) => false,
                         },
+                        _ => false,
+                    };
+                    ((), if ok { Step::Ok } else { Step::Err })
+                }
+            })
+            .await;
+            r.print();
+            reports.push(r);
+        }
+
+        // (g) POST /v1/crypto/decrypt of 1 KiB as the user (Bearer), key cached after the first
+        {
+            let tok = google.id_token(serde_json::json!({}));
+            let v = target.exchange(&tok).await.expect("sign-in for decryption");
+            let access = Arc::new(field(&v, "access_token"));
+            let plaintext = base64::engine::general_purpose::STANDARD.encode(vec![0x5a_u8; 1024]);
+            let sealed: serde_json::Value = target
+                .client
+                .post(format!("{}/v1/crypto/encrypt", target.base))
+                .bearer_auth(access.as_str())
+                .json(&serde_json::json!({"plaintext": plaintext, "context": "bench"}))
+                .send()
+                .await
+                .expect("encrypt")
+                .json()
+                .await
+                .expect("encrypt answer");
+            let body = Arc::new(serde_json::json!({"ciphertext": sealed["ciphertext"], "context": "bench"}));
+            let t = target.clone();
+            let r = drive("(g) crypto/decrypt 1KiB", window, vec![(); conc], move |()| {
+                let (t, access, body) = (t.clone(), access.clone(), body.clone());
+                async move {
+                    let res = t
+                        .client
+                        .post(format!("{}/v1/crypto/decrypt", t.base))
+                        .bearer_auth(access.as_str())
+                        .json(body.as_ref())
+                        .send()
+                        .await;
+                    let ok = match res {
+                        Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
                         _ => false,
                     };
                     ((), if ok { Step::Ok } else { Step::Err })

@@ -228,13 +228,10 @@ async fn rotate_master(
         "server secrets: {secrets} of {secrets_total} rewrapped; signing keys: {signing} of {signing_total}"
     );
     let current = keyring.key_ids().into_iter().next().unwrap_or_default();
-    let remaining: i64 = db
-        .run(crypto::user_keys::count_by_wrapping_key)
-        .await?
-        .into_iter()
-        .filter(|(id, _)| *id != current)
-        .map(|(_, n)| n)
-        .sum();
+    let ring = keyring.clone();
+    let stale = db.run(move |conn| crypto::user_keys::stale_wrapping_keys(conn, &ring)).await?;
+    let remaining: i64 = stale.iter().map(|(_, n)| n).sum();
+    let old: Arc<Vec<String>> = Arc::new(stale.into_iter().map(|(id, _)| id).collect());
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let bar = indicatif::ProgressBar::new(remaining as u64);
         bar.set_style(
@@ -253,8 +250,8 @@ async fn rotate_master(
             println!("stopped after {batches} batches ({done} user keys); run `keys rotate-master` again to continue");
             return Ok(());
         }
-        let ring = keyring.clone();
-        let n = db.write(move |conn| crypto::user_keys::rewrap_batch(conn, &ring, batch_size)).await?;
+        let (ring, old) = (keyring.clone(), old.clone());
+        let n = db.write(move |conn| crypto::user_keys::rewrap_batch(conn, &ring, &old, batch_size)).await?;
         if n == 0 {
             break;
         }

@@ -134,10 +134,10 @@ pub async fn decrypt(
     let ciphertext = body.ciphertext;
     let plaintext =
         with_user_keys(&state, &caller, user_id, "crypto.decrypt", origin(&req), move |conn, keys, user| {
-            keys.decrypt(conn, user, &context, &ciphertext).map(zeroize::Zeroizing::new)
+            keys.decrypt(conn, user, &context, &ciphertext)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "plaintext": STANDARD.encode(plaintext.as_slice()) })))
+    Ok(HttpResponse::Ok().json(json!({ "plaintext": STANDARD.encode(&*plaintext) })))
 }
 
 pub async fn rewrap(
