@@ -319,6 +319,34 @@ async fn no_data_key_appears_in_plaintext_in_the_sqlite_files() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_data_key_appears_in_plaintext_in_a_postgres_dump() {
+    let app = spawn_app(Backend::Postgres).await;
+    let user = app.sign_in().await;
+    encrypt(&app, &user.access_token, b"x", "").await.assert_status(200);
+    let url = app.db.url.clone();
+    let query = format!("SELECT version, wrapped FROM user_keys WHERE user_id = '{}'", user.user_id);
+    let (row, dump) = tokio::task::spawn_blocking(move || {
+        use diesel::prelude::*;
+        let mut conn = diesel::PgConnection::establish(&url).unwrap();
+        let row = diesel::sql_query(query).get_result::<KeyRow>(&mut conn).unwrap();
+        let dump =
+            std::process::Command::new("pg_dump").arg(&url).output().expect("pg_dump (postgresql-client)");
+        (row, dump)
+    })
+    .await
+    .unwrap();
+    assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+    let keys = idbridge::crypto::user_keys::UserKeys::new(std::sync::Arc::new(keyring_of(&app, &[])));
+    let dek = keys.unwrap_stored(&user.user_id, row.version, &row.wrapped).expect("the key unwraps");
+    let hex: String = dek.iter().map(|b| format!("{b:02x}")).collect();
+
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(text.contains("user_keys"), "the dump holds the key table");
+    assert!(!text.contains(&hex), "the data key is in the dump in plaintext (hex)");
+    assert!(!dump.stdout.windows(dek.len()).any(|w| w == dek.as_slice()), "the data key is in the dump");
+}
+
 #[derive(diesel::QueryableByName)]
 struct KeyRow {
     #[diesel(sql_type = diesel::sql_types::Integer)]
