@@ -137,23 +137,9 @@ pub fn sign_in(
     if let Some(nonce) = &request.nonce {
         keys.nonces.spend(conn, nonce, &request.client_id, now)?;
     }
-    // Single use: the primary key decides, also between concurrent requests. A savepoint keeps
-    // the transaction usable after the violation (PostgreSQL aborts it otherwise).
-    let recorded = conn.transaction(|c| {
-        diesel::insert_into(used_assertions::table)
-            .values((
-                used_assertions::assertion_hash.eq(&assertion.assertion_hash),
-                used_assertions::provider.eq(assertion.provider.as_str()),
-                used_assertions::expires_at.eq(assertion.expires_at),
-            ))
-            .execute(c)
-    });
-    match recorded {
-        Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
-            return Err(SignInError::Replayed)
-        }
-        other => other?,
-    };
+    if let Some(hash) = &assertion.assertion_hash {
+        record_assertion(conn, hash, assertion.provider.as_str(), assertion.expires_at)?;
+    }
 
     let provider = assertion.provider.as_str();
     let user_id = match find_identity(conn, provider, &assertion.subject)? {
@@ -211,6 +197,31 @@ pub fn sign_in(
     )?;
     enforce_device_cap(conn, &user_id, policy.max_devices_per_user, &request.origin, now)?;
     Ok(SignedIn { user_id, device, refresh_token })
+}
+
+/// Records an ID token as used: the primary key decides, also between concurrent requests. A
+/// savepoint keeps the transaction usable after the violation (PostgreSQL aborts it otherwise).
+pub fn record_assertion(
+    conn: &mut DbConnection,
+    hash: &str,
+    provider: &str,
+    expires_at: i64,
+) -> Result<(), SignInError> {
+    let recorded = conn.transaction(|c| {
+        diesel::insert_into(used_assertions::table)
+            .values((
+                used_assertions::assertion_hash.eq(hash),
+                used_assertions::provider.eq(provider),
+                used_assertions::expires_at.eq(expires_at),
+            ))
+            .execute(c)
+    });
+    match recorded {
+        Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            Err(SignInError::Replayed)
+        }
+        other => other.map(drop).map_err(SignInError::from),
+    }
 }
 
 /// Past `cap` live devices, the longest-idle ones are ended (audited as `device.evicted`).

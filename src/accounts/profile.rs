@@ -176,3 +176,152 @@ pub fn encrypt_existing(
     }
     Ok(pending.len())
 }
+
+/// What linking an identity came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Linked {
+    /// A new identity of the user.
+    Created,
+    /// The identity was already this user's.
+    AlreadyTheirs,
+    /// The identity belongs to another user, or the user already has one of this provider.
+    Conflict(&'static str),
+}
+
+/// A link to make: the signed-in user (through `client_id`'s token) and the new assertion.
+#[derive(Clone, Copy)]
+pub struct Link<'a> {
+    pub user_id: &'a str,
+    pub client_id: &'a str,
+    pub assertion: &'a crate::providers::VerifiedAssertion,
+    /// The request's nonce, already matched with the assertion's.
+    pub nonce: Option<&'a str>,
+    pub origin: &'a Origin,
+}
+
+/// Links a freshly verified identity to a signed-in user, in the caller's transaction: spends
+/// the nonce (issued to `client_id`) and the assertion as a sign-in would, then adds the
+/// identity with its e-mail encrypted and indexed. Never by e-mail: only the verified
+/// `(provider, subject)` counts.
+pub fn link_identity(
+    conn: &mut DbConnection,
+    keys: &super::Keys<'_>,
+    link: &Link<'_>,
+    now: i64,
+) -> Result<Linked, super::SignInError> {
+    let Link { user_id, client_id, assertion, nonce, origin } = *link;
+    if let Some(nonce) = nonce {
+        keys.nonces.spend(conn, nonce, client_id, now)?;
+    }
+    if let Some(hash) = &assertion.assertion_hash {
+        super::record_assertion(conn, hash, assertion.provider.as_str(), assertion.expires_at)?;
+    }
+    let provider = assertion.provider.as_str();
+    let existing: Option<String> = identities::table
+        .filter(identities::provider.eq(provider))
+        .filter(identities::subject.eq(&assertion.subject))
+        .select(identities::user_id)
+        .first(conn)
+        .optional()?;
+    match existing {
+        Some(owner) if owner == user_id => return Ok(Linked::AlreadyTheirs),
+        Some(_) => return Ok(Linked::Conflict("this identity belongs to another user")),
+        None => {}
+    }
+    let same_provider: i64 = identities::table
+        .filter(identities::user_id.eq(user_id))
+        .filter(identities::provider.eq(provider))
+        .count()
+        .get_result(conn)?;
+    if same_provider > 0 {
+        return Ok(Linked::Conflict("the user already has an identity of this provider; remove it first"));
+    }
+    let email_ct = match assertion.email.as_deref() {
+        Some(email) => Some(
+            keys.user_keys
+                .encrypt(conn, user_id, IDENTITY_EMAIL, email.as_bytes())
+                .map_err(|e| match e {
+                    UserKeyError::Db(db) => super::SignInError::Db(db),
+                    other => {
+                        tracing::error!(error = %other, "cannot encrypt a linked identity's e-mail");
+                        super::SignInError::Db(DbError::Task)
+                    }
+                })?
+                .0,
+        ),
+        None => None,
+    };
+    // A concurrent link of the same identity loses on the unique (provider, subject) index.
+    let inserted = conn.transaction(|c| {
+        diesel::insert_into(identities::table)
+            .values(Identity {
+                id: crate::db::new_id(),
+                user_id: user_id.to_string(),
+                provider: provider.to_string(),
+                subject: assertion.subject.clone(),
+                email: None,
+                linked_at: now,
+                last_login_at: now,
+                email_ct,
+                email_index: assertion.email.as_deref().map(|e| keys.blind_index.of_email(e)),
+            })
+            .execute(c)
+    });
+    match inserted {
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+            return Ok(Linked::Conflict("this identity belongs to another user"));
+        }
+        other => other?,
+    };
+    let detail = format!("provider={provider}");
+    let event = AuditEvent {
+        actor: &format!("user:{user_id}"),
+        action: "identity.link",
+        user_id: Some(user_id),
+        device_id: None,
+        detail: Some(&detail),
+    };
+    audit::record(conn, event, origin, now)?;
+    Ok(Linked::Created)
+}
+
+/// What unlinking came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unlinked {
+    Removed,
+    NotLinked,
+    /// It is the user's last identity: they could never sign in again.
+    LastIdentity,
+}
+
+/// Removes the user's identity of `provider`, unless it is their last one; audited.
+pub fn unlink_identity(
+    conn: &mut DbConnection,
+    user_id: &str,
+    provider: &str,
+    origin: &Origin,
+    now: i64,
+) -> Result<Unlinked, DbError> {
+    let owned: Vec<String> =
+        identities::table.filter(identities::user_id.eq(user_id)).select(identities::provider).load(conn)?;
+    if !owned.iter().any(|p| p == provider) {
+        return Ok(Unlinked::NotLinked);
+    }
+    if owned.len() == 1 {
+        return Ok(Unlinked::LastIdentity);
+    }
+    diesel::delete(
+        identities::table.filter(identities::user_id.eq(user_id)).filter(identities::provider.eq(provider)),
+    )
+    .execute(conn)?;
+    let detail = format!("provider={provider}");
+    let event = AuditEvent {
+        actor: &format!("user:{user_id}"),
+        action: "identity.unlink",
+        user_id: Some(user_id),
+        device_id: None,
+        detail: Some(&detail),
+    };
+    audit::record(conn, event, origin, now)?;
+    Ok(Unlinked::Removed)
+}

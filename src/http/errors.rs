@@ -64,6 +64,12 @@ impl OAuthError {
     }
 }
 
+impl OAuthError {
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
 impl std::fmt::Display for OAuthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.error, self.description)

@@ -7,9 +7,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{origin, Caller};
+use super::errors::OAuthError;
 use super::errors::Problem;
-use super::input::is_uuid;
+use super::input::{self, is_uuid};
+use super::oauth::{verify_subject_token, SubjectRefused, SubjectToken};
+use crate::accounts::SignInError;
 use crate::accounts::{self, profile, DeviceCursor, Revocation};
+use crate::providers::ProviderKind;
 use crate::state::AppState;
 
 fn rfc3339(unix: i64) -> String {
@@ -187,4 +191,99 @@ pub async fn delete_me(
         return Err(Problem::not_found("the user no longer exists"));
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The form of `POST /v1/me/identities`, as token exchange's.
+#[derive(Deserialize)]
+pub struct LinkForm {
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    provider: Option<String>,
+    nonce: Option<String>,
+}
+
+/// Links another provider's identity, proven by a fresh assertion, to the signed-in user.
+pub async fn link_identity(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    form: web::Form<LinkForm>,
+) -> Result<HttpResponse, Problem> {
+    let form = form.into_inner();
+    let bad = |e: OAuthError| Problem::bad_request(e.description().to_string());
+    let token = input::text("subject_token", form.subject_token.as_deref(), 16 * 1024)
+        .map_err(bad)?
+        .ok_or_else(|| Problem::bad_request("subject_token is required"))?
+        .to_string();
+    let nonce = input::text("nonce", form.nonce.as_deref(), 256).map_err(bad)?.map(str::to_string);
+    let provider = match input::text("provider", form.provider.as_deref(), 32).map_err(bad)? {
+        None => None,
+        Some(name) => {
+            Some(ProviderKind::parse(name).ok_or_else(|| Problem::bad_request("unknown provider"))?)
+        }
+    };
+    let subject = SubjectToken {
+        token: &token,
+        token_type: form.subject_token_type.as_deref(),
+        provider,
+        nonce: nonce.as_deref(),
+    };
+    let assertion = verify_subject_token(&state, &subject).await.map_err(|e| match e {
+        SubjectRefused::Unavailable(m) => Problem::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, m),
+        SubjectRefused::Refused(m) => Problem::bad_request(m),
+    })?;
+    let (provider, subject) = (assertion.provider.as_str(), assertion.subject.clone());
+    let (user_id, client_id) = (caller.claims.sub.clone(), caller.claims.client_id.clone());
+    let origin = origin(&req);
+    let app = state.clone();
+    let linked = state
+        .db
+        .write(move |conn| {
+            let link = profile::Link {
+                user_id: &user_id,
+                client_id: &client_id,
+                assertion: &assertion,
+                nonce: nonce.as_deref(),
+                origin: &origin,
+            };
+            profile::link_identity(conn, &app.sign_in_keys(), &link, crate::db::now())
+        })
+        .await
+        .map_err(|e| match e {
+            SignInError::Db(db) => Problem::from(db),
+            other => Problem::bad_request(other.to_string()),
+        })?;
+    let body = json!({ "provider": provider, "subject": subject });
+    match linked {
+        profile::Linked::Created => Ok(HttpResponse::Created().json(body)),
+        profile::Linked::AlreadyTheirs => Ok(HttpResponse::Ok().json(body)),
+        profile::Linked::Conflict(why) => Err(Problem::new(actix_web::http::StatusCode::CONFLICT, why)),
+    }
+}
+
+/// Removes the signed-in user's identity of a provider; never the last one.
+pub async fn unlink_identity(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let provider =
+        ProviderKind::parse(&path.into_inner()).ok_or_else(|| Problem::not_found("no such identity"))?;
+    let user_id = caller.claims.sub.clone();
+    let origin = origin(&req);
+    let outcome = state
+        .db
+        .write(move |conn| {
+            profile::unlink_identity(conn, &user_id, provider.as_str(), &origin, crate::db::now())
+        })
+        .await?;
+    match outcome {
+        profile::Unlinked::Removed => Ok(HttpResponse::NoContent().finish()),
+        profile::Unlinked::NotLinked => Err(Problem::not_found("the user has no identity of this provider")),
+        profile::Unlinked::LastIdentity => Err(Problem::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "this is the user's last identity; link another first",
+        )),
+    }
 }

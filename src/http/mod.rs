@@ -45,6 +45,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/me/devices", &["GET"]),
     ("/v1/me/devices/{id}", &["DELETE"]),
     ("/v1/me/logout-all", &["POST"]),
+    ("/v1/me/identities", &["POST"]),
+    ("/v1/me/identities/{provider}", &["DELETE"]),
     ("/v1/crypto/encrypt", &["POST"]),
     ("/v1/crypto/decrypt", &["POST"]),
     ("/v1/crypto/rewrap", &["POST"]),
@@ -89,6 +91,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
                 .service(resource("/me/devices").route(web::get().to(me::devices)))
                 .service(resource("/me/devices/{id}").route(web::delete().to(me::revoke_device)))
                 .service(resource("/me/logout-all").route(web::post().to(me::logout_all)))
+                .service(resource("/me/identities").route(web::post().to(me::link_identity)))
+                .service(resource("/me/identities/{provider}").route(web::delete().to(me::unlink_identity)))
                 .service(resource("/crypto/encrypt").route(web::post().to(crypto::encrypt)))
                 .service(resource("/crypto/decrypt").route(web::post().to(crypto::decrypt)))
                 .service(resource("/crypto/rewrap").route(web::post().to(crypto::rewrap)))

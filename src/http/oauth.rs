@@ -11,7 +11,7 @@ use super::errors::OAuthError;
 use super::input;
 use crate::accounts::{self, SignIn, SignInError};
 use crate::clients::{Client, ClientKind};
-use crate::providers::{AssertionError, ProviderKind};
+use crate::providers::{AssertionError, ProviderKind, VerifiedAssertion};
 use crate::state::AppState;
 use crate::tokens::access::{self, Grant};
 use crate::tokens::nonce::NONCE_TTL_SECS;
@@ -78,19 +78,6 @@ async fn token_exchange(
             Some(ProviderKind::parse(name).ok_or_else(|| OAuthError::invalid_request("unknown provider"))?)
         }
     };
-    match form.subject_token_type.as_deref() {
-        Some(TOKEN_TYPE_ID_TOKEN) => {}
-        Some(TOKEN_TYPE_ACCESS_TOKEN) => {
-            return Err(OAuthError::invalid_request(
-                "access tokens are accepted only from an enabled Facebook provider",
-            ))
-        }
-        _ => {
-            return Err(OAuthError::invalid_request(
-                "subject_token_type must be an id_token or access_token type",
-            ))
-        }
-    }
     if let Some(platform) = form.device_platform.as_deref() {
         if !PLATFORMS.contains(&platform) {
             return Err(OAuthError::invalid_request(
@@ -106,31 +93,20 @@ async fn token_exchange(
     let provider_label = requested_provider.map_or("unknown", ProviderKind::as_str);
     let count =
         |provider: &str, outcome: &str| state.metrics.sign_ins.with_label_values(&[provider, outcome]).inc();
-    let assertion = match state.providers.verify_id_token(&subject_token, requested_provider).await {
+    let subject = SubjectToken {
+        token: &subject_token,
+        token_type: form.subject_token_type.as_deref(),
+        provider: requested_provider,
+        nonce: nonce.as_deref(),
+    };
+    let assertion = match verify_subject_token(&state, &subject).await {
         Ok(assertion) => assertion,
-        Err(AssertionError::ProviderUnavailable) => {
-            count(provider_label, "unavailable");
-            return Err(OAuthError::temporarily_unavailable(AssertionError::ProviderUnavailable.to_string()));
-        }
-        Err(other) => {
-            count(provider_label, "refused");
-            return Err(OAuthError::invalid_request(other.to_string()));
+        Err(e) => {
+            count(provider_label, if e.is_unavailable() { "unavailable" } else { "refused" });
+            return Err(e.into());
         }
     };
     let provider_label = assertion.provider.as_str();
-    let nonce_required = assertion.provider == ProviderKind::Google && state.google_requires_nonce();
-    match (&assertion.nonce, &nonce) {
-        (Some(claim), Some(sent)) if claim == sent => {}
-        (None, None) if !nonce_required => {}
-        (None, None) => {
-            count(provider_label, "refused");
-            return Err(OAuthError::invalid_request("a nonce is required"));
-        }
-        _ => {
-            count(provider_label, "refused");
-            return Err(OAuthError::invalid_request("the nonce does not match the subject_token"));
-        }
-    }
 
     let sign_in = SignIn {
         assertion,
@@ -158,6 +134,86 @@ async fn token_exchange(
     count(provider_label, "ok");
     tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
     token_response(&state, &signed_in.device, &signed_in.device.scope, &signed_in.refresh_token)
+}
+
+/// A provider assertion as a request presents it (token exchange, or linking at `/v1`).
+pub struct SubjectToken<'a> {
+    pub token: &'a str,
+    pub token_type: Option<&'a str>,
+    pub provider: Option<ProviderKind>,
+    /// The nonce the request carried.
+    pub nonce: Option<&'a str>,
+}
+
+/// Why a subject token was not accepted.
+pub enum SubjectRefused {
+    /// The provider cannot be reached: 503.
+    Unavailable(String),
+    /// Anything about the token or the request: 400.
+    Refused(String),
+}
+
+impl SubjectRefused {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, SubjectRefused::Unavailable(_))
+    }
+}
+
+impl From<SubjectRefused> for OAuthError {
+    fn from(e: SubjectRefused) -> Self {
+        match e {
+            SubjectRefused::Unavailable(m) => OAuthError::temporarily_unavailable(m),
+            SubjectRefused::Refused(m) => OAuthError::invalid_request(m),
+        }
+    }
+}
+
+/// Verifies a subject token with its provider: an ID token (Google, Facebook Limited Login,
+/// dev, told apart by `iss`) or a Facebook access token; then matches the request's nonce to
+/// the token's (a Facebook ID token always needs one, Google when `require_nonce`). The nonce
+/// is spent later, in the transaction that uses the assertion.
+pub async fn verify_subject_token(
+    state: &AppState,
+    subject: &SubjectToken<'_>,
+) -> Result<VerifiedAssertion, SubjectRefused> {
+    let refused = |e: AssertionError| match e {
+        AssertionError::ProviderUnavailable => SubjectRefused::Unavailable(e.to_string()),
+        other => SubjectRefused::Refused(other.to_string()),
+    };
+    let assertion = match subject.token_type {
+        Some(TOKEN_TYPE_ID_TOKEN) => {
+            state.providers.verify_id_token(subject.token, subject.provider).await.map_err(refused)?
+        }
+        Some(TOKEN_TYPE_ACCESS_TOKEN) => {
+            if subject.provider != Some(ProviderKind::Facebook) {
+                return Err(SubjectRefused::Refused(
+                    "an access_token subject needs provider=facebook".into(),
+                ));
+            }
+            let assertion =
+                state.providers.verify_facebook_access_token(subject.token).await.map_err(refused)?;
+            if subject.nonce.is_some() {
+                return Err(SubjectRefused::Refused("a Facebook access token carries no nonce".into()));
+            }
+            return Ok(assertion);
+        }
+        _ => {
+            return Err(SubjectRefused::Refused(
+                "subject_token_type must be an id_token or access_token type".into(),
+            ))
+        }
+    };
+    let nonce_required = match assertion.provider {
+        ProviderKind::Google => state.google_requires_nonce(),
+        ProviderKind::Facebook => true,
+        ProviderKind::Dev => false,
+    };
+    match (assertion.nonce.as_deref(), subject.nonce) {
+        (Some(claim), Some(sent)) if claim == sent => Ok(assertion),
+        (None, None) if !nonce_required => Ok(assertion),
+        (None, None) => Err(SubjectRefused::Refused("a nonce is required".into())),
+        _ => Err(SubjectRefused::Refused("the nonce does not match the subject_token".into())),
+    }
 }
 
 async fn refresh_grant(

@@ -130,6 +130,18 @@ impl JwksCache {
         }
     }
 
+    /// A key set at a known address, without discovery (Facebook Limited Login).
+    pub fn with_jwks_uri(
+        http: reqwest::Client,
+        jwks_uri: String,
+        provider: &'static str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cache = Self::new(http, jwks_uri.clone(), provider, metrics);
+        *cache.inner.jwks_uri.lock().unwrap_or_else(|p| p.into_inner()) = Some(jwks_uri);
+        cache
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -211,8 +223,8 @@ impl JwksCache {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| fail(error_chain(&e)))?;
-        let body = response.bytes().await.map_err(|e| fail(error_chain(&e)))?;
+            .map_err(|e| fail(error_chain(&e.without_url())))?;
+        let body = response.bytes().await.map_err(|e| fail(error_chain(&e.without_url())))?;
         let metadata: CoreProviderMetadata =
             serde_json::from_slice(&body).map_err(|e| fail(e.to_string()))?;
         if metadata.issuer() != &issuer_url {
@@ -234,7 +246,7 @@ impl JwksCache {
         let uri = self.discover().await?;
         let issuer = &self.inner.issuer;
         let unavailable = |e: reqwest::Error| {
-            tracing::warn!(%issuer, cause = %error_chain(&e), "JWKS fetch failed");
+            tracing::warn!(%issuer, cause = %error_chain(&e.without_url()), "JWKS fetch failed");
             AssertionError::ProviderUnavailable
         };
         let response = self

@@ -3,6 +3,7 @@
 //! checked by [`oidc::OidcVerifier`]; which one verifies a token is told by its `iss`.
 
 pub mod dev;
+pub mod facebook;
 pub mod jwks;
 pub mod oidc;
 
@@ -48,8 +49,9 @@ pub struct VerifiedAssertion {
     pub email: Option<String>,
     pub name: Option<String>,
     pub nonce: Option<String>,
-    /// SHA-256 of the whole assertion: the single-use record.
-    pub assertion_hash: String,
+    /// SHA-256 of the signed part of an ID token: its single-use record. `None` for an
+    /// assertion that may come again (a Facebook access token, valid until Facebook says not).
+    pub assertion_hash: Option<String>,
     /// After this the assertion is expired anyway and its single-use record can go.
     pub expires_at: i64,
 }
@@ -89,6 +91,10 @@ pub enum AssertionError {
     BadClaim(&'static str),
     #[error("the subject_token expires too far in the future")]
     ExpiryTooFar,
+    #[error("the provider refused the token: {0}")]
+    Refused(&'static str),
+    #[error("the {0} provider is not configured")]
+    NotConfigured(&'static str),
     #[error("the provider's keys cannot be fetched right now")]
     ProviderUnavailable,
 }
@@ -97,6 +103,7 @@ pub enum AssertionError {
 pub struct Providers {
     verifiers: Vec<OidcVerifier>,
     pub dev: Option<Arc<dev::DevProvider>>,
+    pub facebook: Option<facebook::Facebook>,
 }
 
 impl Providers {
@@ -111,14 +118,41 @@ impl Providers {
                     hosted_domain: Some(google.hosted_domain.clone()).filter(|d| !d.is_empty()),
                     algorithm: jsonwebtoken::Algorithm::RS256,
                 },
-                KeySource::Remote(jwks::JwksCache::new(http, google.issuer.clone(), "google", metrics)),
+                KeySource::Remote(jwks::JwksCache::new(
+                    http.clone(),
+                    google.issuer.clone(),
+                    "google",
+                    metrics.clone(),
+                )),
             ));
         }
+        let facebook = settings.providers.facebook.as_ref().map(|fb| {
+            verifiers.push(facebook::limited_login_verifier(fb, http.clone(), metrics.clone()));
+            facebook::Facebook::new(fb, http.clone())
+        });
         let dev = settings.dev.enabled.then(|| Arc::new(dev::DevProvider::new(settings.issuer())));
         if let Some(dev) = &dev {
             verifiers.push(dev.verifier());
         }
-        Self { verifiers, dev }
+        Self { verifiers, dev, facebook }
+    }
+
+    /// `true` when the provider has a configuration section (dev: dev mode).
+    pub fn is_enabled(&self, kind: ProviderKind) -> bool {
+        match kind {
+            ProviderKind::Facebook => self.facebook.is_some(),
+            ProviderKind::Dev => self.dev.is_some(),
+            ProviderKind::Google => self.verifiers.iter().any(|v| v.kind() == ProviderKind::Google),
+        }
+    }
+
+    /// Verifies a Facebook user access token (`debug_token`, then `me` with `appsecret_proof`).
+    pub async fn verify_facebook_access_token(
+        &self,
+        token: &str,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        let facebook = self.facebook.as_ref().ok_or(AssertionError::NotConfigured("facebook"))?;
+        facebook.verify_access_token(token).await
     }
 
     /// Verifies an ID token from whichever enabled provider its `iss` names.
@@ -127,6 +161,9 @@ impl Providers {
         token: &str,
         requested: Option<ProviderKind>,
     ) -> Result<VerifiedAssertion, AssertionError> {
+        if let Some(kind) = requested.filter(|k| !self.is_enabled(*k)) {
+            return Err(AssertionError::NotConfigured(kind.as_str()));
+        }
         let issuer = oidc::peek_issuer(token)?;
         let verifier =
             self.verifiers.iter().find(|v| v.accepts_issuer(&issuer)).ok_or(AssertionError::UnknownIssuer)?;

@@ -84,6 +84,10 @@ impl OidcVerifier {
         Self { kind, policy, keys }
     }
 
+    pub fn policy(&self) -> &IdTokenPolicy {
+        &self.policy
+    }
+
     pub fn kind(&self) -> ProviderKind {
         self.kind
     }
@@ -161,7 +165,7 @@ impl OidcVerifier {
             nonce: claims.nonce,
             // The signing input, not the signature: an ECDSA signature can be re-encoded
             // (s → n − s) and still verify, which would make a replay look new.
-            assertion_hash: sha256_b64(signing_input(token).as_bytes()),
+            assertion_hash: Some(sha256_b64(signing_input(token).as_bytes())),
             // One second past the last instant the token is still accepted.
             expires_at: claims.exp.saturating_add(LEEWAY_SECS as i64 + 1),
         })

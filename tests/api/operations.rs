@@ -85,7 +85,8 @@ async fn the_openapi_document_is_served_and_lists_every_route(backend: Backend) 
             );
         }
         // Every documented operation answers (a dev app has every route).
-        let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        let concrete =
+            path.replace("{id}", "00000000-0000-0000-0000-000000000000").replace("{provider}", "google");
         let method = reqwest::Method::from_bytes(methods[0].as_bytes()).unwrap();
         let r = app.client.request(method, app.url(&concrete)).send().await.unwrap();
         let answer = Answer::read(r).await;

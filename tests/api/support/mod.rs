@@ -1,6 +1,7 @@
 //! Test harness: starts idbridge in-process against a fresh database and a fake Google.
 #![allow(dead_code)]
 
+pub mod fake_facebook;
 pub mod fake_google;
 pub mod test_db;
 
@@ -12,6 +13,7 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+pub use fake_facebook::FakeFacebook;
 pub use fake_google::FakeGoogle;
 pub use test_db::TestDb;
 
@@ -94,6 +96,10 @@ pub struct TestConfig {
     pub master_keys: Vec<String>,
     /// The scopes of the confidential client `svc`.
     pub svc_scopes: Vec<String>,
+    /// Adds `[providers.facebook]`, pointed at the fakes.
+    pub facebook: bool,
+    /// `[providers.facebook] graph_url`, when not the fake's (an unreachable Graph).
+    pub graph_url: Option<String>,
 }
 
 impl Default for TestConfig {
@@ -114,12 +120,25 @@ impl Default for TestConfig {
             per_client_per_second: 5000,
             master_keys: Vec::new(),
             svc_scopes: vec!["api".into()],
+            facebook: false,
+            graph_url: None,
         }
     }
 }
 
 impl TestConfig {
     pub fn render(&self, db_url: &str, master_key_path: &str, google_issuer: &str) -> String {
+        self.render_with(db_url, master_key_path, google_issuer, None)
+    }
+
+    /// The configuration, with `[providers.facebook]` pointed at `fakes` when asked for.
+    pub fn render_with(
+        &self,
+        db_url: &str,
+        master_key_path: &str,
+        google_issuer: &str,
+        fakes: Option<(&FakeFacebook, &FakeGoogle)>,
+    ) -> String {
         let master_keys: Vec<String> = if self.master_keys.is_empty() {
             vec![format!("\"file:{master_key_path}\"")]
         } else {
@@ -187,6 +206,17 @@ scopes = [{svc_scopes}]
             t.push_str(&format!(
                 "\n[[clients]]\nclient_id = \"{LEGACY_CLIENT}\"\nkind = \"confidential\"\nsecret_hash = \"{}\"\nscopes = [\"api\"]\n",
                 legacy_secret_hash()
+            ));
+        }
+        if let (true, Some((fb, ll))) = (self.facebook, fakes) {
+            t.push_str(&format!(
+                "\n[providers.facebook]\napp_id = \"{}\"\napp_secret = \"{}\"\ngraph_url = \"{}\"\ndialog_url = \"{}\"\nlimited_login_issuer = \"{}\"\nlimited_login_jwks_url = \"{}/oauth2/v3/certs\"\n",
+                fake_facebook::APP_ID,
+                fake_facebook::APP_SECRET,
+                self.graph_url.clone().unwrap_or_else(|| fb.graph_url()),
+                fb.dialog_url(),
+                ll.issuer(),
+                ll.issuer(),
             ));
         }
         if self.dev {
@@ -342,6 +372,9 @@ pub struct TestApp {
     pub port: u16,
     pub client: reqwest::Client,
     pub google: Arc<FakeGoogle>,
+    pub facebook: Arc<FakeFacebook>,
+    /// Facebook Limited Login: an RS256 issuer with a JWKS, like Facebook's.
+    pub limited_login: Arc<FakeGoogle>,
     pub db: Arc<TestDb>,
     pub config: TestConfig,
     dir: Arc<tempfile::TempDir>,
@@ -360,22 +393,24 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut TestCo
     let mut config = TestConfig::default();
     configure(&mut config);
     let google = Arc::new(FakeGoogle::start().await);
+    let fakes = (Arc::new(FakeFacebook::start().await), Arc::new(FakeGoogle::start().await));
     let db = Arc::new(
         tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create test database"),
     );
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     write_master_key(dir.path());
-    start(config, google, db, dir).await
+    start(config, google, fakes, db, dir).await
 }
 
 async fn start(
     config: TestConfig,
     google: Arc<FakeGoogle>,
+    (facebook, limited_login): (Arc<FakeFacebook>, Arc<FakeGoogle>),
     db: Arc<TestDb>,
     dir: Arc<tempfile::TempDir>,
 ) -> TestApp {
     let master_key = dir.path().join("master.key").display().to_string();
-    let toml = config.render(&db.url, &master_key, google.issuer());
+    let toml = config.render_with(&db.url, &master_key, google.issuer(), Some((&facebook, &limited_login)));
     let settings = match idbridge::config::Settings::from_toml_str(&toml, Vec::<(String, String)>::new()) {
         Ok(s) => s,
         Err(e) => panic!("test configuration refused: {e}\n{toml}"),
@@ -393,7 +428,17 @@ async fn start(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("reqwest client");
-    TestApp { address: format!("http://127.0.0.1:{port}"), port, client, google, db, config, dir }
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client,
+        google,
+        facebook,
+        limited_login,
+        db,
+        config,
+        dir,
+    }
 }
 
 impl TestApp {
@@ -402,7 +447,35 @@ impl TestApp {
     pub async fn restart_with(&self, configure: impl FnOnce(&mut TestConfig)) -> TestApp {
         let mut config = self.config.clone();
         configure(&mut config);
-        start(config, self.google.clone(), self.db.clone(), self.dir.clone()).await
+        let fakes = (self.facebook.clone(), self.limited_login.clone());
+        start(config, self.google.clone(), fakes, self.db.clone(), self.dir.clone()).await
+    }
+
+    /// This app's configuration as text.
+    pub fn config_text(&self) -> String {
+        let master_key = self.dir().join("master.key").display().to_string();
+        let fakes = Some((self.facebook.as_ref(), self.limited_login.as_ref()));
+        self.config.render_with(&self.db.url, &master_key, self.google.issuer(), fakes)
+    }
+
+    /// Another idbridge on this app's database and fakes, configured by `toml` as given.
+    pub async fn start_with_toml(&self, toml: &str) -> TestApp {
+        let settings = idbridge::config::Settings::from_toml_str(toml, Vec::<(String, String)>::new())
+            .unwrap_or_else(|e| panic!("configuration refused: {e}"));
+        let app = idbridge::app::Application::build(settings).await.expect("Application::build");
+        let port = app.port();
+        tokio::spawn(app.run_until_stopped());
+        TestApp {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            client: self.client.clone(),
+            google: self.google.clone(),
+            facebook: self.facebook.clone(),
+            limited_login: self.limited_login.clone(),
+            db: self.db.clone(),
+            config: self.config.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     /// The folder that holds this app's master key (and whatever a test writes there).
@@ -414,8 +487,12 @@ impl TestApp {
     pub fn write_config(&self) -> std::path::PathBuf {
         let master_key = self.dir().join("master.key").display().to_string();
         let path = self.dir().join("idbridge.toml");
-        std::fs::write(&path, self.config.render(&self.db.url, &master_key, self.google.issuer()))
-            .expect("write config");
+        let fakes = Some((self.facebook.as_ref(), self.limited_login.as_ref()));
+        std::fs::write(
+            &path,
+            self.config.render_with(&self.db.url, &master_key, self.google.issuer(), fakes),
+        )
+        .expect("write config");
         path
     }
 
