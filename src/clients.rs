@@ -92,6 +92,13 @@ impl Client {
     }
 }
 
+#[cfg(test)]
+impl Client {
+    pub fn for_tests(id: &str, kind: ClientKind, redirect_uris: Vec<String>) -> Self {
+        Self { id: id.into(), kind, secret: None, redirect_uris, scopes: vec!["openid".into(), "api".into()] }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct InvalidScope;
 

@@ -99,6 +99,41 @@ diesel::table! {
 }
 
 diesel::table! {
+    login_states (id) {
+        id -> Text,
+        browser_hash -> Text,
+        client_id -> Text,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        client_state -> Nullable<Text>,
+        scope -> Text,
+        nonce -> Nullable<Text>,
+        provider -> Text,
+        upstream_nonce -> Nullable<Text>,
+        upstream_verifier -> Nullable<Text>,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    authorization_codes (code_hash) {
+        code_hash -> Text,
+        client_id -> Text,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        scope -> Text,
+        nonce -> Nullable<Text>,
+        provider -> Text,
+        subject -> Text,
+        profile -> Nullable<Binary>,
+        auth_time -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+        device_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     used_assertions (assertion_hash) {
         assertion_hash -> Text,
         provider -> Text,
@@ -141,6 +176,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     signing_keys,
     server_secrets,
+    login_states,
+    authorization_codes,
     used_assertions,
     user_keys,
     nonces,

@@ -2,6 +2,7 @@
 //! Each route names its handler; each handler calls one domain function.
 
 pub mod auth;
+pub mod authorize;
 pub mod crypto;
 pub mod dev;
 pub mod errors;
@@ -37,6 +38,9 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/openapi.json", &["GET"]),
     ("/.well-known/openid-configuration", &["GET"]),
     ("/.well-known/jwks.json", &["GET"]),
+    ("/oauth/authorize", &["GET"]),
+    ("/oauth/authorize/dev", &["POST"]),
+    ("/oauth/callback/{provider}", &["GET"]),
     ("/oauth/token", &["POST"]),
     ("/oauth/nonce", &["POST"]),
     ("/oauth/revoke", &["POST"]),
@@ -55,7 +59,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
 ];
 
 /// Routes that exist only in dev mode.
-pub const DEV_ROUTES: &[&str] = &["/dev/id-token"];
+pub const DEV_ROUTES: &[&str] = &["/dev/id-token", "/oauth/authorize/dev"];
 
 /// A path of [`ROUTES`]; any other method on it is answered `405` with `Allow`.
 fn resource(path: &'static str) -> actix_web::Resource {
@@ -64,6 +68,17 @@ fn resource(path: &'static str) -> actix_web::Resource {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
+    let mut oauth_scope = web::scope("/oauth")
+        .service(resource("/authorize").route(web::get().to(authorize::authorize)))
+        .service(resource("/callback/{provider}").route(web::get().to(authorize::callback)))
+        .service(resource("/token").route(web::post().to(oauth::token)))
+        .service(resource("/nonce").route(web::post().to(oauth::nonce)))
+        .service(resource("/revoke").route(web::post().to(oauth::revoke)))
+        .service(resource("/introspect").route(web::post().to(oauth::introspect)));
+    if dev_enabled {
+        oauth_scope =
+            oauth_scope.service(resource("/authorize/dev").route(web::post().to(authorize::dev_login)));
+    }
     cfg.app_data(form_config())
         .app_data(json_config())
         .app_data(query_config())
@@ -77,13 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
                 .route(web::get().to(wellknown::openid_configuration)),
         )
         .service(resource("/.well-known/jwks.json").route(web::get().to(wellknown::jwks)))
-        .service(
-            web::scope("/oauth")
-                .service(resource("/token").route(web::post().to(oauth::token)))
-                .service(resource("/nonce").route(web::post().to(oauth::nonce)))
-                .service(resource("/revoke").route(web::post().to(oauth::revoke)))
-                .service(resource("/introspect").route(web::post().to(oauth::introspect))),
-        )
+        .service(oauth_scope)
         .service(
             web::scope("/v1")
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))

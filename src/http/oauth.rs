@@ -16,9 +16,11 @@ use crate::state::AppState;
 use crate::tokens::access::{self, Grant};
 use crate::tokens::nonce::NONCE_TTL_SECS;
 use crate::tokens::refresh::{self, RefreshRequest, Rotation};
+use crate::tokens::{codes, id_token};
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 const PLATFORMS: [&str; 5] = ["ios", "android", "web", "desktop", "other"];
@@ -40,6 +42,10 @@ pub struct TokenForm {
     device_platform: Option<String>,
     // refresh
     refresh_token: Option<String>,
+    // authorization code
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
 }
 
 pub async fn token(
@@ -55,6 +61,7 @@ pub async fn token(
     match grant_type.as_str() {
         GRANT_TOKEN_EXCHANGE => token_exchange(state, req, client, form).await,
         GRANT_REFRESH_TOKEN => refresh_grant(state, req, client, form).await,
+        GRANT_AUTHORIZATION_CODE => code_grant(state, req, client, form).await,
         _ => Err(OAuthError::unsupported_grant_type()),
     }
 }
@@ -273,6 +280,17 @@ fn token_response(
     scope: &str,
     refresh_token: &str,
 ) -> Result<HttpResponse, OAuthError> {
+    let (body, _) = token_body(state, device, scope, refresh_token)?;
+    Ok(no_store().json(body))
+}
+
+/// The token answer's JSON, and the access token in it.
+fn token_body(
+    state: &AppState,
+    device: &accounts::Device,
+    scope: &str,
+    refresh_token: &str,
+) -> Result<(serde_json::Value, String), OAuthError> {
     let grant = Grant {
         user_id: &device.user_id,
         device_id: &device.id,
@@ -285,7 +303,7 @@ fn token_response(
             tracing::error!(error = %e, "cannot sign an access token");
             OAuthError::server_error()
         })?;
-    Ok(no_store().json(json!({
+    let body = json!({
         "access_token": access_token,
         "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
         "token_type": "Bearer",
@@ -293,7 +311,123 @@ fn token_response(
         "refresh_token": refresh_token,
         "scope": scope,
         "device_id": device.id,
-    })))
+    });
+    Ok((body, access_token))
+}
+
+/// What redeeming a code came to, inside its transaction.
+enum CodeOutcome {
+    Signed(Box<accounts::SignedIn>, Box<codes::Redeemed>),
+    Refused(&'static str),
+}
+
+/// `grant_type=authorization_code` (RFC 6749 §4.1.3, PKCE per RFC 7636): the code is redeemed
+/// once, and the sign-in is recorded as token exchange records it, so a device made in the
+/// browser is like any other. A code used twice revokes the device it made (§4.1.2). With
+/// `openid` in scope the answer carries an ID token.
+async fn code_grant(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    client: std::sync::Arc<Client>,
+    form: TokenForm,
+) -> Result<HttpResponse, OAuthError> {
+    let required = |name: &'static str, value: Option<&str>, max: usize| {
+        input::text(name, value, max)?
+            .map(str::to_string)
+            .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+    };
+    let code = required("code", form.code.as_deref(), 256)?;
+    let redirect_uri = required("redirect_uri", form.redirect_uri.as_deref(), 2048)?;
+    let verifier = required("code_verifier", form.code_verifier.as_deref(), 128)?;
+    let origin = origin(&req);
+    let app = state.clone();
+    let outcome = state
+        .db
+        .write(move |conn| {
+            let now = crate::db::now();
+            let redeemed = match codes::redeem(
+                conn,
+                app.user_keys.keyring(),
+                &code,
+                &client.id,
+                &redirect_uri,
+                &verifier,
+                now,
+            )? {
+                Ok(redeemed) => redeemed,
+                Err(codes::CodeRefused::Reused { device_id }) => {
+                    if let Some(device) =
+                        device_id.map(|id| accounts::find_device(conn, &id)).transpose()?.flatten()
+                    {
+                        let by = accounts::Revocation {
+                            actor: &format!("client:{}", client.id),
+                            action: "authorization_code.reuse",
+                            detail: Some("an authorization code was redeemed twice; its device is revoked"),
+                            origin: &origin,
+                        };
+                        accounts::end_device(conn, &device, &by, now)?;
+                    }
+                    return Ok(CodeOutcome::Refused(
+                        "the code was already used; the tokens it gave are revoked",
+                    ));
+                }
+                Err(codes::CodeRefused::PkceMismatch) => {
+                    return Ok(CodeOutcome::Refused("the code_verifier does not match"))
+                }
+                Err(codes::CodeRefused::RedirectMismatch) => {
+                    return Ok(CodeOutcome::Refused("redirect_uri is not the one the code was issued for"))
+                }
+                Err(_) => return Ok(CodeOutcome::Refused("the code is invalid or expired")),
+            };
+            let sign_in = SignIn {
+                assertion: redeemed.assertion.clone(),
+                nonce: None,
+                client_id: client.id.clone(),
+                // What the client may still grant now, of what was asked at /authorize.
+                scope: client.current_scope(&redeemed.scope),
+                device_name: None,
+                device_platform: None,
+                origin: origin.clone(),
+            };
+            let signed_in =
+                match accounts::sign_in(conn, &sign_in, &app.session_policy, &app.sign_in_keys(), now) {
+                    Ok(signed_in) => signed_in,
+                    Err(SignInError::Db(e)) => return Err(SignInError::Db(e)),
+                    Err(_) => return Ok(CodeOutcome::Refused("the account cannot sign in")),
+                };
+            codes::attach_device(conn, &redeemed.code_hash, &signed_in.device.id)?;
+            Ok::<_, SignInError>(CodeOutcome::Signed(Box::new(signed_in), Box::new(redeemed)))
+        })
+        .await
+        .map_err(|e| match e {
+            SignInError::Db(db) => OAuthError::from(db),
+            other => OAuthError::invalid_grant(other.to_string()),
+        })?;
+    let (signed_in, redeemed) = match outcome {
+        CodeOutcome::Signed(signed_in, redeemed) => (signed_in, redeemed),
+        CodeOutcome::Refused(why) => return Err(OAuthError::invalid_grant(why)),
+    };
+    state.metrics.sign_ins.with_label_values(&[signed_in.device.idp.as_str(), "ok"]).inc();
+    let device = &signed_in.device;
+    let (mut body, access_token) = token_body(&state, device, &device.scope, &signed_in.refresh_token)?;
+    if device.scope.split(' ').any(|s| s == "openid") {
+        let grant = id_token::IdTokenGrant {
+            issuer: state.settings.issuer(),
+            user_id: &device.user_id,
+            client_id: &device.client_id,
+            auth_time: redeemed.auth_time,
+            nonce: redeemed.nonce.as_deref(),
+            idp: &device.idp,
+            access_token: &access_token,
+            ttl_secs: state.access_policy.ttl_secs,
+        };
+        let token = id_token::issue(&state.keys, &grant, crate::db::now()).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign an ID token");
+            OAuthError::server_error()
+        })?;
+        body["id_token"] = json!(token);
+    }
+    Ok(no_store().json(body))
 }
 
 fn no_store() -> actix_web::HttpResponseBuilder {

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::crypto::signing::JWKS_MAX_AGE_SECS;
 use crate::state::AppState;
 
-/// Lists only endpoints and grants that exist (the browser flow's are added with it).
+/// Lists only endpoints and grants that exist.
 pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
     let issuer = state.settings.issuer();
     let mut scopes: Vec<&str> =
@@ -20,7 +20,16 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
         "token_endpoint": format!("{issuer}/oauth/token"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
-        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange", "refresh_token"],
+        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
+        "grant_types_supported": [
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "refresh_token",
+            "authorization_code",
+        ],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],

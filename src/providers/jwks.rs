@@ -108,6 +108,8 @@ struct Inner {
     provider: &'static str,
     metrics: Arc<Metrics>,
     jwks_uri: Mutex<Option<String>>,
+    /// The whole discovery document, for the browser flow's endpoints.
+    metadata: Mutex<Option<CoreProviderMetadata>>,
     state: Mutex<CacheState>,
 }
 
@@ -125,6 +127,7 @@ impl JwksCache {
                 provider,
                 metrics,
                 jwks_uri: Mutex::new(None),
+                metadata: Mutex::new(None),
                 state: Mutex::new(CacheState::default()),
             }),
         }
@@ -202,6 +205,21 @@ impl JwksCache {
         shared
     }
 
+    /// The provider's discovery document (fetched once).
+    pub async fn metadata(&self) -> Result<CoreProviderMetadata, AssertionError> {
+        if let Some(metadata) = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(metadata);
+        }
+        self.inner.jwks_uri.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.discover().await?;
+        self.inner
+            .metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(AssertionError::ProviderUnavailable)
+    }
+
     /// Reads the discovery document into openidconnect's `CoreProviderMetadata` and checks
     /// its issuer. (openidconnect's own `discover_async` also downloads the JWKS, without its
     /// `Cache-Control`, which would double the first fetch.)
@@ -231,6 +249,7 @@ impl JwksCache {
             return Err(fail(format!("the document names issuer {}", metadata.issuer().as_str())));
         }
         let found = metadata.jwks_uri().url().to_string();
+        *self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()) = Some(metadata);
         *self.inner.jwks_uri.lock().unwrap_or_else(|p| p.into_inner()) = Some(found.clone());
         Ok(found)
     }

@@ -6,6 +6,7 @@ pub mod dev;
 pub mod facebook;
 pub mod jwks;
 pub mod oidc;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -104,12 +105,24 @@ pub struct Providers {
     verifiers: Vec<OidcVerifier>,
     pub dev: Option<Arc<dev::DevProvider>>,
     pub facebook: Option<facebook::Facebook>,
+    /// Google's browser flow, when `client_secret` is set.
+    pub google_web: Option<upstream::GoogleWeb>,
+    http: reqwest::Client,
 }
 
 impl Providers {
     pub fn new(settings: &Settings, http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
         let mut verifiers = Vec::new();
+        let mut google_web = None;
         if let Some(google) = &settings.providers.google {
+            let keys = jwks::JwksCache::new(http.clone(), google.issuer.clone(), "google", metrics.clone());
+            if !secrecy::ExposeSecret::expose_secret(&google.client_secret).is_empty() {
+                google_web = Some(upstream::GoogleWeb {
+                    client_id: google.client_ids[0].clone(),
+                    client_secret: google.client_secret.clone(),
+                    keys: keys.clone(),
+                });
+            }
             verifiers.push(OidcVerifier::new(
                 ProviderKind::Google,
                 IdTokenPolicy {
@@ -134,7 +147,22 @@ impl Providers {
         if let Some(dev) = &dev {
             verifiers.push(dev.verifier());
         }
-        Self { verifiers, dev, facebook }
+        Self { verifiers, dev, facebook, google_web, http }
+    }
+
+    /// The providers a person can sign in with in the browser.
+    pub fn browser_providers(&self) -> Vec<ProviderKind> {
+        let mut kinds = Vec::new();
+        if self.google_web.is_some() {
+            kinds.push(ProviderKind::Google);
+        }
+        if self.facebook.is_some() {
+            kinds.push(ProviderKind::Facebook);
+        }
+        if self.dev.is_some() {
+            kinds.push(ProviderKind::Dev);
+        }
+        kinds
     }
 
     /// `true` when the provider has a configuration section (dev: dev mode).

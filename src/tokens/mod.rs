@@ -1,5 +1,8 @@
-//! idbridge's own tokens: access tokens (JWT), refresh tokens (rotation, reuse) and sign-in nonces.
+//! idbridge's own tokens: access tokens (JWT), ID tokens, refresh tokens (rotation, reuse),
+//! sign-in nonces, and the browser flow's logins and authorization codes.
 
 pub mod access;
+pub mod codes;
+pub mod id_token;
 pub mod nonce;
 pub mod refresh;

@@ -7,6 +7,7 @@ mod support;
 
 mod abuse;
 mod access_token;
+mod browser_flow;
 mod config;
 mod crypto;
 mod dev_provider;

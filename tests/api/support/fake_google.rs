@@ -77,7 +77,21 @@ struct Shared {
     discovery_fetches: AtomicUsize,
     /// While set, the JWKS endpoint answers 500.
     jwks_failing: std::sync::atomic::AtomicBool,
+    /// Codes the authorization endpoint handed out, until the token endpoint redeems them.
+    codes: Mutex<std::collections::HashMap<String, PendingCode>>,
 }
+
+/// What an authorization request asked for, kept for its code's redemption.
+struct PendingCode {
+    client_id: String,
+    redirect_uri: String,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    sub: String,
+}
+
+/// The client secret the fake's token endpoint wants.
+pub const CLIENT_SECRET: &str = "google-secret";
 
 /// Handle to a running fake Google. Dropping it stops the server.
 pub struct FakeGoogle {
@@ -97,6 +111,7 @@ impl FakeGoogle {
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
             jwks_failing: std::sync::atomic::AtomicBool::new(false),
+            codes: Mutex::new(std::collections::HashMap::new()),
         });
         let data = web::Data::from(shared.clone());
         let server = HttpServer::new(move || {
@@ -104,6 +119,8 @@ impl FakeGoogle {
                 .app_data(data.clone())
                 .route("/.well-known/openid-configuration", web::get().to(discovery))
                 .route("/oauth2/v3/certs", web::get().to(jwks))
+                .route("/o/oauth2/v2/auth", web::get().to(authorize))
+                .route("/token", web::post().to(token))
         })
         .workers(1)
         .disable_signals()
@@ -221,8 +238,14 @@ impl FakeGoogle {
 
     /// Signs exactly `header` and `claims` with the current key (RS256).
     pub fn sign_rs256(&self, header: &Value, claims: &Value) -> String {
+        sign_with(&self.shared, header, claims)
+    }
+}
+
+fn sign_with(shared: &Shared, header: &Value, claims: &Value) -> String {
+    {
         let pair = {
-            let st = self.shared.state.lock().unwrap();
+            let st = shared.state.lock().unwrap();
             st.keys[st.current].pair.clone()
         };
         let signing_input =
@@ -237,7 +260,9 @@ impl FakeGoogle {
         .expect("RSA sign");
         format!("{signing_input}.{}", b64url(&sig))
     }
+}
 
+impl FakeGoogle {
     /// `{"alg":"none"}` with an empty signature.
     pub fn alg_none_token(&self, overrides: Value) -> String {
         let header = json!({"alg": "none", "kid": self.current_kid(), "typ": "JWT"});
@@ -315,4 +340,85 @@ async fn jwks(shared: web::Data<Shared>) -> HttpResponse {
         return HttpResponse::InternalServerError().body("backend error");
     }
     HttpResponse::Ok().insert_header(("Cache-Control", "public, max-age=3600")).json(jwks_value(&shared))
+}
+
+fn query_map(query: &str) -> std::collections::HashMap<String, String> {
+    url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+/// Google's authorization endpoint, consenting at once: back to `redirect_uri` with a code.
+/// The signed-in person is `login_hint` when given.
+async fn authorize(shared: web::Data<Shared>, req: actix_web::HttpRequest) -> HttpResponse {
+    let q = query_map(req.query_string());
+    let (Some(client_id), Some(redirect_uri), Some(state)) =
+        (q.get("client_id"), q.get("redirect_uri"), q.get("state"))
+    else {
+        return HttpResponse::BadRequest().body("client_id, redirect_uri and state are required");
+    };
+    let code = uuid::Uuid::new_v4().simple().to_string();
+    shared.codes.lock().unwrap().insert(
+        code.clone(),
+        PendingCode {
+            client_id: client_id.clone(),
+            redirect_uri: redirect_uri.clone(),
+            nonce: q.get("nonce").cloned(),
+            code_challenge: q.get("code_challenge").cloned(),
+            sub: q.get("login_hint").cloned().unwrap_or_else(|| "browser-user".into()),
+        },
+    );
+    let mut location = url::Url::parse(redirect_uri).expect("redirect_uri");
+    location.query_pairs_mut().append_pair("code", &code).append_pair("state", state);
+    HttpResponse::Found().insert_header(("Location", location.to_string())).finish()
+}
+
+/// Google's token endpoint: the code, its redirect URI, the client's secret and PKCE.
+async fn token(shared: web::Data<Shared>, req: actix_web::HttpRequest, body: String) -> HttpResponse {
+    let form = query_map(&body);
+    let basic = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())));
+    let (client_id, secret) = match basic {
+        Some((id, secret)) => (Some(id), Some(secret)),
+        None => (form.get("client_id").cloned(), form.get("client_secret").cloned()),
+    };
+    let bad = |e: &str| HttpResponse::BadRequest().json(json!({"error": e}));
+    let Some(pending) = form.get("code").and_then(|c| shared.codes.lock().unwrap().remove(c)) else {
+        return bad("invalid_grant");
+    };
+    if client_id.as_deref() != Some(pending.client_id.as_str()) || secret.as_deref() != Some(CLIENT_SECRET) {
+        return HttpResponse::Unauthorized().json(json!({"error": "invalid_client"}));
+    }
+    if form.get("redirect_uri") != Some(&pending.redirect_uri) {
+        return bad("invalid_grant");
+    }
+    if let Some(challenge) = &pending.code_challenge {
+        let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+        let computed =
+            b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref());
+        if &computed != challenge {
+            return bad("invalid_grant");
+        }
+    }
+    let now = now();
+    let mut claims = json!({
+        "iss": shared.base_url, "aud": pending.client_id, "azp": pending.client_id, "sub": pending.sub,
+        "email": format!("{}@gmail.example", pending.sub), "name": "Browser User", "iat": now, "exp": now + 3600,
+    });
+    if let Some(nonce) = pending.nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    let kid = {
+        let st = shared.state.lock().unwrap();
+        st.keys[st.current].kid.clone()
+    };
+    let id_token = sign_with(&shared, &json!({"alg": "RS256", "kid": kid, "typ": "JWT"}), &claims);
+    HttpResponse::Ok().json(json!({
+        "access_token": format!("ya29.{}", uuid::Uuid::new_v4().simple()),
+        "id_token": id_token, "token_type": "Bearer", "expires_in": 3599, "scope": "openid email profile",
+    }))
 }

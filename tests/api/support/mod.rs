@@ -172,6 +172,7 @@ per_client_per_second = {per_client}
 [providers.google]
 client_ids = ["google-client-1", "google-client-2"]
 issuer = "{google_issuer}"
+client_secret = "google-secret"
 require_nonce = {require_nonce}
 hosted_domain = "{hd}"
 
@@ -198,7 +199,7 @@ scopes = [{svc_scopes}]
         if self.app_client {
             let scopes: Vec<String> = self.app_scopes.iter().map(|s| format!("\"{s}\"")).collect();
             t.push_str(&format!(
-                "\n[[clients]]\nclient_id = \"app\"\nkind = \"public\"\nredirect_uris = [\"com.example.app:/cb\"]\nscopes = [{}]\n",
+                "\n[[clients]]\nclient_id = \"app\"\nkind = \"public\"\nredirect_uris = [\"com.example.app:/cb\", \"http://127.0.0.1/callback\", \"https://app.example/cb\"]\nscopes = [{}]\n",
                 scopes.join(", ")
             ));
         }

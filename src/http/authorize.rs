@@ -1,0 +1,480 @@
+//! The browser flow (RFC 6749 §4.1 with PKCE, RFC 7636; native apps per RFC 8252):
+//! `GET /oauth/authorize` checks the client and its redirect URI, keeps the login server-side
+//! bound to the browser's login cookie, and sends the person to the provider (or shows the
+//! provider choice, or the dev form). The provider sends them back to
+//! `/oauth/callback/{provider}`; idbridge then issues a single-use 60-second code and redirects
+//! to the client, which redeems it at `/oauth/token` (see `oauth::code_grant`).
+//!
+//! Errors before the redirect URI is known to be the client's render a page; after, they go to
+//! the client as RFC 6749 §4.1.2.1 parameters.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::input;
+use crate::clients::Client;
+use crate::crypto::{random_token, sha256_b64};
+use crate::providers::{AssertionError, ProviderKind, VerifiedAssertion};
+use crate::state::AppState;
+use crate::tokens::codes::{self, LoginState};
+
+/// The browser's login cookie: random, it binds logins in flight to the browser that began them.
+pub const LOGIN_COOKIE: &str = "__Host-idbridge-login";
+const MAX_PARAM: usize = 2048;
+
+#[derive(Template)]
+#[template(path = "oauth/choose.html")]
+struct ChoosePage<'a> {
+    client_id: &'a str,
+    providers: Vec<ProviderLink>,
+}
+
+struct ProviderLink {
+    href: String,
+    label: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "oauth/dev.html")]
+struct DevPage<'a> {
+    action: &'a str,
+    login: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "oauth/error.html")]
+struct ErrorPage<'a> {
+    message: &'a str,
+}
+
+/// An HTML page with the headers every page of idbridge carries.
+fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse {
+    let html = html.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "template failed");
+        "<!doctype html><title>Error</title><p>An internal error occurred.".to_string()
+    });
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(html)
+}
+
+fn error_page(status: StatusCode, message: &str) -> HttpResponse {
+    page(status, ErrorPage { message }.render())
+}
+
+fn is_loopback_host(host: Option<url::Host<&str>>) -> bool {
+    match host {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// A registered redirect URI, exactly; or, for a loopback one, the same but any port
+/// (RFC 8252 §7.3). Never one with a fragment.
+pub fn redirect_uri_allowed(client: &Client, given: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(given) else {
+        return false;
+    };
+    if parsed.fragment().is_some() {
+        return false;
+    }
+    if client.redirect_uris.iter().any(|r| r == given) {
+        return true;
+    }
+    if parsed.scheme() != "http" || !is_loopback_host(parsed.host()) {
+        return false;
+    }
+    client.redirect_uris.iter().filter_map(|r| url::Url::parse(r).ok()).any(|r| {
+        r.scheme() == "http"
+            && is_loopback_host(r.host())
+            && r.host() == parsed.host()
+            && r.path() == parsed.path()
+            && r.query() == parsed.query()
+    })
+}
+
+/// A redirect to the client with `params`, `state` and `iss` (RFC 9207) added.
+fn to_client(redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>, issuer: &str) -> HttpResponse {
+    let Ok(mut url) = url::Url::parse(redirect_uri) else {
+        return error_page(StatusCode::BAD_REQUEST, "the redirect URI is not valid");
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+        if let Some(state) = state {
+            query.append_pair("state", state);
+        }
+        query.append_pair("iss", issuer);
+    }
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, url.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+fn client_error(login: &LoginState, error: &str, description: &str, issuer: &str) -> HttpResponse {
+    to_client(
+        &login.redirect_uri,
+        &[("error", error), ("error_description", description)],
+        login.client_state.as_deref(),
+        issuer,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct AuthorizeQuery {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    state: Option<String>,
+    scope: Option<String>,
+    provider: Option<String>,
+    nonce: Option<String>,
+    login_hint: Option<String>,
+}
+
+fn browser_cookie(req: &HttpRequest) -> Option<String> {
+    req.cookie(LOGIN_COOKIE).map(|c| c.value().to_string()).filter(|v| v.len() == 43)
+}
+
+fn login_cookie(value: &str) -> Cookie<'static> {
+    Cookie::build(LOGIN_COOKIE, value.to_string())
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        // Lax: it must come along on the provider's redirect back (a top-level GET).
+        .same_site(SameSite::Lax)
+        .max_age(actix_web::cookie::time::Duration::seconds(codes::LOGIN_TTL_SECS))
+        .finish()
+}
+
+fn callback_url(state: &AppState, provider: ProviderKind) -> String {
+    format!("{}/oauth/callback/{}", state.settings.issuer(), provider.as_str())
+}
+
+pub async fn authorize(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<AuthorizeQuery>,
+) -> HttpResponse {
+    let q = query.into_inner();
+    let issuer = state.settings.issuer().to_string();
+    // Until the redirect URI is known to be the client's, errors are shown here, not sent there.
+    let Some(client) = q.client_id.as_deref().and_then(|id| state.clients.get(id)) else {
+        return error_page(StatusCode::BAD_REQUEST, "The app that sent you here is not known to idbridge.");
+    };
+    let Some(redirect_uri) =
+        q.redirect_uri.clone().filter(|r| r.len() <= MAX_PARAM && redirect_uri_allowed(&client, r))
+    else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "The app asked to return to an address it has not registered.",
+        );
+    };
+    let client_state = q.state.clone().filter(|s| !s.is_empty());
+    let fail = |error: &str, description: &str| {
+        to_client(
+            &redirect_uri,
+            &[("error", error), ("error_description", description)],
+            client_state.as_deref(),
+            &issuer,
+        )
+    };
+    if client_state.as_ref().is_some_and(|s| s.len() > MAX_PARAM) {
+        return fail("invalid_request", "state is too long");
+    }
+    if q.response_type.as_deref() != Some("code") {
+        return fail("unsupported_response_type", "only response_type=code is supported");
+    }
+    let Some(challenge) = q.code_challenge.clone().filter(|c| codes::is_s256_challenge(c)) else {
+        return fail("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256");
+    };
+    if q.code_challenge_method.as_deref() != Some("S256") {
+        return fail("invalid_request", "code_challenge_method must be S256");
+    }
+    let scope = match input::text("scope", q.scope.as_deref(), 1024).map(|s| client.resolve_scope(s)) {
+        Ok(Ok(scope)) => scope,
+        Ok(Err(_)) => return fail("invalid_scope", "the scope is not allowed for this client"),
+        Err(_) => return fail("invalid_request", "scope is malformed"),
+    };
+    let (Ok(nonce), Ok(login_hint)) = (
+        input::text("nonce", q.nonce.as_deref(), 256),
+        input::text("login_hint", q.login_hint.as_deref(), 256),
+    ) else {
+        return fail("invalid_request", "nonce or login_hint is malformed");
+    };
+    let available = state.providers.browser_providers();
+    let provider = match q.provider.as_deref().filter(|p| !p.is_empty()) {
+        None => return choose_page(&req, &client, &available),
+        Some(name) => match ProviderKind::parse(name).filter(|k| available.contains(k)) {
+            Some(kind) => kind,
+            None => return fail("invalid_request", "this provider is not configured for browser sign-in"),
+        },
+    };
+
+    let browser = browser_cookie(&req).unwrap_or_else(random_token::<32>);
+    let mut login = LoginState {
+        id: random_token::<32>(),
+        browser_hash: sha256_b64(browser.as_bytes()),
+        client_id: client.id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        code_challenge: challenge,
+        client_state: client_state.clone(),
+        scope,
+        nonce: nonce.map(str::to_string),
+        provider: provider.as_str().to_string(),
+        upstream_nonce: None,
+        upstream_verifier: None,
+        expires_at: crate::db::now() + codes::LOGIN_TTL_SECS,
+    };
+    let next = if provider == ProviderKind::Dev {
+        None
+    } else {
+        let start = state
+            .providers
+            .start_browser_sign_in(provider, &callback_url(&state, provider), &login.id, login_hint)
+            .await;
+        match start {
+            Ok(start) => {
+                login.upstream_nonce = start.nonce;
+                login.upstream_verifier = Some(start.verifier);
+                Some(start.url)
+            }
+            Err(AssertionError::ProviderUnavailable) => {
+                return fail("temporarily_unavailable", "the provider cannot be reached; try again shortly")
+            }
+            Err(e) => return fail("server_error", &e.to_string()),
+        }
+    };
+    let saved = login.clone();
+    if let Err(e) = state.db.write(move |conn| codes::save_login(conn, &saved)).await {
+        tracing::warn!(error = %e, "cannot save a login");
+        return fail("temporarily_unavailable", "idbridge cannot save the sign-in right now");
+    }
+    let mut response = match next {
+        Some(url) => HttpResponse::Found()
+            .insert_header((header::LOCATION, url))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish(),
+        None => page(StatusCode::OK, DevPage { action: "/oauth/authorize/dev", login: &login.id }.render()),
+    };
+    if let Err(e) = response.add_cookie(&login_cookie(&browser)) {
+        tracing::error!(error = %e, "cannot set the login cookie");
+    }
+    response
+}
+
+/// The provider choice: one link per provider, the same request with `provider` added.
+fn choose_page(req: &HttpRequest, client: &Client, available: &[ProviderKind]) -> HttpResponse {
+    let query = req.query_string();
+    let providers = available
+        .iter()
+        .map(|kind| ProviderLink {
+            href: format!("/oauth/authorize?{query}&provider={}", kind.as_str()),
+            label: match kind {
+                ProviderKind::Google => "Google",
+                ProviderKind::Facebook => "Facebook",
+                ProviderKind::Dev => "the dev provider",
+            },
+        })
+        .collect();
+    page(StatusCode::OK, ChoosePage { client_id: &client.id, providers }.render())
+}
+
+/// Takes the login of this browser named by `id` (single use).
+async fn take_login(
+    state: &AppState,
+    req: &HttpRequest,
+    id: Option<&str>,
+) -> Result<LoginState, HttpResponse> {
+    let unknown = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in is unknown, expired or already finished. Start again from the app.",
+        )
+    };
+    let (Some(id), Some(browser)) = (id.filter(|i| i.len() <= 64), browser_cookie(req)) else {
+        return Err(unknown());
+    };
+    let (id, hash) = (id.to_string(), sha256_b64(browser.as_bytes()));
+    match state.db.write(move |conn| codes::take_login(conn, &id, &hash, crate::db::now())).await {
+        Ok(Some(login)) => Ok(login),
+        Ok(None) => Err(unknown()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a login");
+            Err(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idbridge cannot finish the sign-in right now. Try again shortly.",
+            ))
+        }
+    }
+}
+
+/// The provider proved who the person is: issue the code and send them back to the client.
+async fn finish(state: &AppState, login: LoginState, assertion: VerifiedAssertion) -> HttpResponse {
+    let issuer = state.settings.issuer().to_string();
+    let app_keys = state.user_keys.clone();
+    let (row, proof) = (login.clone(), assertion.clone());
+    let issued = state
+        .db
+        .write(move |conn| {
+            if let Some(hash) = &proof.assertion_hash {
+                crate::accounts::record_assertion(conn, hash, proof.provider.as_str(), proof.expires_at)?;
+            }
+            Ok::<_, crate::accounts::SignInError>(codes::issue_code(
+                conn,
+                app_keys.keyring(),
+                &row,
+                &proof,
+                crate::db::now(),
+            )?)
+        })
+        .await;
+    match issued {
+        Ok(code) => {
+            to_client(&login.redirect_uri, &[("code", &code)], login.client_state.as_deref(), &issuer)
+        }
+        Err(crate::accounts::SignInError::Db(e)) => {
+            tracing::warn!(error = %e, "cannot issue an authorization code");
+            client_error(
+                &login,
+                "temporarily_unavailable",
+                "idbridge cannot finish the sign-in right now",
+                &issuer,
+            )
+        }
+        Err(e) => client_error(&login, "access_denied", &e.to_string(), &issuer),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// The provider's redirect back: `code` and our `state`.
+pub async fn callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<CallbackQuery>,
+) -> HttpResponse {
+    let Some(kind) = ProviderKind::parse(&path.into_inner()).filter(|k| *k != ProviderKind::Dev) else {
+        return error_page(StatusCode::NOT_FOUND, "There is no such provider.");
+    };
+    let login = match take_login(&state, &req, query.state.as_deref()).await {
+        Ok(login) if login.provider == kind.as_str() => login,
+        Ok(_) => return error_page(StatusCode::BAD_REQUEST, "This sign-in was begun with another provider."),
+        Err(page) => return page,
+    };
+    let issuer = state.settings.issuer().to_string();
+    if query.error.is_some() {
+        return client_error(&login, "access_denied", "the sign-in with the provider was declined", &issuer);
+    }
+    let (Some(code), Some(verifier)) =
+        (query.code.as_deref().filter(|c| c.len() <= MAX_PARAM), login.upstream_verifier.as_deref())
+    else {
+        return client_error(&login, "access_denied", "the provider sent no code", &issuer);
+    };
+    let finished = state
+        .providers
+        .finish_browser_sign_in(
+            kind,
+            &callback_url(&state, kind),
+            code,
+            verifier,
+            login.upstream_nonce.as_deref(),
+        )
+        .await;
+    match finished {
+        Ok(assertion) => finish(&state, login, assertion).await,
+        Err(AssertionError::ProviderUnavailable) => client_error(
+            &login,
+            "temporarily_unavailable",
+            "the provider cannot be reached; try again shortly",
+            &issuer,
+        ),
+        Err(e) => client_error(&login, "access_denied", &e.to_string(), &issuer),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DevLoginForm {
+    login: Option<String>,
+    name: Option<String>,
+}
+
+/// The dev provider's form (dev mode only): signs in whoever is named.
+pub async fn dev_login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<DevLoginForm>,
+) -> HttpResponse {
+    let login = match take_login(&state, &req, form.login.as_deref()).await {
+        Ok(login) if login.provider == ProviderKind::Dev.as_str() => login,
+        Ok(_) => return error_page(StatusCode::BAD_REQUEST, "This sign-in was begun with another provider."),
+        Err(page) => return page,
+    };
+    let name = match input::text("name", form.name.as_deref().map(str::trim), 256) {
+        Ok(Some(name)) if name.chars().count() <= 64 => name.to_string(),
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "A name of 1 to 64 characters is needed. Start again from the app.",
+            )
+        }
+    };
+    let assertion = VerifiedAssertion {
+        provider: ProviderKind::Dev,
+        subject: name.clone(),
+        email: None,
+        name: Some(name),
+        nonce: None,
+        assertion_hash: None,
+        expires_at: crate::db::now() + codes::CODE_TTL_SECS,
+    };
+    finish(&state, login, assertion).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClientKind;
+
+    fn client(uris: &[&str]) -> Client {
+        Client::for_tests("c", ClientKind::Public, uris.iter().map(|u| u.to_string()).collect())
+    }
+
+    #[test]
+    fn redirect_uris_match_exactly_except_a_loopback_port() {
+        let c = client(&["https://app.example/cb", "http://127.0.0.1/cb", "com.example.app:/oauth2redirect"]);
+        assert!(redirect_uri_allowed(&c, "https://app.example/cb"));
+        assert!(!redirect_uri_allowed(&c, "https://app.example/cb/"));
+        assert!(!redirect_uri_allowed(&c, "https://app.example/cb?x=1"));
+        assert!(!redirect_uri_allowed(&c, "https://app.example:444/cb"));
+        assert!(redirect_uri_allowed(&c, "http://127.0.0.1:53017/cb"));
+        assert!(!redirect_uri_allowed(&c, "http://127.0.0.1:53017/other"));
+        assert!(!redirect_uri_allowed(&c, "http://127.0.0.2.evil.example/cb"));
+        assert!(redirect_uri_allowed(&c, "com.example.app:/oauth2redirect"));
+        assert!(!redirect_uri_allowed(&c, "com.example.app:/oauth2redirect#x"));
+        assert!(!redirect_uri_allowed(&c, "com.evil.app:/oauth2redirect"));
+    }
+}

@@ -1,0 +1,174 @@
+//! The browser flow's upstream half: idbridge signs in with the provider on the person's
+//! behalf. Google through the openidconnect crate (code flow with PKCE, nonce and state; the
+//! returned ID token goes through the same verifier as token exchange), Facebook through the
+//! oauth2 crate (code flow with PKCE and state, then `debug_token` and `me` as for an access
+//! token). The redirect back is `{public_url}/oauth/callback/{provider}`.
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenUrl,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::jwks::JwksCache;
+use super::{AssertionError, ProviderKind, Providers, VerifiedAssertion};
+
+/// Google's browser-flow client: the first of `client_ids` with `client_secret`.
+pub struct GoogleWeb {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub keys: JwksCache,
+}
+
+/// Where to send the person, and what to keep until they come back.
+pub struct UpstreamStart {
+    pub url: String,
+    pub nonce: Option<String>,
+    pub verifier: String,
+}
+
+fn unavailable<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> AssertionError {
+    move |e| {
+        tracing::warn!(error = %e, "{what}");
+        AssertionError::ProviderUnavailable
+    }
+}
+
+/// A failed code exchange: the provider refused (its 4xx) or could not be reached.
+fn exchange_failed<RE: std::error::Error + 'static, T: oauth2::ErrorResponse + 'static>(
+    e: oauth2::RequestTokenError<RE, T>,
+) -> AssertionError {
+    match e {
+        oauth2::RequestTokenError::ServerResponse(_) => {
+            AssertionError::Refused("the provider refused the code")
+        }
+        other => {
+            tracing::warn!(cause = %super::jwks::error_chain(&other), "code exchange with the provider failed");
+            AssertionError::ProviderUnavailable
+        }
+    }
+}
+
+impl Providers {
+    /// Starts the upstream sign-in: the provider's authorization URL with our `state`.
+    pub async fn start_browser_sign_in(
+        &self,
+        provider: ProviderKind,
+        callback: &str,
+        state: &str,
+        login_hint: Option<&str>,
+    ) -> Result<UpstreamStart, AssertionError> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let redirect = RedirectUrl::new(callback.to_string()).map_err(unavailable("bad callback URL"))?;
+        let state = state.to_string();
+        match provider {
+            ProviderKind::Google => {
+                let google = self.google_web.as_ref().ok_or(AssertionError::NotConfigured("google"))?;
+                let metadata = google.keys.metadata().await?;
+                let client = CoreClient::from_provider_metadata(
+                    metadata,
+                    ClientId::new(google.client_id.clone()),
+                    Some(ClientSecret::new(google.client_secret.expose_secret().to_string())),
+                )
+                .set_redirect_uri(redirect);
+                let mut request = client
+                    .authorize_url(
+                        CoreAuthenticationFlow::AuthorizationCode,
+                        move || CsrfToken::new(state),
+                        Nonce::new_random,
+                    )
+                    .add_scope(Scope::new("email".into()))
+                    .add_scope(Scope::new("profile".into()))
+                    .set_pkce_challenge(challenge);
+                if let Some(hint) = login_hint {
+                    request = request.add_extra_param("login_hint", hint.to_string());
+                }
+                let (url, _, nonce) = request.url();
+                Ok(UpstreamStart {
+                    url: url.to_string(),
+                    nonce: Some(nonce.secret().clone()),
+                    verifier: verifier.secret().clone(),
+                })
+            }
+            ProviderKind::Facebook => {
+                let facebook = self.facebook.as_ref().ok_or(AssertionError::NotConfigured("facebook"))?;
+                let client = oauth2::basic::BasicClient::new(ClientId::new(facebook.app_id().to_string()))
+                    .set_auth_uri(
+                        AuthUrl::new(facebook.dialog_url().to_string())
+                            .map_err(unavailable("bad dialog_url"))?,
+                    )
+                    .set_redirect_uri(redirect);
+                let mut request = client
+                    .authorize_url(move || CsrfToken::new(state))
+                    .add_scope(Scope::new("public_profile".into()))
+                    .add_scope(Scope::new("email".into()))
+                    .set_pkce_challenge(challenge);
+                if let Some(hint) = login_hint {
+                    request = request.add_extra_param("login_hint", hint.to_string());
+                }
+                let (url, _) = request.url();
+                Ok(UpstreamStart { url: url.to_string(), nonce: None, verifier: verifier.secret().clone() })
+            }
+            ProviderKind::Dev => Err(AssertionError::NotConfigured("dev")),
+        }
+    }
+
+    /// Finishes the upstream sign-in with the code the provider sent back.
+    pub async fn finish_browser_sign_in(
+        &self,
+        provider: ProviderKind,
+        callback: &str,
+        code: &str,
+        verifier: &str,
+        nonce: Option<&str>,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        let redirect = RedirectUrl::new(callback.to_string()).map_err(unavailable("bad callback URL"))?;
+        let code = AuthorizationCode::new(code.to_string());
+        let verifier = PkceCodeVerifier::new(verifier.to_string());
+        match provider {
+            ProviderKind::Google => {
+                let google = self.google_web.as_ref().ok_or(AssertionError::NotConfigured("google"))?;
+                let metadata = google.keys.metadata().await?;
+                let client = CoreClient::from_provider_metadata(
+                    metadata,
+                    ClientId::new(google.client_id.clone()),
+                    Some(ClientSecret::new(google.client_secret.expose_secret().to_string())),
+                )
+                .set_redirect_uri(redirect);
+                let response = client
+                    .exchange_code(code)
+                    .map_err(unavailable("the provider has no token endpoint"))?
+                    .set_pkce_verifier(verifier)
+                    .request_async(&self.http)
+                    .await
+                    .map_err(exchange_failed)?;
+                let id_token = openidconnect::TokenResponse::id_token(&response)
+                    .ok_or(AssertionError::Refused("the provider sent no ID token"))?
+                    .to_string();
+                let assertion = self.verify_id_token(&id_token, Some(ProviderKind::Google)).await?;
+                if assertion.nonce.as_deref() != nonce || nonce.is_none() {
+                    return Err(AssertionError::Refused("the ID token's nonce is not this sign-in's"));
+                }
+                Ok(assertion)
+            }
+            ProviderKind::Facebook => {
+                let facebook = self.facebook.as_ref().ok_or(AssertionError::NotConfigured("facebook"))?;
+                let token_url = format!("{}/oauth/access_token", facebook.graph_url());
+                let client = oauth2::basic::BasicClient::new(ClientId::new(facebook.app_id().to_string()))
+                    .set_client_secret(ClientSecret::new(facebook.app_secret().expose_secret().to_string()))
+                    .set_token_uri(TokenUrl::new(token_url).map_err(unavailable("bad graph_url"))?)
+                    .set_auth_type(oauth2::AuthType::RequestBody)
+                    .set_redirect_uri(redirect);
+                let response = client
+                    .exchange_code(code)
+                    .set_pkce_verifier(verifier)
+                    .request_async(&self.http)
+                    .await
+                    .map_err(exchange_failed)?;
+                facebook.verify_access_token(response.access_token().secret()).await
+            }
+            ProviderKind::Dev => Err(AssertionError::NotConfigured("dev")),
+        }
+    }
+}
