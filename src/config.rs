@@ -184,7 +184,8 @@ pub struct GoogleSettings {
     pub require_nonce: bool,
 }
 
-/// Parsed and kept so a Facebook section is valid configuration; the provider itself is not built yet.
+/// Facebook: classic access tokens, Limited Login ID tokens and the browser flow. Every URL
+/// can be pointed elsewhere (the tests point them at fakes on loopback).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FacebookSettings {
@@ -396,6 +397,21 @@ impl Settings {
             }
             if url::Url::parse(&google.issuer).is_err() {
                 return Err(err("providers.google.issuer", "must be a URL"));
+            }
+        }
+        if let Some(fb) = &self.providers.facebook {
+            if fb.app_id.is_empty() {
+                return Err(err("providers.facebook.app_id", "must not be empty"));
+            }
+            for (key, value) in [
+                ("providers.facebook.graph_url", &fb.graph_url),
+                ("providers.facebook.dialog_url", &fb.dialog_url),
+                ("providers.facebook.limited_login_issuer", &fb.limited_login_issuer),
+                ("providers.facebook.limited_login_jwks_url", &fb.limited_login_jwks_url),
+            ] {
+                if !url::Url::parse(value).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                    return Err(err(key, "must be an http(s) URL"));
+                }
             }
         }
         self.check_dev_bind()?;

@@ -39,10 +39,12 @@ pub struct Swept {
     pub refresh_tokens: usize,
     pub devices: usize,
     pub audit_events: usize,
+    pub logins_and_codes: usize,
 }
 
-/// Deletes spent nonces and spent assertions past their expiry, dead refresh tokens, and
-/// devices and audit events older than their retention.
+/// Deletes spent nonces and spent assertions past their expiry, dead refresh tokens, expired
+/// browser logins and authorization codes, and devices and audit events older than their
+/// retention.
 pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbError> {
     db.write(move |conn| {
         Ok(Swept {
@@ -55,6 +57,7 @@ pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbE
                 now.saturating_sub(retention.revoked_devices_secs),
             )?,
             audit_events: audit::delete_older_than(conn, now.saturating_sub(retention.audit_events_secs))?,
+            logins_and_codes: crate::tokens::codes::delete_expired(conn, now)?,
         })
     })
     .await

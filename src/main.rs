@@ -14,7 +14,7 @@ use idbridge::{accounts, clients, crypto, db};
 #[command(
     name = "idbridge",
     version,
-    about = "Checks a Google sign-in once, then speaks its own per-device tokens"
+    about = "Checks a Google or Facebook sign-in once, then speaks its own per-device tokens"
 )]
 struct Cli {
     #[command(subcommand)]

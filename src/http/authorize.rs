@@ -175,6 +175,13 @@ pub async fn authorize(
 ) -> HttpResponse {
     let q = query.into_inner();
     let issuer = state.settings.issuer().to_string();
+    // Each request keeps a login server-side: an address gets only so many.
+    if state.rate_limits.check_ip(req.peer_addr().map(|a| a.ip()), &state.metrics).is_err() {
+        return error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-in attempts from your address. Wait a little and try again.",
+        );
+    }
     // Until the redirect URI is known to be the client's, errors are shown here, not sent there.
     let Some(client) = q.client_id.as_deref().and_then(|id| state.clients.get(id)) else {
         return error_page(StatusCode::BAD_REQUEST, "The app that sent you here is not known to idbridge.");
@@ -224,7 +231,13 @@ pub async fn authorize(
         None => return choose_page(&req, &client, &available),
         Some(name) => match ProviderKind::parse(name).filter(|k| available.contains(k)) {
             Some(kind) => kind,
-            None => return fail("invalid_request", "this provider is not configured for browser sign-in"),
+            None => {
+                let name: String = name.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+                return fail(
+                    "invalid_request",
+                    &format!("the provider `{name}` is not configured for browser sign-in"),
+                );
+            }
         },
     };
 

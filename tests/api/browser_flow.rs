@@ -424,3 +424,22 @@ async fn discovery_advertises_the_browser_flow(backend: Backend) {
     assert!(d.body["grant_types_supported"].as_array().unwrap().contains(&json!("authorization_code")));
 }
 both_backends!(discovery_advertises_the_browser_flow);
+
+async fn an_address_starting_too_many_logins_is_refused(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.dev = true;
+        c.per_ip_per_second = 2;
+    })
+    .await;
+    let rp = RelyingParty::new(&app, REDIRECT).await;
+    let mut browser = Browser::new(&app);
+
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(browser.get(&rp.start(&[("provider", "dev")]).url).await.status);
+    }
+
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(app.count("login_states").await <= 5, "logins kept: {}", app.count("login_states").await);
+}
+both_backends!(an_address_starting_too_many_logins_is_refused);
