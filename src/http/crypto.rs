@@ -132,11 +132,25 @@ pub async fn decrypt(
     let user_id = caller.user_id(body.user_id.as_deref())?;
     let context = context(body.context)?;
     let ciphertext = body.ciphertext;
-    let plaintext =
-        with_user_keys(&state, &caller, user_id, "crypto.decrypt", origin(&req), move |conn, keys, user| {
-            keys.decrypt(conn, user, &context, &ciphertext)
-        })
-        .await?;
+    // The user's own token was just checked live, so a cached key needs no database read.
+    let cached = match caller {
+        CryptoCaller::User { .. } => state.user_keys.decrypt_cached(&user_id, &context, &ciphertext),
+        CryptoCaller::Service { .. } => None,
+    };
+    let plaintext = match cached {
+        Some(result) => result?,
+        None => {
+            with_user_keys(
+                &state,
+                &caller,
+                user_id,
+                "crypto.decrypt",
+                origin(&req),
+                move |conn, keys, user| keys.decrypt(conn, user, &context, &ciphertext),
+            )
+            .await?
+        }
+    };
     Ok(HttpResponse::Ok().json(json!({ "plaintext": STANDARD.encode(&*plaintext) })))
 }
 
