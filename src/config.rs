@@ -388,6 +388,9 @@ impl Settings {
         if self.tokens.access_ttl < Duration::from_secs(1) {
             return Err(err("tokens.access_ttl", "must be at least 1s"));
         }
+        if self.tokens.max_devices_per_user == 0 {
+            return Err(err("tokens.max_devices_per_user", "must be at least 1"));
+        }
         if self.tokens.refresh_max_ttl < self.tokens.refresh_idle_ttl {
             return Err(err("tokens.refresh_max_ttl", "must not be shorter than tokens.refresh_idle_ttl"));
         }

@@ -78,6 +78,12 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        // A fixed set of label values: any token is a valid HTTP method, and each new label
+        // value would be a new series kept forever.
+        let method = match method {
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => method,
+            _ => "OTHER",
+        };
         let status = status.to_string();
         let labels = [route, method, status.as_str()];
         self.http_requests.with_label_values(&labels).inc();

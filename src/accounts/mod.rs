@@ -511,6 +511,15 @@ pub fn delete_ended_devices(conn: &mut DbConnection, before: i64) -> Result<usiz
     .execute(conn)?)
 }
 
+/// Locks the user's row until the caller's transaction ends (a no-op update: a row lock on
+/// PostgreSQL; SQLite's writer is serial anyway), so changes to one user's identities or keys
+/// queue instead of racing. `false` when there is no such user.
+pub fn lock_user(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
+    let n =
+        diesel::update(users::table.find(user_id)).set(users::is_admin.eq(users::is_admin)).execute(conn)?;
+    Ok(n == 1)
+}
+
 pub fn user_exists(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
     let n: i64 = users::table.filter(users::id.eq(user_id)).count().get_result(conn)?;
     Ok(n > 0)

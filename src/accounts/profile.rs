@@ -210,11 +210,8 @@ pub fn link_identity(
     now: i64,
 ) -> Result<Linked, super::SignInError> {
     let Link { user_id, client_id, assertion, nonce, origin } = *link;
-    if let Some(nonce) = nonce {
-        keys.nonces.spend(conn, nonce, client_id, now)?;
-    }
-    if let Some(hash) = &assertion.assertion_hash {
-        super::record_assertion(conn, hash, assertion.provider.as_str(), assertion.expires_at)?;
+    if !super::lock_user(conn, user_id)? {
+        return Ok(Linked::Conflict("the user no longer exists"));
     }
     let provider = assertion.provider.as_str();
     let existing: Option<String> = identities::table
@@ -223,18 +220,33 @@ pub fn link_identity(
         .select(identities::user_id)
         .first(conn)
         .optional()?;
-    match existing {
-        Some(owner) if owner == user_id => return Ok(Linked::AlreadyTheirs),
+    let already_theirs = match existing {
+        Some(owner) if owner == user_id => true,
         Some(_) => return Ok(Linked::Conflict("this identity belongs to another user")),
-        None => {}
+        None => false,
+    };
+    if !already_theirs {
+        let same_provider: i64 = identities::table
+            .filter(identities::user_id.eq(user_id))
+            .filter(identities::provider.eq(provider))
+            .count()
+            .get_result(conn)?;
+        if same_provider > 0 {
+            return Ok(Linked::Conflict(
+                "the user already has an identity of this provider; remove it first",
+            ));
+        }
     }
-    let same_provider: i64 = identities::table
-        .filter(identities::user_id.eq(user_id))
-        .filter(identities::provider.eq(provider))
-        .count()
-        .get_result(conn)?;
-    if same_provider > 0 {
-        return Ok(Linked::Conflict("the user already has an identity of this provider; remove it first"));
+    // The user's own assertion is spent (it is single use, replays fail); a refused one is
+    // left usable by its owner.
+    if let Some(nonce) = nonce {
+        keys.nonces.spend(conn, nonce, client_id, now)?;
+    }
+    if let Some(hash) = &assertion.assertion_hash {
+        super::record_assertion(conn, hash, assertion.provider.as_str(), assertion.expires_at)?;
+    }
+    if already_theirs {
+        return Ok(Linked::AlreadyTheirs);
     }
     let email_ct = match assertion.email.as_deref() {
         Some(email) => Some(
@@ -302,6 +314,9 @@ pub fn unlink_identity(
     origin: &Origin,
     now: i64,
 ) -> Result<Unlinked, DbError> {
+    if !super::lock_user(conn, user_id)? {
+        return Ok(Unlinked::NotLinked);
+    }
     let owned: Vec<String> =
         identities::table.filter(identities::user_id.eq(user_id)).select(identities::provider).load(conn)?;
     if !owned.iter().any(|p| p == provider) {

@@ -72,6 +72,19 @@ fn error_page(status: StatusCode, message: &str) -> HttpResponse {
     page(status, ErrorPage { message }.render())
 }
 
+/// The 429 page, with the `Retry-After` the limiter gave.
+fn too_many(limited: &super::errors::OAuthError) -> HttpResponse {
+    let mut response = error_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many sign-in attempts from your address. Wait a little and try again.",
+    );
+    let secs = limited.retry_after().unwrap_or(1);
+    if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 fn is_loopback_host(host: Option<url::Host<&str>>) -> bool {
     match host {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -176,11 +189,8 @@ pub async fn authorize(
     let q = query.into_inner();
     let issuer = state.settings.issuer().to_string();
     // Each request keeps a login server-side: an address gets only so many.
-    if state.rate_limits.check_ip(req.peer_addr().map(|a| a.ip()), &state.metrics).is_err() {
-        return error_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-in attempts from your address. Wait a little and try again.",
-        );
+    if let Err(e) = state.rate_limits.check_ip(req.peer_addr().map(|a| a.ip()), &state.metrics) {
+        return too_many(&e);
     }
     // Until the redirect URI is known to be the client's, errors are shown here, not sent there.
     let Some(client) = q.client_id.as_deref().and_then(|id| state.clients.get(id)) else {
@@ -295,11 +305,19 @@ pub async fn authorize(
 
 /// The provider choice: one link per provider, the same request with `provider` added.
 fn choose_page(req: &HttpRequest, client: &Client, available: &[ProviderKind]) -> HttpResponse {
-    let query = req.query_string();
+    // The request as it came, less any `provider`, plus the chosen one.
+    let kept: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .filter(|(k, _)| k != "provider")
+        .collect();
     let providers = available
         .iter()
         .map(|kind| ProviderLink {
-            href: format!("/oauth/authorize?{query}&provider={}", kind.as_str()),
+            href: {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query.extend_pairs(&kept).append_pair("provider", kind.as_str());
+                format!("/oauth/authorize?{}", query.finish())
+            },
             label: match kind {
                 ProviderKind::Google => "Google",
                 ProviderKind::Facebook => "Facebook",
@@ -325,7 +343,23 @@ async fn take_login(
     let (Some(id), Some(browser)) = (id.filter(|i| i.len() <= 64), browser_cookie(req)) else {
         return Err(unknown());
     };
+    if let Err(e) = state.rate_limits.check_ip(req.peer_addr().map(|a| a.ip()), &state.metrics) {
+        return Err(too_many(&e));
+    }
     let (id, hash) = (id.to_string(), sha256_b64(browser.as_bytes()));
+    // A read first: a made-up state costs no write.
+    let (probe_id, probe_hash) = (id.clone(), hash.clone());
+    match state.db.run(move |conn| codes::login_exists(conn, &probe_id, &probe_hash)).await {
+        Ok(true) => {}
+        Ok(false) => return Err(unknown()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a login");
+            return Err(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "idbridge cannot finish the sign-in right now. Try again shortly.",
+            ));
+        }
+    }
     match state.db.write(move |conn| codes::take_login(conn, &id, &hash, crate::db::now())).await {
         Ok(Some(login)) => Ok(login),
         Ok(None) => Err(unknown()),

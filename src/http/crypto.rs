@@ -188,6 +188,10 @@ pub async fn rotate(
     let version: KeyVersion = state
         .db
         .write(move |conn| {
+            // Concurrent rotations of one user queue here instead of racing for the same version.
+            if !crate::accounts::lock_user(conn, &user_id)? {
+                return Err(UserKeyError::UserGone);
+            }
             let version = app.user_keys.rotate(conn, &user_id, crate::db::now())?;
             let detail = format!("key_version={version}");
             let event = AuditEvent {

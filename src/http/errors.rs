@@ -68,6 +68,11 @@ impl OAuthError {
     pub fn description(&self) -> &str {
         &self.description
     }
+
+    /// The `Retry-After` seconds of a 429 or 503.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
 }
 
 impl std::fmt::Display for OAuthError {

@@ -140,6 +140,15 @@ impl Facebook {
             return Err(AssertionError::ProviderUnavailable);
         }
         if status.is_client_error() {
+            // Throttling (app, user or page rate limits) is Facebook's side, not the token's:
+            // a client should retry later rather than drop its token.
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let code = body["error"]["code"].as_i64().unwrap_or(0);
+            if matches!(code, 4 | 17 | 32 | 613) || status.as_u16() == 403 && code == 0 {
+                tracing::warn!(%status, code, path, "Facebook Graph throttled the call");
+                return Err(AssertionError::ProviderUnavailable);
+            }
+            tracing::info!(%status, code, path, "Facebook Graph refused the call");
             return Ok(Graph::Refused);
         }
         Ok(Graph::Ok(response.bytes().await.map_err(unavailable)?.to_vec()))

@@ -44,6 +44,13 @@ pub fn save_login(conn: &mut DbConnection, login: &LoginState) -> Result<(), DbE
     Ok(())
 }
 
+/// `true` when the login `id` exists for this browser: a read, before any write is spent on it.
+pub fn login_exists(conn: &mut DbConnection, id: &str, browser_hash: &str) -> Result<bool, DbError> {
+    let hash: Option<String> =
+        login_states::table.find(id).select(login_states::browser_hash).first(conn).optional()?;
+    Ok(hash.is_some_and(|h| bool::from(h.as_bytes().ct_eq(browser_hash.as_bytes()))))
+}
+
 /// Takes (and deletes) the login `id` when it belongs to this browser and has not expired:
 /// a replayed callback, another browser's, or an old one finds nothing.
 pub fn take_login(
@@ -200,7 +207,13 @@ pub fn redeem(
     .set(authorization_codes::used_at.eq(now))
     .execute(conn)?;
     if won != 1 {
-        return Ok(Err(CodeRefused::Reused { device_id: None }));
+        // A concurrent redemption won and has committed: revoke what it made.
+        let device_id: Option<Option<String>> = authorization_codes::table
+            .find(&code_hash)
+            .select(authorization_codes::device_id)
+            .first(conn)
+            .optional()?;
+        return Ok(Err(CodeRefused::Reused { device_id: device_id.flatten() }));
     }
     let profile: CarriedProfile = row
         .profile

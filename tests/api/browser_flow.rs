@@ -261,6 +261,20 @@ async fn without_a_provider_a_page_offers_the_choice(backend: Backend) {
     for provider in ["google", "dev"] {
         assert!(page.body.contains(&format!("provider={provider}")), "{}", page.body);
     }
+    // An empty `provider=` also shows the choice, and its links still work.
+    let with_empty = browser.get(&format!("{}&provider=", rp.start(&[]).url)).await;
+    let href = with_empty
+        .body
+        .split("href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    let followed = browser.get(&href).await;
+    assert!(followed.status == 200 || followed.status == 302, "{} {}", followed.status, followed.body);
 }
 both_backends!(without_a_provider_a_page_offers_the_choice);
 
@@ -440,6 +454,8 @@ async fn an_address_starting_too_many_logins_is_refused(backend: Backend) {
     }
 
     assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = browser.get(&rp.start(&[("provider", "dev")]).url).await;
+    assert_eq!(limited.status, 429);
     assert!(app.count("login_states").await <= 5, "logins kept: {}", app.count("login_states").await);
 }
 both_backends!(an_address_starting_too_many_logins_is_refused);

@@ -304,3 +304,14 @@ fn a_malformed_user_id_is_named_as_such() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("UUID"), "{stderr}");
 }
+
+#[test]
+fn a_device_cap_of_zero_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = valid_config(dir.path())
+        .replace("refresh_reuse_grace = \"10s\"", "refresh_reuse_grace = \"10s\"\nmax_devices_per_user = 0");
+
+    let outcome = serve_with(dir.path(), &toml, &[]);
+
+    assert_refused_naming(outcome, "tokens.max_devices_per_user");
+}

@@ -144,3 +144,22 @@ async fn nothing_links_by_email(backend: Backend) {
     );
 }
 both_backends!(nothing_links_by_email);
+
+async fn a_refused_link_leaves_the_owners_assertion_usable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner_sub = fake_google::random_sub();
+    app.sign_in_as(&owner_sub).await;
+    let other = app.sign_in().await;
+    let owners_token = app.google.id_token_for(&owner_sub);
+
+    let a = link(
+        &app,
+        &other.access_token,
+        &[("subject_token", &owners_token), ("subject_token_type", ID_TOKEN_TYPE)],
+    )
+    .await;
+
+    a.assert_status(409);
+    app.exchange(&owners_token, &[]).await.assert_status(200);
+}
+both_backends!(a_refused_link_leaves_the_owners_assertion_usable);

@@ -34,6 +34,20 @@ async fn metrics_count_requests_sign_ins_refreshes_and_more(backend: Backend) {
 }
 both_backends!(metrics_count_requests_sign_ins_refreshes_and_more);
 
+async fn made_up_methods_do_not_become_metric_series(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for i in 0..5 {
+        let method = reqwest::Method::from_bytes(format!("X{i}FLOOD").as_bytes()).unwrap();
+        app.client.request(method, app.url("/healthz")).send().await.unwrap();
+    }
+
+    let metrics = app.get("/metrics").await;
+
+    assert!(!metrics.text.contains("FLOOD"), "a made-up method became a label");
+    assert!(metrics.text.contains("method=\"OTHER\""), "{}", metrics.text);
+}
+both_backends!(made_up_methods_do_not_become_metric_series);
+
 async fn discovery_advertises_only_endpoints_that_answer(backend: Backend) {
     let app = spawn_app(backend).await;
 
