@@ -51,6 +51,31 @@ fn exchange_failed<RE: std::error::Error + 'static, T: oauth2::ErrorResponse + '
 }
 
 impl Providers {
+    /// Google's OpenID Connect client, from its discovery document.
+    async fn google_client(
+        &self,
+        redirect: RedirectUrl,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        AssertionError,
+    > {
+        let google = self.google_web.as_ref().ok_or(AssertionError::NotConfigured("google"))?;
+        let metadata = google.keys.metadata().await?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(google.client_id.clone()),
+            Some(ClientSecret::new(google.client_secret.expose_secret().to_string())),
+        )
+        .set_redirect_uri(redirect))
+    }
+
     /// Starts the upstream sign-in: the provider's authorization URL with our `state`.
     pub async fn start_browser_sign_in(
         &self,
@@ -64,14 +89,7 @@ impl Providers {
         let state = state.to_string();
         match provider {
             ProviderKind::Google => {
-                let google = self.google_web.as_ref().ok_or(AssertionError::NotConfigured("google"))?;
-                let metadata = google.keys.metadata().await?;
-                let client = CoreClient::from_provider_metadata(
-                    metadata,
-                    ClientId::new(google.client_id.clone()),
-                    Some(ClientSecret::new(google.client_secret.expose_secret().to_string())),
-                )
-                .set_redirect_uri(redirect);
+                let client = self.google_client(redirect).await?;
                 let mut request = client
                     .authorize_url(
                         CoreAuthenticationFlow::AuthorizationCode,
@@ -128,14 +146,7 @@ impl Providers {
         let verifier = PkceCodeVerifier::new(verifier.to_string());
         match provider {
             ProviderKind::Google => {
-                let google = self.google_web.as_ref().ok_or(AssertionError::NotConfigured("google"))?;
-                let metadata = google.keys.metadata().await?;
-                let client = CoreClient::from_provider_metadata(
-                    metadata,
-                    ClientId::new(google.client_id.clone()),
-                    Some(ClientSecret::new(google.client_secret.expose_secret().to_string())),
-                )
-                .set_redirect_uri(redirect);
+                let client = self.google_client(redirect).await?;
                 let response = client
                     .exchange_code(code)
                     .map_err(unavailable("the provider has no token endpoint"))?
