@@ -171,10 +171,12 @@ impl Providers {
                     .set_token_uri(TokenUrl::new(token_url).map_err(unavailable("bad graph_url"))?)
                     .set_auth_type(oauth2::AuthType::RequestBody)
                     .set_redirect_uri(redirect);
+                let http = self.http.clone();
+                let as_get = move |request: oauth2::HttpRequest| facebook_get(http.clone(), request);
                 let response = client
                     .exchange_code(code)
                     .set_pkce_verifier(verifier)
-                    .request_async(&self.http)
+                    .request_async(&as_get)
                     .await
                     .map_err(exchange_failed)?;
                 facebook.verify_access_token(response.access_token().secret()).await
@@ -182,4 +184,22 @@ impl Providers {
             ProviderKind::Dev => Err(AssertionError::NotConfigured("dev")),
         }
     }
+}
+
+/// Sends the oauth2 crate's token request the way Facebook documents its code exchange:
+/// `GET /oauth/access_token` with the parameters in the query string, not a POST body.
+async fn facebook_get(
+    http: reqwest::Client,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, oauth2::HttpClientError<reqwest::Error>> {
+    let mut url = url::Url::parse(&request.uri().to_string())
+        .map_err(|_| oauth2::HttpClientError::Other("the token URL is not a URL".into()))?;
+    url.query_pairs_mut().extend_pairs(url::form_urlencoded::parse(request.body()));
+    let response =
+        http.get(url).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(Box::new)?;
+    let mut builder = oauth2::http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    Ok(builder.body(response.bytes().await.map_err(Box::new)?.to_vec())?)
 }

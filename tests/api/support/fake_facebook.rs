@@ -61,7 +61,6 @@ impl FakeFacebook {
                 .route("/v21.0/debug_token", web::get().to(debug_token))
                 .route("/v21.0/me", web::get().to(me))
                 .route("/v21.0/oauth/access_token", web::get().to(access_token))
-                .route("/v21.0/oauth/access_token", web::post().to(access_token_post))
                 .route("/dialog/oauth", web::get().to(dialog))
         })
         .workers(1)
@@ -217,11 +216,9 @@ struct CodeQuery {
     client_secret: Option<String>,
 }
 
-fn exchange(shared: &Shared, q: &CodeQuery, basic: Option<(String, String)>) -> HttpResponse {
-    let (id, secret) = match basic {
-        Some((id, secret)) => (Some(id), Some(secret)),
-        None => (q.client_id.clone(), q.client_secret.clone()),
-    };
+/// `GET /oauth/access_token?client_id&client_secret&redirect_uri&code`, as Facebook documents it.
+fn exchange(shared: &Shared, q: &CodeQuery) -> HttpResponse {
+    let (id, secret) = (q.client_id.clone(), q.client_secret.clone());
     if id.as_deref() != Some(APP_ID) || secret.as_deref() != Some(APP_SECRET) {
         return graph_error("Error validating client secret.");
     }
@@ -233,21 +230,5 @@ fn exchange(shared: &Shared, q: &CodeQuery, basic: Option<(String, String)>) -> 
 }
 
 async fn access_token(shared: web::Data<Shared>, q: web::Query<CodeQuery>) -> HttpResponse {
-    exchange(&shared, &q, None)
-}
-
-async fn access_token_post(
-    shared: web::Data<Shared>,
-    req: actix_web::HttpRequest,
-    q: web::Form<CodeQuery>,
-) -> HttpResponse {
-    let basic = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())));
-    exchange(&shared, &q, basic)
+    exchange(&shared, &q)
 }
