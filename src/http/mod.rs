@@ -154,16 +154,23 @@ fn query_config() -> web::QueryConfig {
     })
 }
 
+/// Form bodies: RFC 6749's error shape under `/oauth`, problem+json elsewhere (`/v1`).
 fn form_config() -> web::FormConfig {
-    web::FormConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| {
-        let answer = match err {
-            UrlencodedError::Overflow { .. } => OAuthError::payload_too_large(),
-            UrlencodedError::ContentType => {
-                OAuthError::invalid_request("the body must be application/x-www-form-urlencoded")
-            }
-            _ => OAuthError::invalid_request("the form body is malformed or repeats a parameter"),
+    web::FormConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, req| {
+        let (too_large, detail) = match err {
+            UrlencodedError::Overflow { .. } => (true, "the request body is larger than 64 KiB"),
+            UrlencodedError::ContentType => (false, "the body must be application/x-www-form-urlencoded"),
+            _ => (false, "the form body is malformed or repeats a parameter"),
         };
-        answer.into()
+        if req.path().starts_with("/oauth/") {
+            let answer =
+                if too_large { OAuthError::payload_too_large() } else { OAuthError::invalid_request(detail) };
+            answer.into()
+        } else if too_large {
+            Problem::payload_too_large().into()
+        } else {
+            Problem::bad_request(detail).into()
+        }
     })
 }
 

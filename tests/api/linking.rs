@@ -163,3 +163,14 @@ async fn a_refused_link_leaves_the_owners_assertion_usable(backend: Backend) {
     app.exchange(&owners_token, &[]).await.assert_status(200);
 }
 both_backends!(a_refused_link_leaves_the_owners_assertion_usable);
+
+async fn a_link_without_a_form_is_a_problem_json_400(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let user = app.sign_in().await;
+
+    let a = app.post_bearer("/v1/me/identities", &user.access_token).await;
+
+    a.assert_status(400);
+    assert_eq!(a.header("content-type").as_deref(), Some("application/problem+json"), "{}", a.text);
+}
+both_backends!(a_link_without_a_form_is_a_problem_json_400);
