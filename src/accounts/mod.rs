@@ -134,12 +134,7 @@ pub fn sign_in(
     now: i64,
 ) -> Result<SignedIn, SignInError> {
     let assertion = &request.assertion;
-    if let Some(nonce) = &request.nonce {
-        keys.nonces.spend(conn, nonce, &request.client_id, now)?;
-    }
-    if let Some(hash) = &assertion.assertion_hash {
-        record_assertion(conn, hash, assertion.provider.as_str(), assertion.expires_at)?;
-    }
+    spend_proof(conn, keys, assertion, request.nonce.as_deref(), &request.client_id, now)?;
 
     let provider = assertion.provider.as_str();
     let user_id = match find_identity(conn, provider, &assertion.subject)? {
@@ -199,9 +194,29 @@ pub fn sign_in(
     Ok(SignedIn { user_id, device, refresh_token })
 }
 
+/// Spends what makes a provider assertion single use, in the caller's transaction: the
+/// request's nonce (issued to `client_id`) and the assertion itself. Sign-in, linking and the
+/// browser flow all go through here.
+pub fn spend_proof(
+    conn: &mut DbConnection,
+    keys: &Keys<'_>,
+    assertion: &VerifiedAssertion,
+    nonce: Option<&str>,
+    client_id: &str,
+    now: i64,
+) -> Result<(), SignInError> {
+    if let Some(nonce) = nonce {
+        keys.nonces.spend(conn, nonce, client_id, now)?;
+    }
+    if let Some(hash) = &assertion.assertion_hash {
+        record_assertion(conn, hash, assertion.provider.as_str(), assertion.expires_at)?;
+    }
+    Ok(())
+}
+
 /// Records an ID token as used: the primary key decides, also between concurrent requests. A
 /// savepoint keeps the transaction usable after the violation (PostgreSQL aborts it otherwise).
-pub fn record_assertion(
+fn record_assertion(
     conn: &mut DbConnection,
     hash: &str,
     provider: &str,
@@ -355,6 +370,22 @@ pub struct Revocation<'a> {
     pub origin: &'a Origin,
 }
 
+impl Revocation<'_> {
+    /// The audit event of this change to `user_id` (and `device_id`).
+    fn record(
+        &self,
+        conn: &mut DbConnection,
+        user_id: &str,
+        device_id: Option<&str>,
+        detail: Option<&str>,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let event =
+            AuditEvent { actor: self.actor, action: self.action, user_id: Some(user_id), device_id, detail };
+        audit::record(conn, event, self.origin, now)
+    }
+}
+
 /// Ends a device: its refresh tokens are deleted, its access tokens fail the liveness check,
 /// and the revocation is audited. Returns `false` (and records nothing) when it was already revoked.
 pub fn end_device(
@@ -366,18 +397,7 @@ pub fn end_device(
     if !revoke_device(conn, &device.id, now)? {
         return Ok(false);
     }
-    audit::record(
-        conn,
-        AuditEvent {
-            actor: by.actor,
-            action: by.action,
-            user_id: Some(&device.user_id),
-            device_id: Some(&device.id),
-            detail: by.detail,
-        },
-        by.origin,
-        now,
-    )?;
+    by.record(conn, &device.user_id, Some(&device.id), by.detail, now)?;
     Ok(true)
 }
 
@@ -400,18 +420,7 @@ pub fn end_all_devices(
         Some(detail) => format!("{detail}; devices={}", ids.len()),
         None => format!("devices={}", ids.len()),
     };
-    audit::record(
-        conn,
-        AuditEvent {
-            actor: by.actor,
-            action: by.action,
-            user_id: Some(user_id),
-            device_id: None,
-            detail: Some(&detail),
-        },
-        by.origin,
-        now,
-    )?;
+    by.record(conn, user_id, None, Some(&detail), now)?;
     Ok(ids.len())
 }
 
@@ -485,18 +494,7 @@ pub fn set_disabled(
     if disabled {
         return end_all_devices(conn, user_id, by, now).map(Some);
     }
-    audit::record(
-        conn,
-        AuditEvent {
-            actor: by.actor,
-            action: by.action,
-            user_id: Some(user_id),
-            device_id: None,
-            detail: by.detail,
-        },
-        by.origin,
-        now,
-    )?;
+    by.record(conn, user_id, None, by.detail, now)?;
     Ok(Some(0))
 }
 

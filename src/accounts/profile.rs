@@ -239,12 +239,7 @@ pub fn link_identity(
     }
     // The user's own assertion is spent (it is single use, replays fail); a refused one is
     // left usable by its owner.
-    if let Some(nonce) = nonce {
-        keys.nonces.spend(conn, nonce, client_id, now)?;
-    }
-    if let Some(hash) = &assertion.assertion_hash {
-        super::record_assertion(conn, hash, assertion.provider.as_str(), assertion.expires_at)?;
-    }
+    super::spend_proof(conn, keys, assertion, nonce, client_id, now)?;
     if already_theirs {
         return Ok(Linked::AlreadyTheirs);
     }

@@ -374,22 +374,25 @@ async fn take_login(
 }
 
 /// The provider proved who the person is: issue the code and send them back to the client.
-async fn finish(state: &AppState, login: LoginState, assertion: VerifiedAssertion) -> HttpResponse {
+async fn finish(
+    state: &web::Data<AppState>,
+    login: LoginState,
+    assertion: VerifiedAssertion,
+) -> HttpResponse {
     let issuer = state.settings.issuer().to_string();
-    let app_keys = state.user_keys.clone();
+    let app = state.clone();
     let (row, proof) = (login.clone(), assertion.clone());
     let issued = state
         .db
         .write(move |conn| {
-            if let Some(hash) = &proof.assertion_hash {
-                crate::accounts::record_assertion(conn, hash, proof.provider.as_str(), proof.expires_at)?;
-            }
+            let now = crate::db::now();
+            crate::accounts::spend_proof(conn, &app.sign_in_keys(), &proof, None, &row.client_id, now)?;
             Ok::<_, crate::accounts::SignInError>(codes::issue_code(
                 conn,
-                app_keys.keyring(),
+                app.user_keys.keyring(),
                 &row,
                 &proof,
-                crate::db::now(),
+                now,
             )?)
         })
         .await;

@@ -58,9 +58,6 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/dev/id-token", &["POST"]),
 ];
 
-/// Routes that exist only in dev mode.
-pub const DEV_ROUTES: &[&str] = &["/dev/id-token", "/oauth/authorize/dev"];
-
 /// A path of [`ROUTES`]; any other method on it is answered `405` with `Allow`.
 fn resource(path: &'static str) -> actix_web::Resource {
     debug_assert!(ROUTES.iter().any(|(p, _)| p.ends_with(path)), "{path} is missing from ROUTES");

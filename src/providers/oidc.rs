@@ -84,10 +84,6 @@ impl OidcVerifier {
         Self { kind, policy, keys }
     }
 
-    pub fn policy(&self) -> &IdTokenPolicy {
-        &self.policy
-    }
-
     pub fn kind(&self) -> ProviderKind {
         self.kind
     }
