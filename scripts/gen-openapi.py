@@ -51,6 +51,56 @@ def crypto_errors():
     })
     e["401"] = resp("No or bad Bearer token, or failed HTTP Basic client authentication", problem, "application/problem+json")
     return e
+
+def admin_page(summary, extra=None):
+    responses = {"200": resp("The page", {"type": "string"}, "text/html"),
+                 "303": resp("Not signed in: to `/admin/login`"),
+                 "503": resp("The database is unavailable", {"type": "string"}, "text/html")}
+    responses.update(extra or {})
+    return {"get": {"summary": summary, "tags": ["admin"], "responses": responses}}
+
+def admin_change(summary, fields=None, ok="303"):
+    props = {"csrf": s("the session's anti-CSRF token, as the page's forms carry it")}
+    props.update(fields or {})
+    return {"post": {"summary": summary, "tags": ["admin"],
+        "requestBody": form(props, ["csrf"]),
+        "responses": {ok: resp("Done: back to the page" if ok == "303" else "Done", {"type": "string"}, "text/html"),
+                      "403": resp("No admin session, or a missing or wrong anti-CSRF token: nothing changes", {"type": "string"}, "text/html"),
+                      "404": resp("No such user, device or client", {"type": "string"}, "text/html")}}}
+
+ADMIN_PATHS = {
+    "/admin": admin_page("Overview: counts and 30 days of sign-ins and refresh-token reuse (server-side SVG)"),
+    "/admin/login": {"get": {"summary": "Starts an admin sign-in through the browser flow (client `idbridge-admin`)", "tags": ["admin"],
+        "responses": {"303": resp("To `/oauth/authorize`, with a `__Host-idbridge-admin-login` cookie")}}},
+    "/admin/callback": {"get": {"summary": "The browser flow's return: opens a session for an admin", "tags": ["admin"],
+        "parameters": [{"name": "code", "in": "query", "schema": {"type": "string"}}, {"name": "state", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"200": resp("Signed in: sets `__Host-idbridge-admin` (Secure, HttpOnly, SameSite=Strict, Path=/)", {"type": "string"}, "text/html"),
+                      "400": resp("Unknown or expired sign-in", {"type": "string"}, "text/html"),
+                      "403": resp("Not an admin: nothing is kept", {"type": "string"}, "text/html")}}},
+    "/admin/logout": admin_change("Ends the session and revokes its device", ok="200"),
+    "/admin/static/admin.css": {"get": {"summary": "The console's stylesheet", "tags": ["admin"], "responses": {"200": resp("CSS", {"type": "string"}, "text/css")}}},
+    "/admin/users": admin_page("Users, newest first; `q` searches by user id, provider subject or exact e-mail (blind index)"),
+    "/admin/users/{id}": admin_page("A user: identities, devices, recent events, actions", {"404": resp("No such user", {"type": "string"}, "text/html")}),
+    "/admin/users/{id}/confirm": admin_page("The confirmation step of `action` (revoke-device with `device`, revoke-all, disable, enable, delete)"),
+    "/admin/users/{id}/devices/{device}/revoke": admin_change("Revokes one device of the user (audited)"),
+    "/admin/users/{id}/revoke-all": admin_change("Revokes every device of the user (audited)"),
+    "/admin/users/{id}/disable": admin_change("Disables the user and revokes their devices (audited)"),
+    "/admin/users/{id}/enable": admin_change("Enables the user (audited)"),
+    "/admin/users/{id}/delete": admin_change("Deletes the user and destroys their data keys (audited)"),
+    "/admin/audit": admin_page("The audit log, newest first, filtered by `user`, `actor`, `action`; paged by `before`"),
+    "/admin/keys": admin_page("Signing keys: kid, algorithm, state, created"),
+    "/admin/keys/rotate": admin_change("Publishes a new signing key now (audited)"),
+    "/admin/clients": dict(admin_page("Clients: from the configuration (read-only) and made here"),
+        **admin_change("Makes a client; a confidential one's secret is shown once (argon2 hash stored)",
+            {"client_id": s("2 to 64 of a-z 0-9 . _ -"), "kind": s("public | confidential"),
+             "redirect_uris": s("one per line: https, http on loopback, or a private-use scheme (RFC 8252)"),
+             "scopes": s("space-separated")}, ok="201")),
+    "/admin/clients/{id}/confirm-delete": admin_page("The confirmation step of deleting a client"),
+    "/admin/clients/{id}/disable": admin_change("Disables a client made here (audited)"),
+    "/admin/clients/{id}/enable": admin_change("Enables a client made here (audited)"),
+    "/admin/clients/{id}/delete": admin_change("Deletes a client made here (audited)"),
+}
+
 doc = {
   "openapi": "3.1.0",
   "info": {"title": "idbridge", "version": "0.1.0",
@@ -160,6 +210,7 @@ doc = {
     "/dev/id-token": {"post": {"summary": "Dev mode only: an ID token of the dev provider for `name`", "tags": ["dev"],
         "requestBody": form({"name": s("1 to 64 characters; the token's subject"), "nonce": s("optional `nonce` claim")}, ["name"]),
         "responses": {"200": resp("`{\"id_token\": \"...\"}`", {"type": "object"}), "400": resp("Bad name", oauth_err)}}},
+    **ADMIN_PATHS,
   },
   "components": {
     "securitySchemes": {

@@ -170,7 +170,7 @@ impl Application {
         if settings.dev.enabled {
             settings.enable_dev()?;
         }
-        let clients = ClientRegistry::from_settings(&settings)?;
+        let clients = Arc::new(ClientRegistry::from_settings(&settings)?);
         let keyring = Arc::new(load_keyring(&settings)?);
         let db = open_database(&settings, settings.database.auto_migrate).await?;
         check_master_keys_in_use(&db, &keyring).await?;
@@ -182,12 +182,16 @@ impl Application {
         let user_keys = Arc::new(UserKeys::new(keyring.clone()));
         let blind_index = Arc::new(BlindIndex(blind_index));
         encrypt_existing_users(&db, user_keys.clone(), blind_index.clone()).await?;
+        {
+            let registry = clients.clone();
+            db.run(move |conn| registry.reload_stored(conn)).await?;
+        }
         let metrics = Arc::new(Metrics::new());
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
 
         let state = web::Data::new(AppState {
             providers: Providers::new(&settings, provider_http_client(), metrics.clone()),
-            clients,
+            clients: clients.clone(),
             access_policy: AccessTokenPolicy {
                 issuer: settings.issuer().to_string(),
                 audience: settings.audience().to_string(),
@@ -227,7 +231,7 @@ impl Application {
         .run();
         tracing::info!(%bind, port, dev = dev_enabled, "idbridge listening");
         let retention = crate::housekeeping::Retention::from_settings(&state_settings);
-        let background = crate::housekeeping::spawn(db, keys, rate_limits, retention);
+        let background = crate::housekeeping::spawn(db, keys, rate_limits, clients, retention);
         Ok(Application { port, server, background })
     }
 

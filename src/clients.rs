@@ -7,22 +7,30 @@
 //! answer is "busy" (503), so a flood of wrong secrets cannot hold up other clients.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::password_hash::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use diesel::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use crate::config::ClientKind;
 use crate::config::{ClientSettings, ConfigError, Settings};
+use crate::db::schema::clients as stored_clients;
+use crate::db::{DbConnection, DbError};
 
 pub const DEV_PUBLIC_CLIENT: &str = "dev-app";
 pub const DEV_CONFIDENTIAL_CLIENT: &str = "dev-service";
 pub const DEV_CONFIDENTIAL_SECRET: &str = "dev-secret";
+/// idbridge's own admin console, signing in through the browser flow. Only the console
+/// redeems its codes (in-process); `/oauth/token` does not know this client.
+pub const ADMIN_CLIENT: &str = "idbridge-admin";
+/// The path the browser flow returns admins to.
+pub const ADMIN_CALLBACK_PATH: &str = "/admin/callback";
 /// The prefix of a `secret_hash` in the current form.
 pub const SHA256_PREFIX: &str = "$sha256$";
 /// Verified (and refused) argon2 secrets remembered per client, so argon2 runs once per secret.
@@ -142,7 +150,12 @@ struct Remembered {
 }
 
 pub struct ClientRegistry {
+    /// From `[[clients]]` (and dev mode): fixed for the life of the process.
     clients: HashMap<String, Arc<Client>>,
+    /// Made in the admin console: stored in the database, reloaded every few seconds and
+    /// whenever this replica changes one. Disabled ones are left out.
+    stored: RwLock<Arc<HashMap<String, Arc<Client>>>>,
+    admin: Arc<Client>,
     remembered: Mutex<HashMap<String, Remembered>>,
     argon2: Argon2Workers,
 }
@@ -215,20 +228,83 @@ impl ClientRegistry {
                 clients.entry(client.id.clone()).or_insert_with(|| Arc::new(client));
             }
         }
-        Ok(Self { clients, remembered: Mutex::new(HashMap::new()), argon2: Argon2Workers::start() })
+        let admin = Arc::new(Client {
+            id: ADMIN_CLIENT.into(),
+            kind: ClientKind::Public,
+            secret: None,
+            redirect_uris: vec![format!("{}{ADMIN_CALLBACK_PATH}", settings.issuer())],
+            scopes: vec!["openid".into()],
+        });
+        Ok(Self {
+            clients,
+            stored: RwLock::new(Arc::new(HashMap::new())),
+            admin,
+            remembered: Mutex::new(HashMap::new()),
+            argon2: Argon2Workers::start(),
+        })
     }
 
+    /// A client by id: from the configuration, then those made in the admin console, then the
+    /// console itself (which only `/oauth/authorize` meets).
     pub fn get(&self, client_id: &str) -> Option<Arc<Client>> {
-        self.clients.get(client_id).cloned()
+        if let Some(client) = self.clients.get(client_id) {
+            return Some(client.clone());
+        }
+        if let Some(client) = self.stored_snapshot().get(client_id) {
+            return Some(client.clone());
+        }
+        (client_id == ADMIN_CLIENT).then(|| self.admin.clone())
     }
 
-    /// Every client id and its scopes, for discovery.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Client>> {
-        self.clients.values()
+    /// `true` for a client id of the configuration (or dev mode), which the console cannot reuse.
+    pub fn is_configured(&self, client_id: &str) -> bool {
+        self.clients.contains_key(client_id) || client_id == ADMIN_CLIENT
     }
 
-    /// A public client is known by its id; a confidential one must prove its secret.
+    fn stored_snapshot(&self) -> Arc<HashMap<String, Arc<Client>>> {
+        self.stored.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every client that apps use (configured and stored), for discovery.
+    pub fn all(&self) -> Vec<Arc<Client>> {
+        let mut all: Vec<Arc<Client>> = self.clients.values().cloned().collect();
+        all.extend(self.stored_snapshot().values().cloned());
+        all
+    }
+
+    /// The clients of the configuration (and dev mode), sorted by id, for the admin console.
+    pub fn configured(&self) -> Vec<Arc<Client>> {
+        let mut list: Vec<Arc<Client>> = self.clients.values().cloned().collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// Reads the enabled clients made in the admin console. A row whose secret hash does not
+    /// parse is left out (and logged), never half-loaded.
+    pub fn reload_stored(&self, conn: &mut DbConnection) -> Result<(), DbError> {
+        let rows = list_stored(conn)?;
+        let mut stored = HashMap::new();
+        for row in rows.into_iter().filter(|r| r.disabled_at.is_none()) {
+            if self.clients.contains_key(&row.client_id) {
+                continue;
+            }
+            match row.to_client() {
+                Some(client) => {
+                    stored.insert(client.id.clone(), Arc::new(client));
+                }
+                None => tracing::error!(client_id = %row.client_id, "a stored client is malformed; left out"),
+            }
+        }
+        *self.stored.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(stored);
+        Ok(())
+    }
+
+    /// A public client is known by its id; a confidential one must prove its secret. The admin
+    /// console's client is not known here.
     pub async fn authenticate(&self, credentials: ClientCredentials) -> Result<Arc<Client>, ClientAuthError> {
+        if credentials.client_id == ADMIN_CLIENT {
+            return Err(ClientAuthError::Failed);
+        }
         let client = self.get(&credentials.client_id).ok_or(ClientAuthError::Failed)?;
         if client.kind == ClientKind::Public {
             return Ok(client);
@@ -328,6 +404,188 @@ fn dev_clients() -> [Client; 2] {
     ]
 }
 
+/// A client made in the admin console, as stored (`redirect_uris` and `scopes` as JSON arrays).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = stored_clients)]
+pub struct StoredClient {
+    pub client_id: String,
+    pub kind: String,
+    secret_hash: Option<String>,
+    pub redirect_uris: String,
+    pub scopes: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+impl StoredClient {
+    fn to_client(&self) -> Option<Client> {
+        let kind = match self.kind.as_str() {
+            "public" => ClientKind::Public,
+            "confidential" => ClientKind::Confidential,
+            _ => return None,
+        };
+        let secret = match kind {
+            ClientKind::Public => None,
+            ClientKind::Confidential => Some(SecretCheck::parse(self.secret_hash.as_deref()?)?),
+        };
+        Some(Client {
+            id: self.client_id.clone(),
+            kind,
+            secret,
+            redirect_uris: serde_json::from_str(&self.redirect_uris).ok()?,
+            scopes: serde_json::from_str(&self.scopes).ok()?,
+        })
+    }
+
+    pub fn redirect_uri_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.redirect_uris).unwrap_or_default()
+    }
+
+    pub fn scope_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.scopes).unwrap_or_default()
+    }
+}
+
+/// What the admin console asks for when it makes a client.
+pub struct NewClient {
+    pub client_id: String,
+    pub kind: ClientKind,
+    pub redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// Why a new client was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NewClientError {
+    #[error("the client id must be 2 to 64 characters: lower-case letters, digits, '.', '_' or '-'")]
+    BadId,
+    #[error("a client with this id already exists")]
+    Taken,
+    #[error("redirect URI `{0}`: {1}")]
+    BadRedirect(String, &'static str),
+    #[error("a public client needs at least one redirect URI")]
+    NoRedirect,
+    #[error("scopes must be 1 to 20 words of letters, digits, ':', '.', '_' or '-'")]
+    BadScopes,
+}
+
+/// Checks a client made in the console. Redirect URIs follow RFC 8252: absolute, without a
+/// fragment, and `https`, or `http` on a loopback address, or a private-use scheme in reverse
+/// domain form (`com.example.app:/cb`).
+pub fn check_new_client(client: &NewClient) -> Result<(), NewClientError> {
+    let id = &client.client_id;
+    let id_ok = (2..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !id_ok {
+        return Err(NewClientError::BadId);
+    }
+    for uri in &client.redirect_uris {
+        check_redirect_uri(uri).map_err(|why| NewClientError::BadRedirect(uri.clone(), why))?;
+    }
+    if client.kind == ClientKind::Public && client.redirect_uris.is_empty() {
+        return Err(NewClientError::NoRedirect);
+    }
+    let scope_ok = |s: &String| {
+        (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b":._-".contains(&b))
+    };
+    if client.scopes.is_empty() || client.scopes.len() > 20 || !client.scopes.iter().all(scope_ok) {
+        return Err(NewClientError::BadScopes);
+    }
+    Ok(())
+}
+
+/// One redirect URI per RFC 8252 §7: `Err` says why not.
+pub fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
+    if uri.len() > 2048 || uri.contains(char::is_whitespace) || uri.contains(char::is_control) {
+        return Err("too long or contains spaces");
+    }
+    let parsed = url::Url::parse(uri).map_err(|_| "not an absolute URI")?;
+    if parsed.fragment().is_some() || uri.contains('#') {
+        return Err("must not have a fragment");
+    }
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => Ok(()),
+        "http" => match parsed.host() {
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Ok(()),
+            Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => Ok(()),
+            _ => Err("http is allowed only on a loopback address; use https"),
+        },
+        scheme if scheme.contains('.') => Ok(()),
+        _ => Err("must be https, http on loopback, or a private-use scheme like com.example.app"),
+    }
+}
+
+/// The clients made in the console, enabled or not, oldest first.
+pub fn list_stored(conn: &mut DbConnection) -> Result<Vec<StoredClient>, DbError> {
+    Ok(stored_clients::table
+        .order((stored_clients::created_at.asc(), stored_clients::client_id.asc()))
+        .select(StoredClient::as_select())
+        .load(conn)?)
+}
+
+/// Stores a new client; a confidential one gets a new secret, returned once and stored only as
+/// its argon2 hash. `Taken` when the id exists.
+pub fn insert_stored(
+    conn: &mut DbConnection,
+    client: &NewClient,
+    now: i64,
+) -> Result<Result<Option<SecretString>, NewClientError>, DbError> {
+    let exists: i64 = stored_clients::table
+        .filter(stored_clients::client_id.eq(&client.client_id))
+        .count()
+        .get_result(conn)?;
+    if exists > 0 {
+        return Ok(Err(NewClientError::Taken));
+    }
+    let secret = (client.kind == ClientKind::Confidential).then(crate::crypto::random_token::<32>);
+    let row = StoredClient {
+        client_id: client.client_id.clone(),
+        kind: match client.kind {
+            ClientKind::Public => "public".into(),
+            ClientKind::Confidential => "confidential".into(),
+        },
+        secret_hash: secret.as_deref().map(argon2_hash),
+        redirect_uris: serde_json::to_string(&client.redirect_uris).map_err(|_| DbError::Task)?,
+        scopes: serde_json::to_string(&client.scopes).map_err(|_| DbError::Task)?,
+        created_at: now,
+        disabled_at: None,
+    };
+    diesel::insert_into(stored_clients::table).values(&row).execute(conn)?;
+    Ok(Ok(secret.map(SecretString::from)))
+}
+
+/// Disables or enables a stored client; `false` when there is none.
+pub fn set_stored_disabled(
+    conn: &mut DbConnection,
+    client_id: &str,
+    disabled: bool,
+    now: i64,
+) -> Result<bool, DbError> {
+    let n = diesel::update(stored_clients::table.find(client_id))
+        .set(stored_clients::disabled_at.eq(disabled.then_some(now)))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Deletes a stored client; `false` when there is none. Its devices stop working, as for a
+/// client removed from the configuration.
+pub fn delete_stored(conn: &mut DbConnection, client_id: &str) -> Result<bool, DbError> {
+    Ok(diesel::delete(stored_clients::table.find(client_id)).execute(conn)? == 1)
+}
+
+/// An argon2id PHC string (the crate's default parameters) for a secret made here.
+fn argon2_hash(secret: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt =
+        SaltString::encode_b64(&crate::crypto::random_bytes::<16>()).expect("16 bytes is a valid salt");
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .expect("argon2 with default parameters and a valid salt cannot fail")
+        .to_string()
+}
+
 /// The `secret_hash` for a secret, as printed by `idbridge clients hash-secret`.
 pub fn hash_secret(secret: &str) -> String {
     format!("{SHA256_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret_digest(secret)))
@@ -414,6 +672,19 @@ mod tests {
         assert!(verify_argon2(&phc, "old") && !verify_argon2(&phc, "new"));
         assert!(SecretCheck::parse("$sha256$tooshort").is_none());
         assert!(SecretCheck::parse("plain").is_none());
+    }
+
+    #[test]
+    fn redirect_uris_follow_rfc_8252() {
+        assert!(check_redirect_uri("https://app.example/cb").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1/cb").is_ok());
+        assert!(check_redirect_uri("http://[::1]:8000/cb").is_ok());
+        assert!(check_redirect_uri("com.example.app:/oauth2redirect").is_ok());
+        assert!(check_redirect_uri("http://app.example/cb").is_err());
+        assert!(check_redirect_uri("https://app.example/cb#frag").is_err());
+        assert!(check_redirect_uri("/relative").is_err());
+        assert!(check_redirect_uri("javascript:alert(1)").is_err());
+        assert!(check_redirect_uri("data:text/html,x").is_err());
     }
 
     #[test]

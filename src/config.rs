@@ -58,6 +58,26 @@ pub struct Settings {
     pub retention: RetentionSettings,
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
+    #[serde(default)]
+    pub admin: AdminSettings,
+}
+
+/// The admin console's sessions (`/admin`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// A session unused this long ends.
+    #[serde(default = "default_admin_idle", deserialize_with = "duration")]
+    pub session_idle_ttl: Duration,
+    /// No session outlives this.
+    #[serde(default = "default_admin_max", deserialize_with = "duration")]
+    pub session_max_ttl: Duration,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self { session_idle_ttl: default_admin_idle(), session_max_ttl: default_admin_max() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +275,12 @@ fn default_max_ttl() -> Duration {
 fn default_grace() -> Duration {
     Duration::from_secs(10)
 }
+fn default_admin_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_admin_max() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
 fn default_max_devices() -> u32 {
     100
 }
@@ -387,6 +413,12 @@ impl Settings {
         }
         if self.tokens.access_ttl < Duration::from_secs(1) {
             return Err(err("tokens.access_ttl", "must be at least 1s"));
+        }
+        if self.admin.session_idle_ttl.as_secs() < 60 {
+            return Err(err("admin.session_idle_ttl", "must be at least 1m"));
+        }
+        if self.admin.session_max_ttl < self.admin.session_idle_ttl {
+            return Err(err("admin.session_max_ttl", "must be at least admin.session_idle_ttl"));
         }
         if self.tokens.max_devices_per_user == 0 {
             return Err(err("tokens.max_devices_per_user", "must be at least 1"));

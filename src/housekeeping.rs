@@ -6,6 +6,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use crate::accounts::{self, audit};
+use crate::clients::ClientRegistry;
 use crate::config::Settings;
 use crate::crypto::signing::{SigningError, SigningKeys};
 use crate::db::schema::{nonces, used_assertions};
@@ -14,6 +15,7 @@ use crate::http::limits::RateLimits;
 use crate::tokens::refresh;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
+const CLIENTS_EVERY: Duration = Duration::from_secs(5);
 const KEYS_EVERY: Duration = Duration::from_secs(crate::crypto::signing::KEY_RELOAD_SECS as u64);
 
 /// How long ended things are kept (`[retention]`), in seconds.
@@ -21,6 +23,7 @@ const KEYS_EVERY: Duration = Duration::from_secs(crate::crypto::signing::KEY_REL
 pub struct Retention {
     pub audit_events_secs: i64,
     pub revoked_devices_secs: i64,
+    pub admin_sessions: crate::admin::sessions::SessionPolicy,
 }
 
 impl Retention {
@@ -28,6 +31,10 @@ impl Retention {
         Self {
             audit_events_secs: settings.retention.audit_events.as_secs() as i64,
             revoked_devices_secs: settings.retention.revoked_devices.as_secs() as i64,
+            admin_sessions: crate::admin::sessions::SessionPolicy {
+                idle_secs: settings.admin.session_idle_ttl.as_secs() as i64,
+                max_secs: settings.admin.session_max_ttl.as_secs() as i64,
+            },
         }
     }
 }
@@ -40,6 +47,7 @@ pub struct Swept {
     pub devices: usize,
     pub audit_events: usize,
     pub logins_and_codes: usize,
+    pub admin_sessions: usize,
 }
 
 /// Deletes spent nonces and spent assertions past their expiry, dead refresh tokens, expired
@@ -58,6 +66,7 @@ pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbE
             )?,
             audit_events: audit::delete_older_than(conn, now.saturating_sub(retention.audit_events_secs))?,
             logins_and_codes: crate::tokens::codes::delete_expired(conn, now)?,
+            admin_sessions: crate::admin::sessions::delete_expired(conn, retention.admin_sessions, now)?,
         })
     })
     .await
@@ -78,8 +87,22 @@ pub fn spawn(
     db: Db,
     keys: Arc<SigningKeys>,
     rate_limits: Arc<RateLimits>,
+    clients: Arc<ClientRegistry>,
     retention: Retention,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    // Clients made in the admin console on another replica, or disabled there.
+    let clients_db = db.clone();
+    let client_loader = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CLIENTS_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let registry = clients.clone();
+            if let Err(e) = clients_db.run(move |conn| registry.reload_stored(conn)).await {
+                tracing::warn!(error = %e, "cannot reload stored clients");
+            }
+        }
+    });
     let sweeper_db = db.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -102,5 +125,5 @@ pub fn spawn(
             }
         }
     });
-    vec![sweeper, rotator]
+    vec![sweeper, rotator, client_loader]
 }

@@ -1,6 +1,7 @@
 //! idbridge: checks a Google or Facebook sign-in once, then speaks only its own tokens.
 
 pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod clients;
 pub mod config;

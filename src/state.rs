@@ -21,7 +21,7 @@ pub struct AppState {
     pub db: Db,
     pub keys: Arc<SigningKeys>,
     pub providers: Providers,
-    pub clients: ClientRegistry,
+    pub clients: Arc<ClientRegistry>,
     pub access_policy: AccessTokenPolicy,
     pub session_policy: SessionPolicy,
     pub successor_key: SuccessorKey,

@@ -5,6 +5,36 @@ use diesel::prelude::*;
 use crate::db::schema::audit_events;
 use crate::db::{DbConnection, DbError};
 
+/// Every action the audit log records, for the admin console's filter.
+pub const ACTIONS: &[&str] = &[
+    "sign_in",
+    "device.revoke",
+    "device.evicted",
+    "user.logout_all",
+    "user.revoke_all",
+    "user.disable",
+    "user.enable",
+    "user.delete",
+    "identity.link",
+    "identity.unlink",
+    "refresh_token.reuse",
+    "authorization_code.reuse",
+    "crypto.encrypt",
+    "crypto.decrypt",
+    "crypto.rewrap",
+    "crypto.rotate",
+    "admin.grant",
+    "admin.revoke",
+    "admin.sign_in",
+    "admin.refused",
+    "admin.sign_out",
+    "signing_key.rotate",
+    "client.create",
+    "client.disable",
+    "client.enable",
+    "client.delete",
+];
+
 /// Where a request came from.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {

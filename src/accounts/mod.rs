@@ -434,6 +434,13 @@ fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<b
     Ok(revoked == 1)
 }
 
+/// Deletes a device outright, with its refresh tokens (`ON DELETE CASCADE`): for a device whose
+/// tokens never left idbridge.
+pub fn delete_device(conn: &mut DbConnection, device_id: &str) -> Result<(), DbError> {
+    diesel::delete(devices::table.find(device_id)).execute(conn)?;
+    Ok(())
+}
+
 /// Where a page of devices starts: after the device with this creation time and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceCursor {
@@ -492,6 +499,7 @@ pub fn set_disabled(
         .set(users::disabled_at.eq(disabled.then_some(now)))
         .execute(conn)?;
     if disabled {
+        crate::admin::sessions::end_for_user(conn, user_id)?;
         return end_all_devices(conn, user_id, by, now).map(Some);
     }
     by.record(conn, user_id, None, by.detail, now)?;
@@ -523,8 +531,12 @@ pub fn user_exists(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbErr
     Ok(n > 0)
 }
 
-/// Grants or takes away the admin role; `false` when there is no such user.
+/// Grants or takes away the admin role; `false` when there is no such user. Taking it away
+/// ends the user's admin console sessions.
 pub fn set_admin(conn: &mut DbConnection, user_id: &str, admin: bool) -> Result<bool, DbError> {
     let n = diesel::update(users::table.find(user_id)).set(users::is_admin.eq(admin)).execute(conn)?;
+    if !admin {
+        crate::admin::sessions::end_for_user(conn, user_id)?;
+    }
     Ok(n == 1)
 }

@@ -62,6 +62,35 @@ struct SigningKeyRow {
     activates_at: i64,
 }
 
+/// Where a key is in its life: published ahead of signing, signing, retired (still published
+/// while tokens it signed may live), withdrawn (no longer published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Published,
+    Signing,
+    Retired,
+    Withdrawn,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Published => "published",
+            KeyState::Signing => "signing",
+            KeyState::Retired => "retired",
+            KeyState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+pub struct KeySummary {
+    pub kid: String,
+    pub alg: String,
+    pub state: KeyState,
+    pub created_at: i64,
+    pub activates_at: i64,
+}
+
 pub struct LoadedKey {
     pub kid: String,
     pub alg: Algorithm,
@@ -227,6 +256,33 @@ impl SigningKeys {
 
     pub fn jwks(&self, now: i64) -> serde_json::Value {
         json!({ "keys": self.published(now).iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+    }
+
+    /// Every key with its state now, newest first, for the admin console.
+    pub fn summary(&self, now: i64) -> Vec<KeySummary> {
+        let keys = self.snapshot();
+        let current = self.current(now).map(|k| k.kid.clone());
+        let mut list: Vec<KeySummary> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| KeySummary {
+                kid: key.kid.clone(),
+                alg: format!("{:?}", key.alg),
+                state: if current.as_deref() == Some(key.kid.as_str()) {
+                    KeyState::Signing
+                } else if key.activates_at > now {
+                    KeyState::Published
+                } else if self.is_published(&keys, i, now) {
+                    KeyState::Retired
+                } else {
+                    KeyState::Withdrawn
+                },
+                created_at: key.created_at,
+                activates_at: key.activates_at,
+            })
+            .collect();
+        list.reverse();
+        list
     }
 
     /// Signs `claims` with the current key, header `typ` as given.

@@ -45,6 +45,18 @@ diesel::table! {
         redirect_uris -> Text,
         scopes -> Text,
         created_at -> BigInt,
+        disabled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    admin_sessions (id_hash) {
+        id_hash -> Text,
+        user_id -> Text,
+        device_id -> Text,
+        created_at -> BigInt,
+        last_seen_at -> BigInt,
+        expires_at -> BigInt,
     }
 }
 
@@ -167,6 +179,8 @@ diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(refresh_tokens -> devices (device_id));
 diesel::joinable!(user_keys -> users (user_id));
+diesel::joinable!(admin_sessions -> users (user_id));
+diesel::joinable!(admin_sessions -> devices (device_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -182,4 +196,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_keys,
     nonces,
     audit_events,
+    admin_sessions,
 );

@@ -1,6 +1,7 @@
 //! HTTP: the route table, body limits, error mapping and the request log.
 //! Each route names its handler; each handler calls one domain function.
 
+pub mod admin;
 pub mod auth;
 pub mod authorize;
 pub mod crypto;
@@ -56,6 +57,27 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/crypto/rewrap", &["POST"]),
     ("/v1/crypto/rotate", &["POST"]),
     ("/dev/id-token", &["POST"]),
+    ("/admin", &["GET"]),
+    ("/admin/login", &["GET"]),
+    ("/admin/callback", &["GET"]),
+    ("/admin/logout", &["POST"]),
+    ("/admin/static/admin.css", &["GET"]),
+    ("/admin/users", &["GET"]),
+    ("/admin/users/{id}", &["GET"]),
+    ("/admin/users/{id}/confirm", &["GET"]),
+    ("/admin/users/{id}/devices/{device}/revoke", &["POST"]),
+    ("/admin/users/{id}/revoke-all", &["POST"]),
+    ("/admin/users/{id}/disable", &["POST"]),
+    ("/admin/users/{id}/enable", &["POST"]),
+    ("/admin/users/{id}/delete", &["POST"]),
+    ("/admin/audit", &["GET"]),
+    ("/admin/keys", &["GET"]),
+    ("/admin/keys/rotate", &["POST"]),
+    ("/admin/clients", &["GET", "POST"]),
+    ("/admin/clients/{id}/confirm-delete", &["GET"]),
+    ("/admin/clients/{id}/disable", &["POST"]),
+    ("/admin/clients/{id}/enable", &["POST"]),
+    ("/admin/clients/{id}/delete", &["POST"]),
 ];
 
 /// A path of [`ROUTES`]; any other method on it is answered `405` with `Allow`.
@@ -104,6 +126,43 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
                 .service(resource("/crypto/rewrap").route(web::post().to(crypto::rewrap)))
                 .service(resource("/crypto/rotate").route(web::post().to(crypto::rotate))),
         );
+    let mut security_headers = DefaultHeaders::new();
+    for (name, value) in admin::SECURITY_HEADERS {
+        security_headers = security_headers.add((name, value));
+    }
+    cfg.service(
+        web::scope("/admin")
+            .wrap(security_headers)
+            .service(resource("").route(web::get().to(admin::overview)))
+            .service(resource("/login").route(web::get().to(admin::login)))
+            .service(resource("/callback").route(web::get().to(admin::callback)))
+            .service(resource("/logout").route(web::post().to(admin::logout)))
+            .service(resource("/static/admin.css").route(web::get().to(admin::stylesheet)))
+            .service(resource("/users").route(web::get().to(admin::users)))
+            .service(resource("/users/{id}").route(web::get().to(admin::user)))
+            .service(resource("/users/{id}/confirm").route(web::get().to(admin::confirm_user_action)))
+            .service(
+                resource("/users/{id}/devices/{device}/revoke").route(web::post().to(admin::revoke_device)),
+            )
+            .service(resource("/users/{id}/revoke-all").route(web::post().to(admin::revoke_all)))
+            .service(resource("/users/{id}/disable").route(web::post().to(admin::disable_user)))
+            .service(resource("/users/{id}/enable").route(web::post().to(admin::enable_user)))
+            .service(resource("/users/{id}/delete").route(web::post().to(admin::delete_user)))
+            .service(resource("/audit").route(web::get().to(admin::audit_log)))
+            .service(resource("/keys").route(web::get().to(admin::keys)))
+            .service(resource("/keys/rotate").route(web::post().to(admin::rotate_key)))
+            .service(
+                resource("/clients")
+                    .route(web::get().to(admin::clients_list))
+                    .route(web::post().to(admin::create_client)),
+            )
+            .service(
+                resource("/clients/{id}/confirm-delete").route(web::get().to(admin::confirm_delete_client)),
+            )
+            .service(resource("/clients/{id}/disable").route(web::post().to(admin::disable_client)))
+            .service(resource("/clients/{id}/enable").route(web::post().to(admin::enable_client)))
+            .service(resource("/clients/{id}/delete").route(web::post().to(admin::delete_client))),
+    );
     if dev_enabled {
         cfg.service(resource("/dev/id-token").route(web::post().to(dev::id_token)));
     }

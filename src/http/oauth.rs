@@ -316,15 +316,83 @@ fn token_body(
 }
 
 /// What redeeming a code came to, inside its transaction.
-enum CodeOutcome {
+pub enum CodeOutcome {
     Signed(Box<accounts::SignedIn>, Box<codes::Redeemed>),
     Refused(&'static str),
 }
 
+/// A code to redeem, as the token endpoint (or the admin console) received it.
+pub struct CodeRedemption {
+    pub code: String,
+    pub redirect_uri: String,
+    pub verifier: String,
+    pub device_name: Option<String>,
+    pub device_platform: Option<String>,
+    pub origin: accounts::audit::Origin,
+}
+
+/// Redeems a code in the caller's write transaction and records the sign-in it proves, as
+/// token exchange records one. A code used twice revokes the device it made (RFC 6749 §4.1.2).
+pub fn redeem_code(
+    conn: &mut crate::db::DbConnection,
+    app: &AppState,
+    client: &Client,
+    request: &CodeRedemption,
+    now: i64,
+) -> Result<CodeOutcome, SignInError> {
+    let redeemed = match codes::redeem(
+        conn,
+        app.user_keys.keyring(),
+        &request.code,
+        &client.id,
+        &request.redirect_uri,
+        &request.verifier,
+        now,
+    )? {
+        Ok(redeemed) => redeemed,
+        Err(codes::CodeRefused::Reused { device_id }) => {
+            if let Some(device) = device_id.map(|id| accounts::find_device(conn, &id)).transpose()?.flatten()
+            {
+                let by = accounts::Revocation {
+                    actor: &format!("client:{}", client.id),
+                    action: "authorization_code.reuse",
+                    detail: Some("an authorization code was redeemed twice; its device is revoked"),
+                    origin: &request.origin,
+                };
+                accounts::end_device(conn, &device, &by, now)?;
+            }
+            return Ok(CodeOutcome::Refused("the code was already used; the tokens it gave are revoked"));
+        }
+        Err(codes::CodeRefused::PkceMismatch) => {
+            return Ok(CodeOutcome::Refused("the code_verifier does not match"))
+        }
+        Err(codes::CodeRefused::RedirectMismatch) => {
+            return Ok(CodeOutcome::Refused("redirect_uri is not the one the code was issued for"))
+        }
+        Err(_) => return Ok(CodeOutcome::Refused("the code is invalid or expired")),
+    };
+    let sign_in = SignIn {
+        assertion: redeemed.assertion.clone(),
+        nonce: None,
+        client_id: client.id.clone(),
+        // What the client may still grant now, of what was asked at /authorize.
+        scope: client.current_scope(&redeemed.scope),
+        device_name: request.device_name.clone(),
+        device_platform: request.device_platform.clone(),
+        origin: request.origin.clone(),
+    };
+    let signed_in = match accounts::sign_in(conn, &sign_in, &app.session_policy, &app.sign_in_keys(), now) {
+        Ok(signed_in) => signed_in,
+        Err(SignInError::Db(e)) => return Err(SignInError::Db(e)),
+        Err(_) => return Ok(CodeOutcome::Refused("the account cannot sign in")),
+    };
+    codes::attach_device(conn, &redeemed.code_hash, &signed_in.device.id)?;
+    Ok(CodeOutcome::Signed(Box::new(signed_in), Box::new(redeemed)))
+}
+
 /// `grant_type=authorization_code` (RFC 6749 §4.1.3, PKCE per RFC 7636): the code is redeemed
-/// once, and the sign-in is recorded as token exchange records it, so a device made in the
-/// browser is like any other. A code used twice revokes the device it made (§4.1.2). With
-/// `openid` in scope the answer carries an ID token.
+/// once (`redeem_code`), so a device made in the browser is like any other. With `openid` in
+/// scope the answer carries an ID token.
 async fn code_grant(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -336,68 +404,18 @@ async fn code_grant(
             .map(str::to_string)
             .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
     };
-    let code = required("code", form.code.as_deref(), 256)?;
-    let redirect_uri = required("redirect_uri", form.redirect_uri.as_deref(), 2048)?;
-    let verifier = required("code_verifier", form.code_verifier.as_deref(), 128)?;
-    let origin = origin(&req);
+    let request = CodeRedemption {
+        code: required("code", form.code.as_deref(), 256)?,
+        redirect_uri: required("redirect_uri", form.redirect_uri.as_deref(), 2048)?,
+        verifier: required("code_verifier", form.code_verifier.as_deref(), 128)?,
+        device_name: None,
+        device_platform: None,
+        origin: origin(&req),
+    };
     let app = state.clone();
     let outcome = state
         .db
-        .write(move |conn| {
-            let now = crate::db::now();
-            let redeemed = match codes::redeem(
-                conn,
-                app.user_keys.keyring(),
-                &code,
-                &client.id,
-                &redirect_uri,
-                &verifier,
-                now,
-            )? {
-                Ok(redeemed) => redeemed,
-                Err(codes::CodeRefused::Reused { device_id }) => {
-                    if let Some(device) =
-                        device_id.map(|id| accounts::find_device(conn, &id)).transpose()?.flatten()
-                    {
-                        let by = accounts::Revocation {
-                            actor: &format!("client:{}", client.id),
-                            action: "authorization_code.reuse",
-                            detail: Some("an authorization code was redeemed twice; its device is revoked"),
-                            origin: &origin,
-                        };
-                        accounts::end_device(conn, &device, &by, now)?;
-                    }
-                    return Ok(CodeOutcome::Refused(
-                        "the code was already used; the tokens it gave are revoked",
-                    ));
-                }
-                Err(codes::CodeRefused::PkceMismatch) => {
-                    return Ok(CodeOutcome::Refused("the code_verifier does not match"))
-                }
-                Err(codes::CodeRefused::RedirectMismatch) => {
-                    return Ok(CodeOutcome::Refused("redirect_uri is not the one the code was issued for"))
-                }
-                Err(_) => return Ok(CodeOutcome::Refused("the code is invalid or expired")),
-            };
-            let sign_in = SignIn {
-                assertion: redeemed.assertion.clone(),
-                nonce: None,
-                client_id: client.id.clone(),
-                // What the client may still grant now, of what was asked at /authorize.
-                scope: client.current_scope(&redeemed.scope),
-                device_name: None,
-                device_platform: None,
-                origin: origin.clone(),
-            };
-            let signed_in =
-                match accounts::sign_in(conn, &sign_in, &app.session_policy, &app.sign_in_keys(), now) {
-                    Ok(signed_in) => signed_in,
-                    Err(SignInError::Db(e)) => return Err(SignInError::Db(e)),
-                    Err(_) => return Ok(CodeOutcome::Refused("the account cannot sign in")),
-                };
-            codes::attach_device(conn, &redeemed.code_hash, &signed_in.device.id)?;
-            Ok::<_, SignInError>(CodeOutcome::Signed(Box::new(signed_in), Box::new(redeemed)))
-        })
+        .write(move |conn| redeem_code(conn, &app, &client, &request, crate::db::now()))
         .await
         .map_err(|e| match e {
             SignInError::Db(db) => OAuthError::from(db),

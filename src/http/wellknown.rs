@@ -10,8 +10,8 @@ use crate::state::AppState;
 /// Lists only endpoints and grants that exist.
 pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
     let issuer = state.settings.issuer();
-    let mut scopes: Vec<&str> =
-        state.clients.all().flat_map(|c| c.scopes.iter().map(String::as_str)).collect();
+    let clients = state.clients.all();
+    let mut scopes: Vec<&str> = clients.iter().flat_map(|c| c.scopes.iter().map(String::as_str)).collect();
     scopes.sort_unstable();
     scopes.dedup();
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "public, max-age=300")).json(json!({

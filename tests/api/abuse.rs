@@ -210,6 +210,7 @@ async fn the_sweep_deletes_audit_events_and_ended_devices_past_their_retention(b
     let retention = idbridge::housekeeping::Retention {
         audit_events_secs: 365 * 86_400,
         revoked_devices_secs: 30 * 86_400,
+        admin_sessions: idbridge::admin::sessions::SessionPolicy { idle_secs: 1800, max_secs: 43_200 },
     };
     let swept = idbridge::housekeeping::sweep(&db, retention, fake_google::now()).await.expect("sweep");
 

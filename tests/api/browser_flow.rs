@@ -2,83 +2,16 @@
 //! app's relying party and a small cookie-carrying "browser": through the dev provider, a fake
 //! Google and a fake Facebook; then every refusal.
 
-use std::collections::HashMap;
-
 use openidconnect::core::{CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm};
 use openidconnect::{
     AccessTokenHash, AuthUrl, AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, TokenUrl,
 };
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use crate::support::*;
-
-/// A browser: follows nothing by itself, keeps cookies, and reaches idbridge's public URL
-/// (`http://idbridge.test`) at the test server's address.
-struct Browser<'a> {
-    app: &'a TestApp,
-    cookies: HashMap<String, String>,
-}
-
-/// What a page or redirect gave back.
-struct Visit {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
-        Browser { app, cookies: HashMap::new() }
-    }
-
-    fn local(&self, url: &str) -> String {
-        if url.starts_with('/') {
-            return self.app.url(url);
-        }
-        url.replacen(PUBLIC_URL, &self.app.address, 1)
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
-    }
-
-    async fn read(&mut self, response: reqwest::Response) -> Visit {
-        for value in response.headers().get_all("set-cookie") {
-            let text = value.to_str().unwrap();
-            let pair = text.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies.insert(name.to_string(), value.to_string());
-        }
-        let status = response.status().as_u16();
-        let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_string());
-        Visit { status, location, body: response.text().await.unwrap() }
-    }
-
-    async fn get(&mut self, url: &str) -> Visit {
-        let r =
-            self.app.client.get(self.local(url)).header("cookie", self.cookie_header()).send().await.unwrap();
-        self.read(r).await
-    }
-
-    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Visit {
-        let r =
-            self.app.client.post(self.local(url)).header("cookie", self.cookie_header()).form(form).send();
-        let r = r.await.unwrap();
-        self.read(r).await
-    }
-
-    /// Follows redirects until one leaves for `stop_at` (the app's redirect URI).
-    async fn follow(&mut self, mut visit: Visit, stop_at: &str) -> Visit {
-        for _ in 0..10 {
-            match visit.location.clone() {
-                Some(next) if !next.starts_with(stop_at) => visit = self.get(&next).await,
-                _ => return visit,
-            }
-        }
-        panic!("too many redirects");
-    }
-}
 
 /// The app's side: an OpenID Connect relying party of idbridge (openidconnect crate).
 struct RelyingParty {

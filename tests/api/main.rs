@@ -7,6 +7,8 @@ mod support;
 
 mod abuse;
 mod access_token;
+mod admin;
+mod admin_browser;
 mod browser_flow;
 mod config;
 mod crypto;

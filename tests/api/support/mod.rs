@@ -1,6 +1,7 @@
 //! Test harness: starts idbridge in-process against a fresh database and a fake Google.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_facebook;
 pub mod fake_google;
 pub mod test_db;
@@ -13,6 +14,7 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+pub use browser::{Browser, Visit};
 pub use fake_facebook::FakeFacebook;
 pub use fake_google::FakeGoogle;
 pub use test_db::TestDb;

@@ -1,0 +1,643 @@
+//! The admin console (`/admin`) over HTTP, on both backends: sign-in through the browser flow
+//! with the dev provider, the session cookie, the 403s, CSRF refusals, headers, escaping, and
+//! every action with its effect checked through the API.
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Signs `name` in to the console through `/admin/login`, the dev provider's form and
+/// `/admin/callback`; returns the browser and the callback's answer.
+async fn console_sign_in<'a>(app: &'a TestApp, name: &str) -> (Browser<'a>, Visit) {
+    let mut browser = Browser::new(app);
+    let start = browser.get("/admin/login").await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let authorize = start.location.expect("a redirect to /oauth/authorize");
+    assert!(authorize.starts_with("/oauth/authorize?"), "{authorize}");
+    let form = browser.get(&format!("{authorize}&provider=dev")).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    let login = between(&form.body, r#"name="login" value=""#, "\"");
+    let back = browser.post("/oauth/authorize/dev", &[("login", &login), ("name", name)]).await;
+    let callback = back.location.expect("a redirect back to the console");
+    assert!(callback.starts_with(&format!("{PUBLIC_URL}/admin/callback?")), "{callback}");
+    let answer = browser.get(&callback).await;
+    (browser, answer)
+}
+
+/// The text between `before` and the next `after` in `text`.
+#[track_caller]
+fn between(text: &str, before: &str, after: &str) -> String {
+    let start = text.find(before).unwrap_or_else(|| panic!("`{before}` not in:\n{text}")) + before.len();
+    let len = text[start..].find(after).expect("closing text");
+    text[start..start + len].to_string()
+}
+
+/// An admin signed in to the console: `name`'s first visit is refused (naming their user id),
+/// `idbridge admins grant` gives them the role, the second visit opens a session.
+async fn signed_in_admin<'a>(app: &'a TestApp, name: &str) -> (Browser<'a>, String) {
+    let (_, refused) = console_sign_in(app, name).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let user_id = between(&refused.body, "<code>", "</code>");
+    let out = app.run_cli(&["admins", "grant", &user_id]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (browser, visit) = console_sign_in(app, name).await;
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    (browser, user_id)
+}
+
+/// The anti-CSRF token of a page's forms.
+fn csrf_of(page: &Visit) -> String {
+    between(&page.body, r#"name="csrf" value=""#, "\"")
+}
+
+async fn dev_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |c| c.dev = true).await
+}
+
+async fn a_non_admin_is_refused_and_keeps_no_session(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, visit) = console_sign_in(&app, "mallory").await;
+
+    assert_eq!(visit.status, 403);
+    assert!(visit.body.contains("does not have the admin role"), "{}", visit.body);
+    assert!(!browser.cookies.contains_key("__Host-idbridge-admin"), "{:?}", visit.set_cookies);
+    assert_eq!(app.count("admin_sessions").await, 0);
+    assert_eq!(app.count("devices").await, 0, "the refused sign-in's device is gone");
+    assert_eq!(app.count("audit_events WHERE action = 'admin.refused'").await, 1);
+    assert_eq!(browser.get("/admin").await.location.as_deref(), Some("/admin/login"));
+}
+both_backends!(a_non_admin_is_refused_and_keeps_no_session);
+
+async fn an_admin_gets_a_host_cookie_and_the_overview(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (_, refused) = console_sign_in(&app, "ada").await;
+    let user_id = between(&refused.body, "<code>", "</code>");
+    assert!(app.run_cli(&["admins", "grant", &user_id]).await.status.success());
+    let (mut browser, visit) = console_sign_in(&app, "ada").await;
+
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    let cookie =
+        visit.set_cookies.iter().find(|c| c.starts_with("__Host-idbridge-admin=")).expect("session cookie");
+    for attribute in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    // The callback answers with a page that moves on to /admin (a same-site navigation).
+    assert!(visit.body.contains(r#"http-equiv="refresh" content="0;url=/admin""#));
+
+    let overview = browser.get("/admin").await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert_eq!(between(&overview.body, r#"id="count-users">"#, "<"), "1");
+    assert_eq!(between(&overview.body, r#"id="count-devices">"#, "<"), "1", "the console's own device");
+    assert_eq!(between(&overview.body, r#"id="count-signins">"#, "<"), "2", "the refused visit and this one");
+    assert!(overview.body.contains("<svg") && overview.body.contains("Sign-ins per day"));
+    assert_eq!(app.count(&format!("admin_sessions WHERE user_id = '{user_id}'")).await, 1);
+    assert_eq!(
+        app.count(&format!("audit_events WHERE action = 'admin.sign_in' AND actor = 'admin:{user_id}'"))
+            .await,
+        1
+    );
+}
+both_backends!(an_admin_gets_a_host_cookie_and_the_overview);
+
+async fn signed_out_visitors_are_sent_to_sign_in_and_changes_are_refused(backend: Backend) {
+    let app = dev_app(backend).await;
+    let bob = app.sign_in_as("bob-sub").await;
+    let mut browser = Browser::new(&app);
+
+    for page in ["/admin", "/admin/users", "/admin/audit", "/admin/keys", "/admin/clients"] {
+        let visit = browser.get(page).await;
+        assert_eq!((visit.status, visit.location.as_deref()), (303, Some("/admin/login")), "{page}");
+    }
+    let path = format!("/admin/users/{}/devices/{}/revoke", bob.user_id, bob.device_id);
+    let visit = browser.post(&path, &[("csrf", "anything")]).await;
+    assert_eq!(visit.status, 403);
+    // A forged session cookie is no session.
+    browser.cookies.insert("__Host-idbridge-admin".into(), "A".repeat(43));
+    assert_eq!(browser.post(&path, &[("csrf", "anything")]).await.status, 403);
+    assert_eq!(browser.get("/admin").await.status, 303);
+    app.refresh(&bob.refresh_token).await.assert_status(200);
+}
+both_backends!(signed_out_visitors_are_sent_to_sign_in_and_changes_are_refused);
+
+async fn every_admin_page_carries_the_security_headers(backend: Backend) {
+    let app = dev_app(backend).await;
+    let bob = app.sign_in_as("bob-sub").await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+
+    let pages = [
+        "/admin".to_string(),
+        "/admin/users".into(),
+        format!("/admin/users/{}", bob.user_id),
+        format!("/admin/users/{}/confirm?action=revoke-all", bob.user_id),
+        "/admin/audit".into(),
+        "/admin/keys".into(),
+        "/admin/clients".into(),
+        "/admin/login".into(),
+        "/admin/users/not-a-user".into(),
+    ];
+    for page in &pages {
+        let visit = browser.get(page).await;
+        let header = |name: &str| visit.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        let csp = header("content-security-policy").unwrap_or_else(|| panic!("no CSP on {page}"));
+        assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{page}: {csp}");
+        assert!(csp.contains("default-src 'none'"), "{page}: {csp}");
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{page}");
+        assert_eq!(header("referrer-policy").as_deref(), Some("same-origin"), "{page}");
+        assert_eq!(header("cache-control").as_deref(), Some("no-store"), "{page}");
+    }
+    // The stylesheet is served by idbridge itself; pages load nothing from elsewhere.
+    let css = browser.get("/admin/static/admin.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    let overview = browser.get("/admin").await;
+    assert!(!overview.body.contains("http://") && !overview.body.contains("https://"), "{}", overview.body);
+    assert!(!overview.body.contains("<script"), "no script is needed");
+}
+both_backends!(every_admin_page_carries_the_security_headers);
+
+async fn users_are_listed_newest_first_and_found_by_email_subject_and_id(backend: Backend) {
+    let app = dev_app(backend).await;
+    let carol =
+        app.google.id_token(json!({"sub": "carol-sub", "email": "Carol@Example.com", "name": "Carol"}));
+    let carol = Tokens::from_answer(&app.exchange(&carol, &[]).await, "carol-sub");
+    let dave = app.google.id_token(json!({"sub": "dave-sub", "email": "dave@example.com", "name": "Dave"}));
+    let dave = Tokens::from_answer(&app.exchange(&dave, &[]).await, "dave-sub");
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+
+    let list = browser.get("/admin/users").await;
+    assert_eq!(list.status, 200);
+    let (ada_at, dave_at, carol_at) = (
+        list.body.find(">ada<").unwrap(),
+        list.body.find(">Dave<").unwrap(),
+        list.body.find(">Carol<").unwrap(),
+    );
+    assert!(ada_at < dave_at && dave_at < carol_at, "newest first");
+
+    let by_email = browser.get("/admin/users?q=carol%40example.com").await;
+    assert!(
+        by_email.body.contains(&carol.user_id) && !by_email.body.contains(&dave.user_id),
+        "{}",
+        by_email.body
+    );
+    assert!(by_email.body.contains("1 found"));
+    let by_subject = browser.get("/admin/users?q=dave-sub").await;
+    assert!(by_subject.body.contains(&dave.user_id) && !by_subject.body.contains(&carol.user_id));
+    let by_id = browser.get(&format!("/admin/users?q={}", carol.user_id)).await;
+    assert!(by_id.body.contains(&carol.user_id) && !by_id.body.contains(&dave.user_id));
+    let nothing = browser.get("/admin/users?q=nobody%40example.com").await;
+    assert!(nothing.body.contains("0 found") && !nothing.body.contains(&carol.user_id));
+    // A part of an e-mail finds nothing: the search is an exact match on a keyed index.
+    let partial = browser.get("/admin/users?q=carol%40example").await;
+    assert!(!partial.body.contains(&carol.user_id));
+}
+both_backends!(users_are_listed_newest_first_and_found_by_email_subject_and_id);
+
+async fn the_user_page_shows_identities_devices_and_events_but_no_secrets(backend: Backend) {
+    let app = dev_app(backend).await;
+    let token = app.google.id_token(json!({"sub": "erin-sub", "email": "erin@example.com", "name": "Erin"}));
+    let erin = Tokens::from_answer(
+        &app.exchange(&token, &[("device_name", "Erin Pixel 8"), ("device_platform", "android")]).await,
+        "erin-sub",
+    );
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+
+    let page = browser.get(&format!("/admin/users/{}", erin.user_id)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for shown in [
+        "Erin",
+        "erin@example.com",
+        "google",
+        "erin-sub",
+        "Erin Pixel 8",
+        "android",
+        "app",
+        "127.0.0.1",
+        "sign_in",
+    ] {
+        assert!(page.body.contains(shown), "`{shown}` missing:\n{}", page.body);
+    }
+    assert!(page.body.contains(&erin.device_id));
+    for secret in [&erin.refresh_token, &erin.access_token] {
+        assert!(!page.body.contains(secret.as_str()));
+    }
+    for hidden in ["$sha256$", "$argon2", "token_hash", "wrapped"] {
+        assert!(!page.body.contains(hidden), "{hidden} shown");
+    }
+}
+both_backends!(the_user_page_shows_identities_devices_and_events_but_no_secrets);
+
+async fn revoking_one_device_kills_its_refresh_token_and_is_audited(backend: Backend) {
+    let app = dev_app(backend).await;
+    let phone = app.sign_in_as("frank-sub").await;
+    let laptop = app.sign_in_as("frank-sub").await;
+    let (mut browser, admin_id) = signed_in_admin(&app, "ada").await;
+
+    let confirm = browser
+        .get(&format!(
+            "/admin/users/{}/confirm?action=revoke-device&device={}",
+            phone.user_id, phone.device_id
+        ))
+        .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let action = format!(
+        "/admin/users/{}",
+        between(&confirm.body, r#"<form method="post" action="/admin/users/"#, "\"")
+    );
+    assert_eq!(action, format!("/admin/users/{}/devices/{}/revoke", phone.user_id, phone.device_id));
+    let done = browser.post(&action, &[("csrf", &csrf_of(&confirm))]).await;
+    assert_eq!(done.status, 303);
+    assert_eq!(done.location, Some(format!("/admin/users/{}?done=device-revoked", phone.user_id)));
+
+    app.refresh(&phone.refresh_token).await.assert_oauth_error(400, "invalid_grant");
+    app.get_me(&phone.access_token).await.assert_status(401);
+    app.refresh(&laptop.refresh_token).await.assert_status(200);
+    let audited = format!(
+        "audit_events WHERE action = 'device.revoke' AND actor = 'admin:{admin_id}' AND device_id = '{}'",
+        phone.device_id
+    );
+    assert_eq!(app.count(&audited).await, 1);
+    let page = browser.get(&format!("/admin/users/{}?done=device-revoked", phone.user_id)).await;
+    assert!(page.body.contains("The device was revoked"));
+}
+both_backends!(revoking_one_device_kills_its_refresh_token_and_is_audited);
+
+async fn a_missing_or_wrong_csrf_token_is_403_and_changes_nothing(backend: Backend) {
+    let app = dev_app(backend).await;
+    let grace = app.sign_in_as("grace-sub").await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let page = browser.get("/admin/clients").await;
+    let good = csrf_of(&page);
+    let events = app.count("audit_events").await;
+
+    let revoke = format!("/admin/users/{}/devices/{}/revoke", grace.user_id, grace.device_id);
+    let disable = format!("/admin/users/{}/disable", grace.user_id);
+    let posts: [(&str, Vec<(&str, &str)>); 6] = [
+        (&revoke, vec![]),
+        (&revoke, vec![("csrf", "forged")]),
+        (&disable, vec![("csrf", &good[..good.len() - 1])]),
+        ("/admin/keys/rotate", vec![]),
+        ("/admin/clients", vec![("client_id", "sneaky"), ("scopes", "api"), ("kind", "confidential")]),
+        ("/admin/logout", vec![("csrf", "")]),
+    ];
+    for (path, form) in &posts {
+        let visit = browser.post(path, form).await;
+        assert_eq!(visit.status, 403, "{path} {form:?}: {}", visit.body);
+        assert!(visit.body.contains("Nothing was changed"), "{}", visit.body);
+    }
+    assert_eq!(app.count("audit_events").await, events);
+    assert_eq!(app.count("clients").await, 0);
+    assert_eq!(app.count("signing_keys").await, 1);
+    app.refresh(&grace.refresh_token).await.assert_status(200);
+    assert_eq!(browser.get("/admin").await.status, 200, "still signed in");
+}
+both_backends!(a_missing_or_wrong_csrf_token_is_403_and_changes_nothing);
+
+async fn revoke_all_disable_enable_and_delete_take_effect_at_once(backend: Backend) {
+    let app = dev_app(backend).await;
+    let one = app.sign_in_as("henry-sub").await;
+    let two = app.sign_in_as("henry-sub").await;
+    let (mut browser, admin_id) = signed_in_admin(&app, "ada").await;
+    let user = format!("/admin/users/{}", one.user_id);
+    let csrf = csrf_of(&browser.get(&user).await);
+
+    let done = browser.post(&format!("{user}/revoke-all"), &[("csrf", &csrf)]).await;
+    assert_eq!(done.location, Some(format!("{user}?done=all-revoked")));
+    app.refresh(&one.refresh_token).await.assert_oauth_error(400, "invalid_grant");
+    app.refresh(&two.refresh_token).await.assert_oauth_error(400, "invalid_grant");
+
+    let three = app.sign_in_as("henry-sub").await;
+    let done = browser.post(&format!("{user}/disable"), &[("csrf", &csrf)]).await;
+    assert_eq!(done.location, Some(format!("{user}?done=disabled")));
+    app.get_me(&three.access_token).await.assert_status(401);
+    let refused = app.exchange(&app.google.id_token_for("henry-sub"), &[]).await;
+    assert_eq!(refused.status.as_u16(), 400, "a disabled user cannot sign in");
+    assert!(browser.get(&user).await.body.contains("disabled"));
+
+    let done = browser.post(&format!("{user}/enable"), &[("csrf", &csrf)]).await;
+    assert_eq!(done.location, Some(format!("{user}?done=enabled")));
+    let four = app.sign_in_as("henry-sub").await;
+    app.get_me(&four.access_token).await.assert_status(200);
+
+    let confirm = browser.get(&format!("{user}/confirm?action=delete")).await;
+    assert!(confirm.body.contains("cannot be undone"));
+    let done = browser.post(&format!("{user}/delete"), &[("csrf", &csrf)]).await;
+    assert_eq!(done.location.as_deref(), Some("/admin/users?done=deleted"));
+    app.get_me(&four.access_token).await.assert_status(401);
+    assert_eq!(app.count(&format!("user_keys WHERE user_id = '{}'", one.user_id)).await, 0);
+    assert_eq!(browser.get(&user).await.status, 404);
+
+    for action in ["user.revoke_all", "user.disable", "user.enable", "user.delete"] {
+        let audited = format!("audit_events WHERE action = '{action}' AND actor = 'admin:{admin_id}'");
+        assert_eq!(app.count(&audited).await, 1, "{action}");
+    }
+    // An admin cannot lock themselves out from here.
+    let own = browser.post(&format!("/admin/users/{admin_id}/disable"), &[("csrf", &csrf)]).await;
+    assert_eq!(own.status, 400);
+}
+both_backends!(revoke_all_disable_enable_and_delete_take_effect_at_once);
+
+async fn hostile_names_are_shown_as_text(backend: Backend) {
+    let app = dev_app(backend).await;
+    let hostile = "<script>alert(1)</script>";
+    let token = app.google.id_token(
+        json!({"sub": "<img src=x onerror=alert(2)>", "name": hostile, "email": "x\"><b>@example.com"}),
+    );
+    let user = Tokens::from_answer(&app.exchange(&token, &[("device_name", "<b>bold</b>")]).await, "x");
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+
+    for page in [
+        "/admin/users".to_string(),
+        format!("/admin/users/{}", user.user_id),
+        format!("/admin/users/{}/confirm?action=delete", user.user_id),
+        format!("/admin/users?q={}", "%3Cimg%20src%3Dx%20onerror%3Dalert(2)%3E"),
+        format!("/admin/audit?actor={}", "%3Cscript%3E"),
+    ] {
+        let visit = browser.get(&page).await;
+        assert_eq!(visit.status, 200, "{page}");
+        for raw in ["<script>", "<img src=x", "<b>bold", "\"><b>"] {
+            assert!(!visit.body.contains(raw), "{page} shows `{raw}` unescaped");
+        }
+    }
+    let user_page = browser.get(&format!("/admin/users/{}", user.user_id)).await;
+    assert!(user_page.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{}", user_page.body);
+}
+both_backends!(hostile_names_are_shown_as_text);
+
+async fn signing_out_ends_the_session_and_its_device(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let kept_cookie = browser.cookies["__Host-idbridge-admin"].clone();
+    let csrf = csrf_of(&browser.get("/admin").await);
+
+    let out = browser.post("/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 200);
+    assert!(out
+        .set_cookies
+        .iter()
+        .any(|c| c.starts_with("__Host-idbridge-admin=;") && c.contains("Max-Age=0")));
+    assert_eq!(app.count("admin_sessions").await, 0);
+    assert_eq!(app.count("devices WHERE revoked_at IS NULL").await, 0);
+    // The old cookie, replayed, is no session.
+    browser.cookies.insert("__Host-idbridge-admin".into(), kept_cookie);
+    assert_eq!(browser.get("/admin").await.location.as_deref(), Some("/admin/login"));
+}
+both_backends!(signing_out_ends_the_session_and_its_device);
+
+async fn taking_the_role_or_the_device_away_ends_the_session(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, admin_id) = signed_in_admin(&app, "ada").await;
+    assert!(app.run_cli(&["admins", "revoke", &admin_id]).await.status.success());
+    assert_eq!(browser.get("/admin").await.status, 303, "the role was taken away");
+    assert_eq!(app.count("admin_sessions").await, 0);
+
+    assert!(app.run_cli(&["admins", "grant", &admin_id]).await.status.success());
+    let (mut browser, _) = console_sign_in(&app, "ada").await;
+    assert_eq!(browser.get("/admin").await.status, 200);
+    assert!(app.run_cli(&["users", "revoke-all", &admin_id]).await.status.success());
+    assert_eq!(browser.get("/admin").await.status, 303, "the session's device was revoked");
+
+    let (mut browser, _) = console_sign_in(&app, "ada").await;
+    assert!(app.run_cli(&["users", "disable", &admin_id]).await.status.success());
+    assert_eq!(browser.get("/admin").await.status, 303, "the admin was disabled");
+}
+both_backends!(taking_the_role_or_the_device_away_ends_the_session);
+
+async fn sessions_end_when_idle_and_at_their_maximum(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    assert_eq!(browser.get("/admin").await.status, 200);
+    let now = fake_google::now();
+
+    // The default idle time is 30 minutes.
+    app.execute_sql(&format!("UPDATE admin_sessions SET last_seen_at = {}", now - 31 * 60)).await;
+    assert_eq!(browser.get("/admin").await.status, 303);
+
+    let (mut browser, _) = console_sign_in(&app, "ada").await;
+    assert_eq!(browser.get("/admin").await.status, 200);
+    app.execute_sql(&format!("UPDATE admin_sessions SET last_seen_at = {now}, expires_at = {}", now - 1))
+        .await;
+    assert_eq!(browser.get("/admin").await.status, 303, "past the hard maximum");
+}
+both_backends!(sessions_end_when_idle_and_at_their_maximum);
+
+async fn the_audit_log_filters_by_user_actor_and_action(backend: Backend) {
+    let app = dev_app(backend).await;
+    let ivy = app.sign_in_as("ivy-sub").await;
+    let jack = app.sign_in_as("jack-sub").await;
+    let (mut browser, admin_id) = signed_in_admin(&app, "ada").await;
+    let csrf = csrf_of(&browser.get("/admin").await);
+    browser.post(&format!("/admin/users/{}/revoke-all", ivy.user_id), &[("csrf", &csrf)]).await;
+
+    let all = browser.get("/admin/audit").await;
+    assert!(all.body.contains(&ivy.user_id) && all.body.contains(&jack.user_id));
+    let revoked_row = all.body.find(">user.revoke_all</td>").expect("the admin's change is listed");
+    assert!(revoked_row < all.body.find(&format!("user:{}", jack.user_id)).unwrap(), "newest first");
+
+    let by_user = browser.get(&format!("/admin/audit?user={}", jack.user_id)).await;
+    assert!(by_user.body.contains(&jack.user_id) && !by_user.body.contains(&ivy.user_id));
+    let by_actor = browser.get(&format!("/admin/audit?actor=admin:{admin_id}")).await;
+    assert!(by_actor.body.contains(">user.revoke_all</td>") && !by_actor.body.contains(&jack.user_id));
+    let by_action = browser.get("/admin/audit?action=sign_in").await;
+    assert!(by_action.body.contains(&jack.user_id) && !by_action.body.contains("user.revoke_all</td>"));
+    assert_eq!(browser.get("/admin/audit?before=nonsense").await.status, 400);
+}
+both_backends!(the_audit_log_filters_by_user_actor_and_action);
+
+async fn the_audit_log_pages_through_older_events(backend: Backend) {
+    let app = dev_app(backend).await;
+    for _ in 0..55 {
+        app.sign_in_as("kim-sub").await;
+    }
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+
+    let first = browser.get("/admin/audit?action=sign_in").await;
+    let next =
+        between(&first.body, r#"<a class="button" href=""#, "\"").replace("&#38;", "&").replace("&amp;", "&");
+    assert!(next.starts_with("/admin/audit?action=sign_in&before="), "{next}");
+    let second = browser.get(&next).await;
+    let rows = |v: &Visit| v.body.matches("<td data-label=\"Action\">sign_in</td>").count();
+    assert_eq!(rows(&first), 50);
+    assert_eq!(rows(&second), 55 + 2 - 50, "the rest, the admin's two sign-ins included");
+    assert!(!second.body.contains("Older events"));
+}
+both_backends!(the_audit_log_pages_through_older_events);
+
+async fn rotating_the_signing_key_publishes_a_new_key_first(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, admin_id) = signed_in_admin(&app, "ada").await;
+    let before = browser.get("/admin/keys").await;
+    assert_eq!(before.body.matches("state-signing").count(), 1);
+    let old_kid = between(&before.body, "<td data-label=\"kid\"><code>", "</code>");
+
+    let done = browser.post("/admin/keys/rotate", &[("csrf", &csrf_of(&before))]).await;
+    assert_eq!(done.location.as_deref(), Some("/admin/keys?done=key-added"));
+    let after = browser.get("/admin/keys?done=key-added").await;
+    assert!(after.body.contains("state-published") && after.body.contains("ES256"), "{}", after.body);
+    let jwks = app.get("/.well-known/jwks.json").await;
+    assert_eq!(jwks.body["keys"].as_array().unwrap().len(), 2, "published ahead of signing");
+    // Tokens are still signed by the old key until the new one's time comes.
+    let tokens = app.sign_in().await;
+    assert_eq!(jwt_header(&tokens.access_token)["kid"], old_kid.as_str());
+    assert_eq!(
+        app.count(&format!(
+            "audit_events WHERE action = 'signing_key.rotate' AND actor = 'admin:{admin_id}'"
+        ))
+        .await,
+        1
+    );
+}
+both_backends!(rotating_the_signing_key_publishes_a_new_key_first);
+
+async fn clients_made_in_the_console_work_at_oauth_like_configured_ones(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, admin_id) = signed_in_admin(&app, "ada").await;
+    let page = browser.get("/admin/clients").await;
+    assert!(
+        page.body.contains("<code>svc</code>") && page.body.contains("<code>app</code>"),
+        "configured ones shown"
+    );
+    let csrf = csrf_of(&page);
+
+    let made = browser
+        .post(
+            "/admin/clients",
+            &[
+                ("csrf", &csrf),
+                ("client_id", "reports"),
+                ("kind", "confidential"),
+                ("redirect_uris", ""),
+                ("scopes", "api"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let secret = between(&made.body, r#"id="secret" readonly value=""#, "\"");
+    assert!(secret.len() >= 43);
+    assert_eq!(app.count("clients WHERE client_id = 'reports' AND secret_hash LIKE '$argon2id$%'").await, 1);
+    assert!(!browser.get("/admin/clients").await.body.contains(&secret), "shown once");
+
+    let token = app.google.id_token_for("lee-sub");
+    app.exchange_as(Auth::Basic("reports", &secret), &token, &[]).await.assert_status(200);
+    let wrong =
+        app.exchange_as(Auth::Basic("reports", "wrong"), &app.google.id_token_for("lee-sub"), &[]).await;
+    wrong.assert_oauth_error(401, "invalid_client");
+
+    let public = browser
+        .post(
+            "/admin/clients",
+            &[
+                ("csrf", &csrf),
+                ("client_id", "web-app"),
+                ("kind", "public"),
+                ("redirect_uris", "https://web.example/cb\ncom.example.web:/cb"),
+                ("scopes", "openid api"),
+            ],
+        )
+        .await;
+    assert_eq!(public.status, 201);
+    let authorize = format!(
+        "/oauth/authorize?response_type=code&client_id=web-app&redirect_uri=https%3A%2F%2Fweb.example%2Fcb&code_challenge={}&code_challenge_method=S256&state=s",
+        "a".repeat(43)
+    );
+    let chooser = browser.get(&authorize).await;
+    assert_eq!(chooser.status, 200, "{}", chooser.body);
+    assert!(chooser.body.contains("web-app"));
+
+    let disabled = browser.post("/admin/clients/reports/disable", &[("csrf", &csrf)]).await;
+    assert_eq!(disabled.location.as_deref(), Some("/admin/clients?done=client-disabled"));
+    app.exchange_as(Auth::Basic("reports", &secret), &app.google.id_token_for("lee-sub"), &[])
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    browser.post("/admin/clients/reports/enable", &[("csrf", &csrf)]).await;
+    app.exchange_as(Auth::Basic("reports", &secret), &app.google.id_token_for("lee-sub"), &[])
+        .await
+        .assert_status(200);
+    let confirm = browser.get("/admin/clients/reports/confirm-delete").await;
+    assert!(confirm.body.contains("/admin/clients/reports/delete"));
+    browser.post("/admin/clients/reports/delete", &[("csrf", &csrf)]).await;
+    app.exchange_as(Auth::Basic("reports", &secret), &app.google.id_token_for("lee-sub"), &[])
+        .await
+        .assert_oauth_error(401, "invalid_client");
+
+    for action in ["client.create", "client.disable", "client.enable", "client.delete"] {
+        let audited = format!("audit_events WHERE action = '{action}' AND actor = 'admin:{admin_id}'");
+        assert!(app.count(&audited).await >= 1, "{action}");
+    }
+}
+both_backends!(clients_made_in_the_console_work_at_oauth_like_configured_ones);
+
+async fn bad_clients_are_refused_and_nothing_is_stored(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let csrf = csrf_of(&browser.get("/admin/clients").await);
+
+    let cases: [(&str, &str, &str, &str, u16); 8] = [
+        ("plain", "public", "http://web.example/cb", "api", 400),
+        ("frag", "public", "https://web.example/cb#x", "api", 400),
+        ("rel", "public", "/cb", "api", 400),
+        ("js", "public", "javascript:alert(1)", "api", 400),
+        ("none", "public", "", "api", 400),
+        ("Bad Id", "confidential", "", "api", 400),
+        ("svc", "confidential", "", "api", 409),
+        ("noscope", "confidential", "", "", 400),
+    ];
+    for (id, kind, redirect, scopes, status) in cases {
+        let visit = browser
+            .post(
+                "/admin/clients",
+                &[
+                    ("csrf", &csrf),
+                    ("client_id", id),
+                    ("kind", kind),
+                    ("redirect_uris", redirect),
+                    ("scopes", scopes),
+                ],
+            )
+            .await;
+        assert_eq!(visit.status, status, "{id}: {}", visit.body);
+        assert!(visit.body.contains(r#"class="error""#), "{id}: the reason is shown");
+    }
+    assert_eq!(app.count("clients").await, 0);
+    // Configured clients cannot be changed from the console.
+    assert_eq!(browser.post("/admin/clients/svc/disable", &[("csrf", &csrf)]).await.status, 400);
+    assert_eq!(browser.post("/admin/clients/ghost/delete", &[("csrf", &csrf)]).await.status, 404);
+}
+both_backends!(bad_clients_are_refused_and_nothing_is_stored);
+
+async fn malformed_ids_and_links_get_clear_4xx_pages(backend: Backend) {
+    let app = dev_app(backend).await;
+    let bob = app.sign_in_as("bob-sub").await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let csrf = csrf_of(&browser.get("/admin").await);
+
+    let ghost = "00000000-0000-7000-8000-000000000000";
+    for (path, status) in [
+        ("/admin/users/not-a-uuid".to_string(), 404),
+        (format!("/admin/users/{ghost}"), 404),
+        (format!("/admin/users/{}/confirm?action=explode", bob.user_id), 400),
+        (format!("/admin/users/{}/confirm?action=revoke-device&device=zzz", bob.user_id), 400),
+        (format!("/admin/users/{}/confirm?action=revoke-device&device={ghost}", bob.user_id), 404),
+        ("/admin/users?after=garbage".into(), 400),
+        ("/admin/users?q=%00".into(), 400),
+    ] {
+        assert_eq!(browser.get(&path).await.status, status, "{path}");
+    }
+    let other_users_device = format!("/admin/users/{ghost}/devices/{}/revoke", bob.device_id);
+    assert_eq!(browser.post(&other_users_device, &[("csrf", &csrf)]).await.status, 404);
+    app.refresh(&bob.refresh_token).await.assert_status(200);
+    let wrong_method = app.client.delete(app.url("/admin/users")).send().await.unwrap();
+    assert_eq!(wrong_method.status().as_u16(), 405);
+}
+both_backends!(malformed_ids_and_links_get_clear_4xx_pages);
+
+async fn the_console_client_cannot_be_used_at_the_token_endpoint(backend: Backend) {
+    let app = dev_app(backend).await;
+    let token = app.google.id_token_for("nina-sub");
+    app.exchange_as(Auth::Public("idbridge-admin"), &token, &[])
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    let discovery = app.get("/.well-known/openid-configuration").await;
+    assert!(!discovery.body.to_string().contains("idbridge-admin"));
+}
+both_backends!(the_console_client_cannot_be_used_at_the_token_endpoint);

@@ -1,0 +1,214 @@
+//! The admin console in a real browser: headless Chromium driven over WebDriver (chromedriver,
+//! through the fantoccini crate). An admin signs in through the dev provider, finds a user by
+//! e-mail, revokes one of their devices (whose refresh token is then refused by the API), looks
+//! at the pages at desktop and phone width, and signs out; a non-admin is refused. Screenshots
+//! go to `target/admin-screenshots/`.
+//!
+//! `.ci/run` installs Debian's `chromium` and `chromium-driver` when they are missing.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts chromedriver and waits for the line that says it listens.
+fn start_driver() -> Driver {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
+        "the browser tests need Debian's chromium and chromium-driver (.ci/run installs them)"
+    );
+    let port = free_port();
+    let mut child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let stdout = child.stdout.take().expect("chromedriver stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines.next().expect("chromedriver exited").expect("read chromedriver output");
+        if line.contains("started successfully") {
+            break;
+        }
+    }
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Driver { child, url: format!("http://127.0.0.1:{port}") }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session with headless Chromium")
+}
+
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/admin-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+async fn save_screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(screenshot_dir().join(name), png).expect("write screenshot");
+}
+
+/// The app on a fixed loopback port whose public URL is its real address, as a browser needs.
+async fn app_at_its_own_address() -> TestApp {
+    let base = spawn_app_with(Backend::Sqlite, |c| c.dev = true).await;
+    let port = free_port();
+    let toml = base
+        .config_text()
+        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"127.0.0.1:{port}\""))
+        .replace(
+            &format!("public_url = \"{PUBLIC_URL}\""),
+            &format!("public_url = \"http://127.0.0.1:{port}\""),
+        );
+    base.start_with_toml(&toml).await
+}
+
+/// Through the console's sign-in: the provider choice, the dev provider's form.
+async fn sign_in_through_dev(client: &Client, app: &TestApp, name: &str) {
+    client.goto(&app.url("/admin")).await.unwrap();
+    client
+        .find(Locator::LinkText("Continue with the dev provider"))
+        .await
+        .expect("the provider choice")
+        .click()
+        .await
+        .unwrap();
+    let field = client.wait().for_element(Locator::Id("name")).await.expect("the dev provider's form");
+    field.send_keys(name).await.unwrap();
+    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+}
+
+/// A user id from the dev provider's token for `name`.
+async fn dev_user(app: &TestApp, name: &str) -> String {
+    let id_token = app.post_form("/dev/id-token", Auth::Anonymous, &[("name", name)]).await;
+    let signed_in = app.exchange_as(Auth::Public("dev-app"), id_token.str("id_token"), &[]).await;
+    Tokens::from_answer(&signed_in, name).user_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_finds_a_user_by_email_and_revokes_their_phone_in_chromium() {
+    let driver = start_driver();
+    let app = app_at_its_own_address().await;
+    let zoe_token =
+        app.google.id_token(json!({"sub": "zoe-sub", "email": "zoe@example.com", "name": "Zoe Example"}));
+    let phone = Tokens::from_answer(
+        &app.exchange(&zoe_token, &[("device_name", "Zoe iPhone"), ("device_platform", "ios")]).await,
+        "zoe-sub",
+    );
+    let tablet_token = app.google.id_token_for("zoe-sub");
+    let tablet = Tokens::from_answer(
+        &app.exchange(&tablet_token, &[("device_name", "Zoe iPad"), ("device_platform", "ios")]).await,
+        "zoe-sub",
+    );
+    let root = dev_user(&app, "root").await;
+    assert!(app.run_cli(&["admins", "grant", &root]).await.status.success());
+    dev_user(&app, "mallory").await;
+
+    let client = browser(&driver).await;
+
+    // Sign in: /admin → the browser flow → back to the overview, with the __Host- cookie set
+    // over plain http on loopback.
+    sign_in_through_dev(&client, &app, "root").await;
+    client.wait().for_element(Locator::Id("count-users")).await.expect("the overview after sign-in");
+    assert_eq!(client.current_url().await.unwrap().path(), "/admin");
+    let cookie = client.get_named_cookie("__Host-idbridge-admin").await.expect("the session cookie");
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(cookie.secure(), Some(true));
+    assert_eq!(client.find(Locator::Id("count-users")).await.unwrap().text().await.unwrap(), "3");
+    assert!(client.find(Locator::Css("figure.chart svg rect.bar")).await.is_ok(), "the chart is drawn");
+    save_screenshot(&client, "overview.png").await;
+
+    // Find Zoe by e-mail and open her page.
+    client.find(Locator::LinkText("Users")).await.unwrap().click().await.unwrap();
+    let search = client.wait().for_element(Locator::Id("q")).await.unwrap();
+    search.send_keys("zoe@example.com").await.unwrap();
+    client.find(Locator::Css("form.search button")).await.unwrap().click().await.unwrap();
+    let found = client.wait().for_element(Locator::XPath("//p[contains(., 'found for')]")).await.unwrap();
+    assert!(found.text().await.unwrap().starts_with("1 found"));
+    client.find(Locator::LinkText("Zoe Example")).await.unwrap().click().await.unwrap();
+    let row = client.wait().for_element(Locator::Id(&format!("device-{}", phone.device_id))).await.unwrap();
+    assert!(row.text().await.unwrap().contains("Zoe iPhone"));
+    save_screenshot(&client, "user.png").await;
+
+    // Revoke the phone, through the confirmation step.
+    row.find(Locator::LinkText("Revoke")).await.unwrap().click().await.unwrap();
+    let confirm = client.wait().for_element(Locator::Css("form.confirm button[type=submit]")).await.unwrap();
+    assert!(client.source().await.unwrap().contains("Zoe iPhone"));
+    confirm.click().await.unwrap();
+    let notice = client.wait().for_element(Locator::Css("p.notice")).await.unwrap();
+    assert!(notice.text().await.unwrap().contains("The device was revoked"));
+    let row = client.find(Locator::Id(&format!("device-{}", phone.device_id))).await.unwrap();
+    assert!(row.text().await.unwrap().contains("revoked"));
+
+    app.refresh(&phone.refresh_token).await.assert_oauth_error(400, "invalid_grant");
+    app.get_me(&phone.access_token).await.assert_status(401);
+    app.refresh(&tablet.refresh_token).await.assert_status(200);
+
+    // At a phone's width the page fits without sideways scrolling.
+    client.set_window_size(390, 844).await.unwrap();
+    let fits = client
+        .execute("return document.documentElement.scrollWidth <= window.innerWidth + 1;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the user page scrolls sideways at 390px");
+    save_screenshot(&client, "user-phone.png").await;
+    client.goto(&app.url("/admin")).await.unwrap();
+    save_screenshot(&client, "overview-phone.png").await;
+    client.set_window_size(1280, 1000).await.unwrap();
+
+    // Sign out: the next visit starts a sign-in again.
+    client.find(Locator::Css("form.signout button")).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::XPath("//h1[text()='Signed out']")).await.unwrap();
+    client.goto(&app.url("/admin")).await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().path(), "/oauth/authorize");
+    assert_eq!(app.count("admin_sessions").await, 0);
+
+    // A non-admin is refused with a clear page.
+    client.delete_all_cookies().await.unwrap();
+    sign_in_through_dev(&client, &app, "mallory").await;
+    client.wait().for_element(Locator::XPath("//h1[text()='Not an admin']")).await.expect("the refusal page");
+    assert!(client.source().await.unwrap().contains("does not have the admin role"));
+    assert!(client.get_named_cookie("__Host-idbridge-admin").await.is_err());
+    save_screenshot(&client, "not-an-admin.png").await;
+
+    client.close().await.unwrap();
+}

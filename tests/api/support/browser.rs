@@ -1,0 +1,83 @@
+//! A cookie-carrying "browser" over reqwest, for the browser flow and the admin console.
+
+use std::collections::HashMap;
+
+use super::{TestApp, PUBLIC_URL};
+
+/// A browser: follows nothing by itself, keeps cookies, and reaches idbridge's public URL
+/// (`http://idbridge.test`) at the test server's address.
+pub struct Browser<'a> {
+    pub app: &'a TestApp,
+    pub cookies: HashMap<String, String>,
+}
+
+/// What a page or redirect gave back.
+pub struct Visit {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+    pub headers: reqwest::header::HeaderMap,
+    /// The raw `Set-Cookie` lines of this answer.
+    pub set_cookies: Vec<String>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(app: &'a TestApp) -> Self {
+        Browser { app, cookies: HashMap::new() }
+    }
+
+    pub fn local(&self, url: &str) -> String {
+        if url.starts_with('/') {
+            return self.app.url(url);
+        }
+        url.replacen(PUBLIC_URL, &self.app.address, 1)
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    pub async fn read(&mut self, response: reqwest::Response) -> Visit {
+        let mut set_cookies = Vec::new();
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap();
+            set_cookies.push(text.to_string());
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            // A cookie set empty (Max-Age=0) is removed, as a browser does.
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+        Visit { status, location, body: response.text().await.unwrap(), headers, set_cookies }
+    }
+
+    pub async fn get(&mut self, url: &str) -> Visit {
+        let r =
+            self.app.client.get(self.local(url)).header("cookie", self.cookie_header()).send().await.unwrap();
+        self.read(r).await
+    }
+
+    pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Visit {
+        let r =
+            self.app.client.post(self.local(url)).header("cookie", self.cookie_header()).form(form).send();
+        let r = r.await.unwrap();
+        self.read(r).await
+    }
+
+    /// Follows redirects until one leaves for `stop_at` (the app's redirect URI).
+    pub async fn follow(&mut self, mut visit: Visit, stop_at: &str) -> Visit {
+        for _ in 0..10 {
+            match visit.location.clone() {
+                Some(next) if !next.starts_with(stop_at) => visit = self.get(&next).await,
+                _ => return visit,
+            }
+        }
+        panic!("too many redirects");
+    }
+}
