@@ -186,6 +186,12 @@ impl Application {
             let registry = clients.clone();
             db.run(move |conn| registry.reload_stored(conn)).await?;
         }
+        let liveness = db.liveness().clone();
+        liveness.set_access_ttl(settings.tokens.access_ttl.as_secs() as i64);
+        {
+            let liveness = liveness.clone();
+            db.run(move |conn| liveness.load(conn, crate::db::now())).await?;
+        }
         let metrics = Arc::new(Metrics::new());
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
 
@@ -231,7 +237,11 @@ impl Application {
         .run();
         tracing::info!(%bind, port, dev = dev_enabled, "idbridge listening");
         let retention = crate::housekeeping::Retention::from_settings(&state_settings);
-        let background = crate::housekeeping::spawn(db, keys, rate_limits, clients, retention);
+        let mut background =
+            crate::housekeeping::spawn(db.clone(), keys.clone(), rate_limits, clients.clone(), retention);
+        if db.target().backend == crate::db::Backend::Postgres {
+            background.push(crate::housekeeping::follow_other_replicas(db, keys, clients));
+        }
         Ok(Application { port, server, background })
     }
 

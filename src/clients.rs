@@ -553,6 +553,7 @@ pub fn insert_stored(
         disabled_at: None,
     };
     diesel::insert_into(stored_clients::table).values(&row).execute(conn)?;
+    notify_clients_changed(conn)?;
     Ok(Ok(secret.map(SecretString::from)))
 }
 
@@ -566,13 +567,21 @@ pub fn set_stored_disabled(
     let n = diesel::update(stored_clients::table.find(client_id))
         .set(stored_clients::disabled_at.eq(disabled.then_some(now)))
         .execute(conn)?;
+    notify_clients_changed(conn)?;
     Ok(n == 1)
 }
 
 /// Deletes a stored client; `false` when there is none. Its devices stop working, as for a
 /// client removed from the configuration.
 pub fn delete_stored(conn: &mut DbConnection, client_id: &str) -> Result<bool, DbError> {
-    Ok(diesel::delete(stored_clients::table.find(client_id)).execute(conn)? == 1)
+    let n = diesel::delete(stored_clients::table.find(client_id)).execute(conn)?;
+    notify_clients_changed(conn)?;
+    Ok(n == 1)
+}
+
+/// Other replicas reload their stored clients at once rather than at their next reload.
+fn notify_clients_changed(conn: &mut DbConnection) -> Result<(), DbError> {
+    crate::tokens::liveness::notify(conn, &crate::tokens::liveness::Notice::ClientsChanged)
 }
 
 /// An argon2id PHC string (the crate's default parameters) for a secret made here.

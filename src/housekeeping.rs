@@ -48,12 +48,14 @@ pub struct Swept {
     pub audit_events: usize,
     pub logins_and_codes: usize,
     pub admin_sessions: usize,
+    pub revocations: usize,
 }
 
 /// Deletes spent nonces and spent assertions past their expiry, dead refresh tokens, expired
 /// browser logins and authorization codes, and devices and audit events older than their
 /// retention.
 pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbError> {
+    let liveness = db.liveness().clone();
     db.write(move |conn| {
         Ok(Swept {
             nonces: diesel::delete(nonces::table.filter(nonces::expires_at.le(now))).execute(conn)?,
@@ -67,6 +69,7 @@ pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbE
             audit_events: audit::delete_older_than(conn, now.saturating_sub(retention.audit_events_secs))?,
             logins_and_codes: crate::tokens::codes::delete_expired(conn, now)?,
             admin_sessions: crate::admin::sessions::delete_expired(conn, retention.admin_sessions, now)?,
+            revocations: crate::tokens::liveness::delete_old(conn, &liveness, now)?,
         })
     })
     .await
@@ -104,6 +107,7 @@ pub fn spawn(
         }
     });
     let sweeper_db = db.clone();
+    let liveness_db = db.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         loop {
@@ -125,5 +129,48 @@ pub fn spawn(
             }
         }
     });
-    vec![sweeper, rotator, client_loader]
+    // Revocations made on other replicas (or by the CLI), in case a notification was lost.
+    let catch_up_db = liveness_db;
+    let catch_up = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::tokens::liveness::CATCH_UP_EVERY);
+        loop {
+            tick.tick().await;
+            let liveness = catch_up_db.liveness().clone();
+            if let Err(e) = catch_up_db.run(move |conn| liveness.catch_up(conn, db::now())).await {
+                tracing::warn!(error = %e, "cannot catch up on revocations");
+            }
+        }
+    });
+    vec![sweeper, rotator, client_loader, catch_up]
+}
+
+/// PostgreSQL: listens for other replicas' revocations (applied on the listener thread), new
+/// signing keys and changed clients (reloaded here).
+pub fn follow_other_replicas(
+    db: Db,
+    keys: Arc<SigningKeys>,
+    clients: Arc<ClientRegistry>,
+) -> tokio::task::JoinHandle<()> {
+    use crate::tokens::liveness::{spawn_listener, Notice};
+    let (notices, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+    spawn_listener(db.target().location.clone(), db.liveness().clone(), notices);
+    tokio::spawn(async move {
+        while let Some(notice) = inbox.recv().await {
+            match notice {
+                Notice::KeysChanged => {
+                    let k = keys.clone();
+                    if let Err(e) = db.run(move |conn| k.reload(conn)).await {
+                        tracing::warn!(error = %e, "cannot reload signing keys");
+                    }
+                }
+                Notice::ClientsChanged => {
+                    let registry = clients.clone();
+                    if let Err(e) = db.run(move |conn| registry.reload_stored(conn)).await {
+                        tracing::warn!(error = %e, "cannot reload stored clients");
+                    }
+                }
+                Notice::Revoked(_) => {}
+            }
+        }
+    })
 }

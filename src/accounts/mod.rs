@@ -431,6 +431,10 @@ fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<b
     .set(devices::revoked_at.eq(now))
     .execute(conn)?;
     diesel::delete(refresh_tokens::table.filter(refresh_tokens::device_id.eq(device_id))).execute(conn)?;
+    if revoked == 1 {
+        // Its access tokens are refused from memory on every replica (tokens::liveness).
+        crate::tokens::liveness::record(conn, device_id, now)?;
+    }
     Ok(revoked == 1)
 }
 

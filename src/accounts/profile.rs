@@ -108,9 +108,18 @@ pub fn delete_user(
     origin: &Origin,
     now: i64,
 ) -> Result<bool, DbError> {
+    // Their devices go with them; their access tokens must be refused everywhere.
+    let live: Vec<String> = crate::db::schema::devices::table
+        .filter(crate::db::schema::devices::user_id.eq(user_id))
+        .filter(crate::db::schema::devices::revoked_at.is_null())
+        .select(crate::db::schema::devices::id)
+        .load(conn)?;
     let deleted = diesel::delete(users::table.find(user_id)).execute(conn)?;
     if deleted == 0 {
         return Ok(false);
+    }
+    for device_id in &live {
+        crate::tokens::liveness::record(conn, device_id, now)?;
     }
     audit::record(
         conn,

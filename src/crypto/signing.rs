@@ -224,6 +224,8 @@ impl SigningKeys {
             activates_at,
         };
         diesel::insert_into(signing_keys::table).values(&row).execute(conn)?;
+        // Every replica reloads its keys now rather than at its next periodic reload.
+        crate::tokens::liveness::notify(conn, &crate::tokens::liveness::Notice::KeysChanged)?;
         Ok(kid)
     }
 

@@ -20,6 +20,8 @@ use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use tracing::Instrument;
 
+use crate::tokens::liveness::{take_pending, Liveness};
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -147,11 +149,15 @@ struct WriteJob<F, T, E> {
     work: F,
     reply: tokio::sync::oneshot::Sender<Result<T, E>>,
     span: tracing::Span,
+    liveness: Arc<Liveness>,
 }
 
 struct Held<T, E> {
     reply: tokio::sync::oneshot::Sender<Result<T, E>>,
     result: Result<T, E>,
+    /// Devices the job revoked, applied to this replica's set once the batch commits.
+    revoked: Vec<(String, i64)>,
+    liveness: Arc<Liveness>,
 }
 
 impl<F, T, E> BatchedWrite for WriteJob<F, T, E>
@@ -161,9 +167,12 @@ where
     E: From<DbError> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &mut DbConnection) -> Box<dyn HeldAnswer> {
-        let WriteJob { work, reply, span } = *self;
+        let WriteJob { work, reply, span, liveness } = *self;
         let result = span.in_scope(|| write_transaction(conn, work));
-        Box::new(Held { reply, result })
+        // Taken whatever the outcome, so nothing carries over to the next job.
+        let revoked = take_pending();
+        let revoked = if result.is_ok() { revoked } else { Vec::new() };
+        Box::new(Held { reply, result, revoked, liveness })
     }
 
     fn fail(self: Box<Self>, error: DbError) {
@@ -173,7 +182,9 @@ where
 
 impl<T: Send, E: From<DbError> + Send> HeldAnswer for Held<T, E> {
     fn committed(self: Box<Self>) {
-        let _ = self.reply.send(self.result);
+        let Held { reply, result, revoked, liveness } = *self;
+        liveness.add(revoked);
+        let _ = reply.send(result);
     }
 
     fn failed(self: Box<Self>, error: DbError) {
@@ -269,6 +280,8 @@ pub struct Db {
     permits: Arc<tokio::sync::Semaphore>,
     sqlite_writer: Option<std::sync::mpsc::Sender<Box<dyn BatchedWrite>>>,
     factory: ConnectionFactory,
+    /// Devices revoked recently: access tokens are checked against this, not the database.
+    liveness: Arc<Liveness>,
 }
 
 impl Db {
@@ -291,7 +304,18 @@ impl Db {
             .test_on_check_out(backend == Backend::Postgres)
             .build_unchecked(factory.clone());
         let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
-        Ok(Self { pool, permits, sqlite_writer, factory })
+        Ok(Self { pool, permits, sqlite_writer, factory, liveness: Arc::new(Liveness::default()) })
+    }
+
+    /// The devices revoked recently, kept current by every write that revokes (see
+    /// `tokens::liveness`).
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// The backend and its URL, for a connection of one's own (the notification listener).
+    pub fn target(&self) -> &DbTarget {
+        &self.factory.target
     }
 
     /// Opens one connection outside the pool, for a clear error at start when the database
@@ -330,11 +354,21 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let liveness = self.liveness.clone();
         let Some(writer) = &self.sqlite_writer else {
-            return self.run(move |conn| write_transaction(conn, f)).await;
+            return self
+                .run(move |conn| {
+                    let result = write_transaction(conn, f);
+                    let revoked = take_pending();
+                    if result.is_ok() {
+                        liveness.add(revoked);
+                    }
+                    result
+                })
+                .await;
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = WriteJob { work: f, reply, span: tracing::Span::current() };
+        let job = WriteJob { work: f, reply, span: tracing::Span::current(), liveness };
         writer.send(Box::new(job)).map_err(|_| E::from(DbError::Task))?;
         answer.await.map_err(|_| E::from(DbError::Task))?
     }

@@ -50,6 +50,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    revocations (device_id) {
+        device_id -> Text,
+        at -> BigInt,
+    }
+}
+
+diesel::table! {
     admin_sessions (id_hash) {
         id_hash -> Text,
         user_id -> Text,
@@ -197,4 +204,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     nonces,
     audit_events,
     admin_sessions,
+    revocations,
 );

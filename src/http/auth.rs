@@ -12,7 +12,7 @@ use base64::Engine;
 use secrecy::SecretString;
 
 use super::errors::{OAuthError, Problem};
-use crate::accounts::{self, audit::Origin};
+use crate::accounts::audit::Origin;
 use crate::clients::{Client, ClientAuthError, ClientCredentials, ClientKind};
 use crate::db::DbError;
 use crate::state::AppState;
@@ -153,9 +153,8 @@ pub async fn check_access_token(state: &AppState, token: &str) -> Result<Option<
         return Ok(None);
     };
     claims.scope = client.current_scope(&claims.scope);
-    let device_id = claims.sid.clone();
-    let live = state.db.run(move |conn| accounts::is_device_live(conn, &device_id, now)).await?;
-    Ok(live.then_some(claims))
+    // From memory: the devices revoked within an access token's lifetime (tokens::liveness).
+    Ok((!state.db.liveness().is_revoked(&claims.sid)).then_some(claims))
 }
 
 /// The caller of `/v1/crypto`: a user with their own access token, or a confidential client

@@ -297,6 +297,7 @@ fn token_body(
         client_id: &device.client_id,
         scope,
         idp: &device.idp,
+        session_expires_at: device.session_expires_at,
     };
     let access_token =
         access::issue(&state.keys, &state.access_policy, &grant, crate::db::now()).map_err(|e| {

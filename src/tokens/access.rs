@@ -36,6 +36,8 @@ pub struct Grant<'a> {
     pub client_id: &'a str,
     pub scope: &'a str,
     pub idp: &'a str,
+    /// When the device's session ends: no access token outlives it.
+    pub session_expires_at: i64,
 }
 
 pub fn issue(
@@ -52,7 +54,7 @@ pub fn issue(
         sid: grant.device_id.to_string(),
         jti: uuid::Uuid::new_v4().to_string(),
         iat: now,
-        exp: now + policy.ttl_secs,
+        exp: (now + policy.ttl_secs).min(grant.session_expires_at.max(now + 1)),
         scope: grant.scope.to_string(),
         idp: grant.idp.to_string(),
     };

@@ -22,6 +22,7 @@ mod me;
 mod operations;
 mod outage;
 mod refresh;
+mod replicas;
 mod revoke_introspect;
 mod session_rules;
 mod token_exchange;

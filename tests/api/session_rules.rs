@@ -57,7 +57,12 @@ async fn a_disabled_user_is_refused_everywhere_at_once(backend: Backend) {
 
     assert!(out.status.success(), "users disable: {}", String::from_utf8_lossy(&out.stderr));
     app.refresh(&signed.refresh_token).await.assert_oauth_error(400, "invalid_grant");
-    app.get_me(&signed.access_token).await.assert_status(401);
+    // The CLI is another process: the server learns of it by notification (PostgreSQL) or by
+    // its catch-up read of recent revocations (both backends).
+    eventually("the disabled user's access token is refused", || async {
+        app.get_me(&signed.access_token).await.status.as_u16() == 401
+    })
+    .await;
     assert_eq!(app.introspect(&signed.access_token).await.body, json!({"active": false}));
     let again = app.exchange(&app.google.id_token_for(&signed.google_sub), &[]).await;
     again.assert_oauth_error(400, "invalid_request");
@@ -71,18 +76,19 @@ async fn a_disabled_user_is_refused_everywhere_at_once(backend: Backend) {
 }
 both_backends!(a_disabled_user_is_refused_everywhere_at_once);
 
-async fn a_user_disabled_in_the_database_loses_every_session_at_once(backend: Backend) {
+/// Disabling through the database alone (not the CLI, the console or the API, which revoke the
+/// devices too) stops refresh at once; access tokens, checked from memory, run out with their
+/// lifetime.
+async fn a_user_disabled_in_the_database_cannot_refresh(backend: Backend) {
     let app = spawn_app(backend).await;
     let signed = app.sign_in().await;
 
     app.execute_sql(&format!("UPDATE users SET disabled_at = 1 WHERE id = '{}'", signed.user_id)).await;
 
-    app.get_me(&signed.access_token).await.assert_status(401);
-    assert_eq!(app.introspect(&signed.access_token).await.body, json!({"active": false}));
     assert_eq!(app.introspect(&signed.refresh_token).await.body, json!({"active": false}));
     app.refresh(&signed.refresh_token).await.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(a_user_disabled_in_the_database_loses_every_session_at_once);
+both_backends!(a_user_disabled_in_the_database_cannot_refresh);
 
 async fn a_grace_retry_after_its_successor_was_spent_is_reuse(backend: Backend) {
     let app = spawn_app(backend).await; // grace 10s

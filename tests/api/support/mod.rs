@@ -364,6 +364,21 @@ fn jwt_part(token: &str, i: usize) -> Value {
 }
 
 /// Space-separated scope string as a sorted list.
+/// Waits until `check` holds, retrying every 20 ms for at most 10 s (for what another process
+/// or replica changes: a notification or a catch-up read). Fails naming `what` when it never
+/// holds. Speed is measured in the load benchmark, not here.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub fn scope_set(s: &str) -> Vec<String> {
     let mut v: Vec<String> = s.split_whitespace().map(str::to_string).collect();
     v.sort();

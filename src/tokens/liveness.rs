@@ -1,0 +1,282 @@
+//! Is an access token's device still live? Answered from memory, without a database read.
+//!
+//! An access token lives at most `tokens.access_ttl`, and a device that is revoked (or whose
+//! user is disabled or deleted, which revokes or deletes every device) never gets another. So
+//! the only devices an access-token check must refuse are those revoked within the last
+//! `access_ttl`: every replica keeps that set in memory.
+//!
+//! - Each revocation writes a `revocations` row in the revoking transaction (`record`), and on
+//!   PostgreSQL a `NOTIFY idbridge` with the device id, delivered to every replica at commit.
+//! - The revoking replica applies it to its own set as the transaction commits (the write path
+//!   of `db` drains what `record` noted on that thread), so a revocation holds at once here.
+//! - Other replicas apply the notification as it arrives (a listener thread polls its
+//!   connection every 50 ms), and every `CATCH_UP_EVERY` re-read the recent rows, so a lost
+//!   notification (or one sent while a replica was reconnecting) heals within seconds.
+//! - At start the set is loaded from the rows of the last `access_ttl`.
+//!
+//! The same channel tells replicas to reload signing keys and the console's clients.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use diesel::prelude::*;
+
+use crate::db::schema::revocations;
+use crate::db::{DbConnection, DbError};
+
+/// The NOTIFY channel replicas share.
+pub const CHANNEL: &str = "idbridge";
+/// Extra seconds kept past `access_ttl` (clock skew between replicas, `exp` leeway).
+const LEEWAY_SECS: i64 = 120;
+/// How often every replica re-reads recent revocations.
+pub const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
+/// How far back a catch-up reads: covers transactions that committed late.
+const CATCH_UP_WINDOW_SECS: i64 = 60;
+/// How often the listener looks for notifications.
+const LISTEN_POLL: Duration = Duration::from_millis(50);
+
+/// What a notification on [`CHANNEL`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Revoked(String),
+    KeysChanged,
+    ClientsChanged,
+}
+
+impl Notice {
+    fn payload(&self) -> String {
+        match self {
+            Notice::Revoked(device_id) => format!("revoked:{device_id}"),
+            Notice::KeysChanged => "keys".into(),
+            Notice::ClientsChanged => "clients".into(),
+        }
+    }
+
+    fn parse(payload: &str) -> Option<Self> {
+        match payload {
+            "keys" => Some(Notice::KeysChanged),
+            "clients" => Some(Notice::ClientsChanged),
+            other => other.strip_prefix("revoked:").map(|id| Notice::Revoked(id.to_string())),
+        }
+    }
+}
+
+/// The devices revoked within the last access-token lifetime.
+pub struct Liveness {
+    revoked: RwLock<HashMap<String, i64>>,
+    window_secs: AtomicI64,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self { revoked: RwLock::new(HashMap::new()), window_secs: AtomicI64::new(600 + LEEWAY_SECS) }
+    }
+}
+
+impl Liveness {
+    /// Sets how long a revocation matters: the access-token lifetime (plus leeway).
+    pub fn set_access_ttl(&self, access_ttl_secs: i64) {
+        self.window_secs.store(access_ttl_secs + LEEWAY_SECS, Ordering::Relaxed);
+    }
+
+    fn window(&self) -> i64 {
+        self.window_secs.load(Ordering::Relaxed)
+    }
+
+    /// `true` when access tokens of this device must be refused.
+    pub fn is_revoked(&self, device_id: &str) -> bool {
+        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(device_id)
+    }
+
+    /// Devices revoked at `at`.
+    pub fn add(&self, devices: impl IntoIterator<Item = (String, i64)>) {
+        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        for (device_id, at) in devices {
+            revoked.insert(device_id, at);
+        }
+    }
+
+    /// Forgets revocations whose devices' access tokens have all expired.
+    pub fn forget_old(&self, now: i64) {
+        let oldest = now - self.window();
+        self.revoked.write().unwrap_or_else(|p| p.into_inner()).retain(|_, at| *at >= oldest);
+    }
+
+    pub fn len(&self) -> usize {
+        self.revoked.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads the revocations of the last `window` seconds.
+    fn read_since(conn: &mut DbConnection, since: i64) -> Result<Vec<(String, i64)>, DbError> {
+        Ok(revocations::table
+            .filter(revocations::at.ge(since))
+            .select((revocations::device_id, revocations::at))
+            .load(conn)?)
+    }
+
+    /// Loads every revocation that still matters (at start, and after the listener reconnects).
+    pub fn load(&self, conn: &mut DbConnection, now: i64) -> Result<usize, DbError> {
+        let rows = Self::read_since(conn, now - self.window())?;
+        let n = rows.len();
+        self.add(rows);
+        Ok(n)
+    }
+
+    /// Re-reads the recent revocations (heals a lost notification) and forgets old ones.
+    pub fn catch_up(&self, conn: &mut DbConnection, now: i64) -> Result<(), DbError> {
+        let rows = Self::read_since(conn, now - CATCH_UP_WINDOW_SECS.min(self.window()))?;
+        self.add(rows);
+        self.forget_old(now);
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Devices revoked by the write transaction running on this thread, applied to the
+    /// replica's set once it commits (see `db`).
+    static PENDING: RefCell<Vec<(String, i64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the transaction just run on this thread revoked; clears the list.
+pub fn take_pending() -> Vec<(String, i64)> {
+    PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()))
+}
+
+/// Records a device's revocation in the caller's transaction: the row, a notification to the
+/// other replicas (PostgreSQL; sent at commit), and a note for this replica's set.
+pub fn record(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<(), DbError> {
+    match conn {
+        DbConnection::Pg(c) => {
+            diesel::insert_into(revocations::table)
+                .values((revocations::device_id.eq(device_id), revocations::at.eq(now)))
+                .on_conflict_do_nothing()
+                .execute(c)?;
+        }
+        DbConnection::Sqlite(c) => {
+            diesel::insert_or_ignore_into(revocations::table)
+                .values((revocations::device_id.eq(device_id), revocations::at.eq(now)))
+                .execute(c)?;
+        }
+    }
+    notify(conn, &Notice::Revoked(device_id.to_string()))?;
+    PENDING.with(|p| p.borrow_mut().push((device_id.to_string(), now)));
+    Ok(())
+}
+
+/// Tells every replica (PostgreSQL: at the caller's commit; SQLite has one replica).
+pub fn notify(conn: &mut DbConnection, notice: &Notice) -> Result<(), DbError> {
+    if let DbConnection::Pg(c) = conn {
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<diesel::sql_types::Text, _>(CHANNEL)
+            .bind::<diesel::sql_types::Text, _>(notice.payload())
+            .execute(c)?;
+    }
+    Ok(())
+}
+
+/// Deletes revocations older than any access token can be.
+pub fn delete_old(conn: &mut DbConnection, liveness: &Liveness, now: i64) -> Result<usize, DbError> {
+    let before = now - liveness.window() - CATCH_UP_WINDOW_SECS;
+    Ok(diesel::delete(revocations::table.filter(revocations::at.lt(before))).execute(conn)?)
+}
+
+/// Listens on [`CHANNEL`] on a connection of its own (PostgreSQL), on a thread of its own:
+/// revocations go straight into `liveness`; other notices are handed to `others`. After the
+/// connection breaks it reconnects, reloads the revocations it may have missed, and says so
+/// with `KeysChanged` and `ClientsChanged`.
+pub fn spawn_listener(
+    url: String,
+    liveness: std::sync::Arc<Liveness>,
+    others: tokio::sync::mpsc::UnboundedSender<Notice>,
+) {
+    let spawned = std::thread::Builder::new().name("pg-listener".into()).spawn(move || {
+        let mut first = true;
+        while !others.is_closed() {
+            let mut conn = match diesel::PgConnection::establish(&url) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e.to_string().trim(), "the notification listener cannot connect; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            if let Err(e) = diesel::connection::SimpleConnection::batch_execute(&mut conn, &format!("LISTEN {CHANNEL}"))
+            {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            if !first {
+                // Whatever was sent while we were away: read it from the table.
+                let mut wrapped = DbConnection::Pg(conn);
+                if let Err(e) = liveness.load(&mut wrapped, crate::db::now()) {
+                    tracing::warn!(error = %e, "cannot reload revocations after reconnecting");
+                }
+                let _ = others.send(Notice::KeysChanged);
+                let _ = others.send(Notice::ClientsChanged);
+                let DbConnection::Pg(c) = wrapped else { unreachable!("wrapped above") };
+                conn = c;
+            }
+            first = false;
+            'listen: while !others.is_closed() {
+                for notification in conn.notifications_iter() {
+                    let notification = match notification {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the notification listener lost its connection");
+                            break 'listen;
+                        }
+                    };
+                    match Notice::parse(&notification.payload) {
+                        Some(Notice::Revoked(device_id)) => liveness.add([(device_id, crate::db::now())]),
+                        Some(other) => {
+                            let _ = others.send(other);
+                        }
+                        None => {}
+                    }
+                }
+                std::thread::sleep(LISTEN_POLL);
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the notification listener");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_counts_for_one_access_token_lifetime() {
+        let liveness = Liveness::default();
+        liveness.set_access_ttl(600);
+        liveness.add([("a".to_string(), 1_000), ("b".to_string(), 1_500)]);
+        assert!(liveness.is_revoked("a") && liveness.is_revoked("b") && !liveness.is_revoked("c"));
+        liveness.forget_old(1_000 + 600 + LEEWAY_SECS + 1);
+        assert!(!liveness.is_revoked("a") && liveness.is_revoked("b"));
+    }
+
+    #[test]
+    fn notices_round_trip_and_garbage_is_ignored() {
+        for notice in [Notice::Revoked("d1".into()), Notice::KeysChanged, Notice::ClientsChanged] {
+            assert_eq!(Notice::parse(&notice.payload()), Some(notice));
+        }
+        assert_eq!(Notice::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn pending_revocations_are_taken_once() {
+        PENDING.with(|p| p.borrow_mut().push(("x".into(), 1)));
+        assert_eq!(take_pending(), vec![("x".to_string(), 1)]);
+        assert!(take_pending().is_empty());
+    }
+}
