@@ -285,7 +285,7 @@ impl ClientRegistry {
         let rows = list_stored(conn)?;
         let mut stored = HashMap::new();
         for row in rows.into_iter().filter(|r| r.disabled_at.is_none()) {
-            if self.clients.contains_key(&row.client_id) {
+            if self.clients.contains_key(&row.client_id) || row.client_id == ADMIN_CLIENT {
                 continue;
             }
             match row.to_client() {
@@ -329,8 +329,12 @@ impl ClientRegistry {
         hash: &str,
         secret: SecretString,
     ) -> Result<bool, ClientAuthError> {
+        // The hash is part of the fingerprint: a client made again under the same id (new
+        // hash) never inherits what its predecessor's secret proved.
         let fingerprint: [u8; 32] = Sha256::new()
             .chain_update(client_id.as_bytes())
+            .chain_update([0])
+            .chain_update(hash.as_bytes())
             .chain_update([0])
             .chain_update(secret.expose_secret().as_bytes())
             .finalize()
@@ -536,7 +540,14 @@ pub fn insert_stored(
         .filter(stored_clients::client_id.eq(&client.client_id))
         .count()
         .get_result(conn)?;
-    if exists > 0 {
+    // An id that live devices still carry (a client deleted from the configuration) is taken:
+    // a new client must not inherit their sessions.
+    let in_use: i64 = crate::db::schema::devices::table
+        .filter(crate::db::schema::devices::client_id.eq(&client.client_id))
+        .filter(crate::db::schema::devices::revoked_at.is_null())
+        .count()
+        .get_result(conn)?;
+    if exists > 0 || in_use > 0 {
         return Ok(Err(NewClientError::Taken));
     }
     let secret = (client.kind == ClientKind::Confidential).then(crate::crypto::random_token::<32>);
@@ -552,7 +563,14 @@ pub fn insert_stored(
         created_at: now,
         disabled_at: None,
     };
-    diesel::insert_into(stored_clients::table).values(&row).execute(conn)?;
+    // A savepoint: a concurrent creation of the same id is "taken", not a failed transaction.
+    let inserted = conn.transaction(|c| diesel::insert_into(stored_clients::table).values(&row).execute(c));
+    match inserted {
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+            return Ok(Err(NewClientError::Taken))
+        }
+        other => other?,
+    };
     notify_clients_changed(conn)?;
     Ok(Ok(secret.map(SecretString::from)))
 }

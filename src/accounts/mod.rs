@@ -438,6 +438,15 @@ fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<b
     Ok(revoked == 1)
 }
 
+/// The live devices a client holds (to end them when the client is deleted).
+pub fn live_devices_of_client(conn: &mut DbConnection, client_id: &str) -> Result<Vec<Device>, DbError> {
+    Ok(devices::table
+        .filter(devices::client_id.eq(client_id))
+        .filter(devices::revoked_at.is_null())
+        .select(Device::as_select())
+        .load(conn)?)
+}
+
 /// Deletes a device outright, with its refresh tokens (`ON DELETE CASCADE`): for a device whose
 /// tokens never left idbridge.
 pub fn delete_device(conn: &mut DbConnection, device_id: &str) -> Result<(), DbError> {

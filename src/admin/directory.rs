@@ -183,10 +183,10 @@ pub fn search_users(
 ) -> Result<Vec<UserSummary>, DbError> {
     let q = q.trim();
     let mut ids: Vec<String> = Vec::new();
-    if uuid::Uuid::try_parse(q).is_ok() {
+    if let Ok(id) = uuid::Uuid::try_parse(q) {
         ids.extend(
             users::table
-                .filter(users::id.eq(q.to_ascii_lowercase()))
+                .filter(users::id.eq(id.hyphenated().to_string()))
                 .select(users::id)
                 .load::<String>(conn)?,
         );
@@ -235,7 +235,16 @@ pub fn user_detail(
     keys: &UserKeys,
     user_id: &str,
 ) -> Result<Option<UserDetail>, crate::crypto::user_keys::UserKeyError> {
-    let Some(profile) = profile::profile(conn, keys, user_id)? else {
+    let found = match profile::profile(conn, keys, user_id) {
+        Err(crate::crypto::user_keys::UserKeyError::Db(e)) => return Err(e.into()),
+        // A damaged key must not lock the admin out of the user: shown without name or e-mail.
+        Err(e) => {
+            tracing::warn!(%user_id, error = %e, "cannot decrypt a user's profile");
+            undecrypted_profile(conn, user_id)?
+        }
+        Ok(found) => found,
+    };
+    let Some(profile) = found else {
         return Ok(None);
     };
     let devices = devices::table
@@ -249,6 +258,20 @@ pub fn user_detail(
     let admin_sessions: i64 =
         admin_sessions::table.filter(admin_sessions::user_id.eq(user_id)).count().get_result(conn)?;
     Ok(Some(UserDetail { profile, devices, events, admin_sessions }))
+}
+
+fn undecrypted_profile(conn: &mut DbConnection, user_id: &str) -> Result<Option<Profile>, DbError> {
+    let Some(user) =
+        users::table.find(user_id).select(crate::accounts::User::as_select()).first(conn).optional()?
+    else {
+        return Ok(None);
+    };
+    let identities = identities::table
+        .filter(identities::user_id.eq(user_id))
+        .order(identities::linked_at.asc())
+        .select(crate::accounts::Identity::as_select())
+        .load(conn)?;
+    Ok(Some(Profile { user, display_name: None, email: None, identities }))
 }
 
 #[derive(Debug, Clone, Default)]

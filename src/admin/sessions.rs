@@ -109,7 +109,7 @@ pub fn find(
         user_id,
         device_id,
         csrf: csrf_for(token),
-        needs_touch: now - last_seen_at >= TOUCH_EVERY_SECS,
+        needs_touch: now - last_seen_at >= TOUCH_EVERY_SECS.min(policy.idle_secs / 4),
     }))
 }
 

@@ -94,6 +94,50 @@ pub struct ConnectionFactory {
     target: DbTarget,
 }
 
+impl ConnectionFactory {
+    /// `true` when the connection still answers a query.
+    fn answers(&self, conn: &mut DbConnection) -> bool {
+        conn.batch_execute("SELECT 1").is_ok()
+    }
+}
+
+/// Tests every idle connection once and replaces the dead ones (after the database came back).
+/// One pass at a time.
+fn heal_idle_connections(
+    pool: &Pool<ConnectionFactory>,
+    factory: &ConnectionFactory,
+    healing: &Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    if healing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (pool, factory, flag) = (pool.clone(), factory.clone(), healing.clone());
+    let spawned = std::thread::Builder::new().name("db-heal".into()).spawn(move || {
+        let idle = pool.state().idle_connections;
+        // Held together, so each idle connection is tested once.
+        let mut held = Vec::new();
+        for _ in 0..idle {
+            match pool.try_get() {
+                Some(mut conn) => {
+                    if !factory.answers(&mut conn) {
+                        if let Ok(fresh) = factory.connect() {
+                            *conn = fresh;
+                        }
+                    }
+                    held.push(conn);
+                }
+                None => break,
+            }
+        }
+        drop(held);
+        flag.store(false, Ordering::Release);
+    });
+    if spawned.is_err() {
+        healing.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl ManageConnection for ConnectionFactory {
     type Connection = DbConnection;
     type Error = diesel::r2d2::Error;
@@ -282,6 +326,8 @@ pub struct Db {
     factory: ConnectionFactory,
     /// Devices revoked recently: access tokens are checked against this, not the database.
     liveness: Arc<Liveness>,
+    /// A pass over the idle connections is running (see `heal_idle_connections`).
+    healing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Db {
@@ -301,10 +347,17 @@ impl Db {
             .max_size(max_connections)
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(3))
-            .test_on_check_out(backend == Backend::Postgres)
+            .test_on_check_out(false)
             .build_unchecked(factory.clone());
         let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
-        Ok(Self { pool, permits, sqlite_writer, factory, liveness: Arc::new(Liveness::default()) })
+        Ok(Self {
+            pool,
+            permits,
+            sqlite_writer,
+            factory,
+            liveness: Arc::new(Liveness::default()),
+            healing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
     }
 
     /// The devices revoked recently, kept current by every write that revokes (see
@@ -336,12 +389,26 @@ impl Db {
     {
         let permit = self.permits.clone().acquire_owned().await.map_err(|_| E::from(DbError::Task))?;
         let pool = self.pool.clone();
+        let factory = self.factory.clone();
+        let healing = self.healing.clone();
         let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let _permit = permit;
             let mut conn = pool.get().map_err(|_| DbError::Unavailable)?;
-            f(&mut conn)
+            let result = f(&mut conn);
+            // Connections are not tested on checkout (a round trip per request): a dead one
+            // shows itself by failing. It is replaced, the request answers "unavailable", and
+            // the other idle connections are tested once in the background.
+            if result.is_err() && factory.target.backend == Backend::Postgres && !factory.answers(&mut conn) {
+                if let Ok(fresh) = factory.connect() {
+                    *conn = fresh;
+                }
+                drop(conn);
+                heal_idle_connections(&pool, &factory, &healing);
+                return Err(E::from(DbError::Unavailable));
+            }
+            result
         });
         task.in_current_span().await.map_err(|_| E::from(DbError::Task))?
     }

@@ -153,6 +153,11 @@ fn bad_request(session: &AdminSession, text: &str) -> HttpResponse {
     message(StatusCode::BAD_REQUEST, Layout::of(session, ""), "Not possible", text)
 }
 
+/// An id as idbridge writes them (lower-case, hyphenated UUID), whatever spelling came in.
+fn canonical_id(id: &str) -> Option<String> {
+    uuid::Uuid::try_parse(id).ok().map(|u| u.hyphenated().to_string())
+}
+
 fn session_policy(state: &AppState) -> sessions::SessionPolicy {
     sessions::SessionPolicy {
         idle_secs: state.settings.admin.session_idle_ttl.as_secs() as i64,
@@ -320,7 +325,9 @@ pub async fn callback(
         return restart();
     }
     if query.error.is_some() {
-        return forbidden("Sign-in cancelled", "The sign-in was declined or failed. Start again.");
+        let mut page = forbidden("Sign-in cancelled", "The sign-in was declined or failed. Start again.");
+        let _ = page.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
+        return page;
     }
     let Ok(Some(code)) = input::text("code", query.code.as_deref(), 256).map(|c| c.map(str::to_string))
     else {
@@ -408,7 +415,11 @@ pub async fn callback(
             let _ = response.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
             response
         }
-        AdminSignIn::Refused(why) => forbidden("Sign-in refused", why),
+        AdminSignIn::Refused(why) => {
+            let mut page = forbidden("Sign-in refused", why);
+            let _ = page.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
+            page
+        }
     }
 }
 
@@ -421,7 +432,15 @@ pub struct CsrfForm {
 pub async fn logout(state: web::Data<AppState>, req: HttpRequest, form: web::Form<CsrfForm>) -> HttpResponse {
     let session = match changer(&state, &req, form.csrf.as_deref()).await {
         Ok(session) => session,
-        Err(page) => return page,
+        Err(mut page) => {
+            // A session that already ended: the browser may drop its cookie too.
+            if page.status() == StatusCode::FORBIDDEN
+                && current_session(&state, &req).await.ok().flatten().is_none()
+            {
+                let _ = page.add_cookie(&removal(sessions::COOKIE, SameSite::Strict));
+            }
+            return page;
+        }
     };
     let origin = origin(&req);
     let s = session.clone();
@@ -649,10 +668,9 @@ pub async fn user(
         Ok(session) => session,
         Err(page) => return page,
     };
-    let user_id = path.into_inner();
-    if !input::is_uuid(&user_id) {
+    let Some(user_id) = canonical_id(&path.into_inner()) else {
         return not_found(&session, "There is no such user.");
-    }
+    };
     let app = state.clone();
     let found = state.db.run(move |conn| directory::user_detail(conn, &app.user_keys, &user_id)).await;
     let detail = match found {
@@ -756,15 +774,14 @@ pub async fn confirm_user_action(
         Ok(session) => session,
         Err(page) => return page,
     };
-    let user_id = path.into_inner();
     let Some(action) = query.action.as_deref().and_then(UserAction::parse) else {
         return bad_request(&session, "Unknown action.");
     };
-    if !input::is_uuid(&user_id) {
+    let Some(user_id) = canonical_id(&path.into_inner()) else {
         return not_found(&session, "There is no such user.");
-    }
-    let device = match (action, query.device.as_deref()) {
-        (UserAction::RevokeDevice, Some(d)) if input::is_uuid(d) => Some(d.to_string()),
+    };
+    let device = match (action, query.device.as_deref().map(canonical_id)) {
+        (UserAction::RevokeDevice, Some(Some(d))) => Some(d),
         (UserAction::RevokeDevice, _) => {
             return bad_request(&session, "Which device? The link is malformed.")
         }
@@ -865,9 +882,11 @@ async fn change_user(
         Ok(session) => session,
         Err(page) => return page,
     };
-    if !input::is_uuid(&user_id) || device_id.as_deref().is_some_and(|d| !input::is_uuid(d)) {
+    let (Some(user_id), Ok(device_id)) =
+        (canonical_id(&user_id), device_id.as_deref().map(|d| canonical_id(d).ok_or(())).transpose())
+    else {
         return not_found(&session, "There is no such user or device.");
-    }
+    };
     if user_id == session.user_id && matches!(action, UserAction::Disable | UserAction::Delete) {
         return bad_request(
             &session,
@@ -1389,6 +1408,19 @@ async fn change_client(
                 }
                 ClientChange::Delete => (clients::delete_stored(conn, &id)?, "client.delete"),
             };
+            if found && change == ClientChange::Delete {
+                // Its sessions end with it, so a client made later under this id inherits none.
+                let actor = s.actor();
+                let by = accounts::Revocation {
+                    actor: &actor,
+                    action: "device.revoke",
+                    detail: Some("its client was deleted in the admin console"),
+                    origin: &origin,
+                };
+                for device in accounts::live_devices_of_client(conn, &id)? {
+                    accounts::end_device(conn, &device, &by, now)?;
+                }
+            }
             if found {
                 audit_change(conn, &s, action, None, Some(&format!("client={id}")), &origin, now)?;
             }

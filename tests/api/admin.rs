@@ -518,7 +518,8 @@ async fn clients_made_in_the_console_work_at_oauth_like_configured_ones(backend:
     assert!(!browser.get("/admin/clients").await.body.contains(&secret), "shown once");
 
     let token = app.google.id_token_for("lee-sub");
-    app.exchange_as(Auth::Basic("reports", &secret), &token, &[]).await.assert_status(200);
+    let lee = app.exchange_as(Auth::Basic("reports", &secret), &token, &[]).await;
+    let lee = Tokens::from_answer(&lee, "lee-sub");
     let wrong =
         app.exchange_as(Auth::Basic("reports", "wrong"), &app.google.id_token_for("lee-sub"), &[]).await;
     wrong.assert_oauth_error(401, "invalid_client");
@@ -559,6 +560,29 @@ async fn clients_made_in_the_console_work_at_oauth_like_configured_ones(backend:
     app.exchange_as(Auth::Basic("reports", &secret), &app.google.id_token_for("lee-sub"), &[])
         .await
         .assert_oauth_error(401, "invalid_client");
+    // Made again under the same id: a new secret, and nothing of the old client lives on.
+    let again = browser
+        .post(
+            "/admin/clients",
+            &[
+                ("csrf", &csrf),
+                ("client_id", "reports"),
+                ("kind", "confidential"),
+                ("redirect_uris", ""),
+                ("scopes", "api"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    let new_secret = between(&again.body, r#"id="secret" readonly value=""#, "\"");
+    assert_ne!(new_secret, secret);
+    app.exchange_as(Auth::Basic("reports", &secret), &app.google.id_token_for("lee-sub"), &[])
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    app.refresh_as(Auth::Basic("reports", &new_secret), &lee.refresh_token)
+        .await
+        .assert_oauth_error(400, "invalid_grant");
+    app.get_me(&lee.access_token).await.assert_status(401);
 
     for action in ["client.create", "client.disable", "client.enable", "client.delete"] {
         let audited = format!("audit_events WHERE action = '{action}' AND actor = 'admin:{admin_id}'");
@@ -620,6 +644,7 @@ async fn malformed_ids_and_links_get_clear_4xx_pages(backend: Backend) {
         (format!("/admin/users/{}/confirm?action=revoke-device&device={ghost}", bob.user_id), 404),
         ("/admin/users?after=garbage".into(), 400),
         ("/admin/users?q=%00".into(), 400),
+        (format!("/admin/users/{}", bob.user_id.replace('-', "").to_uppercase()), 200),
     ] {
         assert_eq!(browser.get(&path).await.status, status, "{path}");
     }
