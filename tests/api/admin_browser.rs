@@ -30,10 +30,6 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts chromedriver and waits for the line that says it listens.
 fn start_driver() -> Driver {
     assert!(
@@ -88,20 +84,6 @@ async fn save_screenshot(client: &Client, name: &str) {
     std::fs::write(screenshot_dir().join(name), png).expect("write screenshot");
 }
 
-/// The app on a fixed loopback port whose public URL is its real address, as a browser needs.
-async fn app_at_its_own_address() -> TestApp {
-    let base = spawn_app_with(Backend::Sqlite, |c| c.dev = true).await;
-    let port = free_port();
-    let toml = base
-        .config_text()
-        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"127.0.0.1:{port}\""))
-        .replace(
-            &format!("public_url = \"{PUBLIC_URL}\""),
-            &format!("public_url = \"http://127.0.0.1:{port}\""),
-        );
-    base.start_with_toml(&toml).await
-}
-
 /// Through the console's sign-in: the provider choice, the dev provider's form.
 async fn sign_in_through_dev(client: &Client, app: &TestApp, name: &str) {
     client.goto(&app.url("/admin")).await.unwrap();
@@ -127,7 +109,7 @@ async fn dev_user(app: &TestApp, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_finds_a_user_by_email_and_revokes_their_phone_in_chromium() {
     let driver = start_driver();
-    let app = app_at_its_own_address().await;
+    let app = app_at_its_own_address(Backend::Sqlite, true).await;
     let zoe_token =
         app.google.id_token(json!({"sub": "zoe-sub", "email": "zoe@example.com", "name": "Zoe Example"}));
     let phone = Tokens::from_answer(

@@ -23,6 +23,7 @@ mod operations;
 mod outage;
 mod refresh;
 mod replicas;
+mod resource_servers;
 mod revoke_introspect;
 mod session_rules;
 mod token_exchange;

@@ -28,10 +28,6 @@ impl Replica {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts `idbridge serve` with `config`; returns once it says it listens.
 fn start_replica(config: &std::path::Path, port: u16) -> Replica {
     let mut command = Command::new(env!("CARGO_BIN_EXE_idbridge"));

@@ -379,6 +379,26 @@ where
     }
 }
 
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An app on a fixed loopback port whose public URL is its real address, for clients that
+/// follow the issuer's URLs themselves (a browser, a JWKS client).
+pub async fn app_at_its_own_address(backend: Backend, dev: bool) -> TestApp {
+    let base = spawn_app_with(backend, |c| c.dev = dev).await;
+    let port = free_port();
+    let toml = base
+        .config_text()
+        .replace("bind = \"127.0.0.1:0\"", &format!("bind = \"127.0.0.1:{port}\""))
+        .replace(
+            &format!("public_url = \"{PUBLIC_URL}\""),
+            &format!("public_url = \"http://127.0.0.1:{port}\""),
+        );
+    base.start_with_toml(&toml).await
+}
+
 pub fn scope_set(s: &str) -> Vec<String> {
     let mut v: Vec<String> = s.split_whitespace().map(str::to_string).collect();
     v.sort();
