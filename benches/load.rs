@@ -17,7 +17,10 @@
 //! benchmark, so every wrong secret reaches verification: the worst case),
 //! and prints requests, req/s, p50, p99 and errors per scenario, the server's peak RSS, and on
 //! Postgres pgbench runs of the SQL a refresh does (as specified: every client on one device;
-//! and one device per client), with the ratio refresh req/s : pgbench tps.
+//! and one device per client), with the ratio refresh req/s : pgbench tps; then, side by side,
+//! `pgbench -N -c 16 -j 2` on a scale-1 database of its own with every c=16 scenario as a
+//! multiple of it; and the time until a second replica refuses the access token of a device
+//! revoked on the first (1,000 revocations, p50/p99/max).
 
 #[path = "../tests/api/support/fake_google.rs"]
 mod fake_google;
@@ -417,6 +420,113 @@ fn run_pgbench(db_url: &str, dir: &Path, secs: u64, name: &str, script: &str) ->
 
 // ---- main -----------------------------------------------------------------------------------
 
+/// `pgbench -i -s 1` into a database of its own, then `pgbench -N -c 16 -j 2 -T secs`; its tps.
+fn run_pgbench_n(server: &str, dir: &Path, secs: u64) -> Option<f64> {
+    let name = format!("idbridge_pgbench_{}", std::process::id());
+    let mut admin = PgConnection::establish(&format!("{server}/postgres")).ok()?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).ok()?;
+    let _guard = PgDbGuard { server: server.to_string(), name: name.clone() };
+    let url = format!("{server}/{name}");
+    let init = Command::new("pgbench").args(["-i", "-s", "1", "-q", &url]).current_dir(dir).output().ok()?;
+    if !init.status.success() {
+        println!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+        return None;
+    }
+    let out = Command::new("pgbench")
+        .args(["-N", "-c", "16", "-j", "2", "-T", &secs.to_string(), &url])
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A second replica on the same database; 1,000 devices revoked on the first, each timed until
+/// the second refuses its access token (16 at a time; the second is polled every 2 ms).
+async fn revocation_propagation(google: &FakeGoogle, first: &Target, config_path: &Path, dir: &Path) {
+    let port = free_port();
+    let second = Target { client: first.client.clone(), base: format!("http://127.0.0.1:{port}") };
+    let log = std::fs::File::create(dir.join("second.log")).expect("second log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idbridge"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env("IDBRIDGE__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log);
+    let _second = ChildGuard(cmd.spawn().expect("spawn the second replica"));
+    let mut ready = false;
+    for _ in 0..600 {
+        if let Ok(r) = second.client.get(format!("{}/readyz", second.base)).send().await {
+            if r.status() == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the second replica did not start");
+    const DEVICES: usize = 1000;
+    let mut devices = Vec::with_capacity(DEVICES);
+    for tok in mint(google, DEVICES, None) {
+        let v = first.exchange(&tok).await.expect("sign-in for revocation");
+        devices.push((field(&v, "access_token"), field(&v, "refresh_token")));
+    }
+    let queue = Arc::new(std::sync::Mutex::new(devices));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (queue, first, second) = (queue.clone(), first.clone(), second.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let next = queue.lock().unwrap().pop();
+                let Some((access, refresh)) = next else { break };
+                let started = Instant::now();
+                let revoked = first
+                    .client
+                    .post(format!("{}/oauth/revoke", first.base))
+                    .form(&[("token", refresh.as_str()), ("client_id", "app")])
+                    .send()
+                    .await;
+                assert!(revoked.is_ok_and(|r| r.status() == 200), "revoke failed");
+                loop {
+                    let me =
+                        second.client.get(format!("{}/v1/me", second.base)).bearer_auth(&access).send().await;
+                    if me.is_ok_and(|r| r.status() == 401) {
+                        break;
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "never refused on the second replica"
+                    );
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all: Vec<Duration> = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("revocation task"));
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    println!(
+        "revocation on one replica seen by another ({} revocations, c=16): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        all.len(),
+        at(0.50).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        all.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -762,6 +872,33 @@ per_client_per_second = 0
             reports.push(r);
         }
 
+        // (h) GET /v1/me with the user's access token (liveness from memory, profile from the database)
+        {
+            let tok = google.id_token(serde_json::json!({}));
+            let v = target.exchange(&tok).await.expect("sign-in for /v1/me");
+            let access = Arc::new(field(&v, "access_token"));
+            let t = target.clone();
+            let r = drive("(h) GET /v1/me", window, vec![(); conc], move |()| {
+                let (t, access) = (t.clone(), access.clone());
+                async move {
+                    let ok = match t
+                        .client
+                        .get(format!("{}/v1/me", t.base))
+                        .bearer_auth(access.as_str())
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    ((), if ok { Step::Ok } else { Step::Err })
+                }
+            })
+            .await;
+            r.print();
+            reports.push(r);
+        }
+
         // (e) JWKS
         {
             let t = target.clone();
@@ -872,6 +1009,28 @@ per_client_per_second = 0
                 None => println!("pgbench ({what}): no result"),
             }
         }
+    }
+
+    if backend == "postgres" {
+        // pgbench's own TPC-B-like load without branch/teller updates (-N), in the same run.
+        let server = db_url.rsplit_once('/').map(|(s, _)| s.to_string()).unwrap_or_default();
+        let d = dir.path().to_path_buf();
+        let tps = tokio::task::spawn_blocking(move || run_pgbench_n(&server, &d, secs)).await.ok().flatten();
+        match tps {
+            Some(tps) => {
+                println!("pgbench -N -c 16 -j 2 -T {secs} (scale 1): tps = {tps:.1}");
+                for r in reports.iter().filter(|r| r.conc == 16) {
+                    println!(
+                        "  {:<28} c=16: {:>8.1} req/s = {:.2}x pgbench -N",
+                        r.scenario,
+                        r.rps(),
+                        r.rps() / tps
+                    );
+                }
+            }
+            None => println!("pgbench -N: no result"),
+        }
+        revocation_propagation(&google, &target, &config_path, dir.path()).await;
     }
 
     let errors: u64 = reports.iter().map(|r| r.errors).sum();

@@ -16,7 +16,7 @@ use crate::tokens::nonce::{NonceError, NonceKey};
 use crate::tokens::refresh::{self, SessionPolicy};
 use audit::{AuditEvent, Origin};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = devices)]
 pub struct Device {
     pub id: String,

@@ -128,6 +128,13 @@ pub fn rotate(
         return Ok(Rotation::Refused);
     }
     let hash = sha256_b64(presented.as_bytes());
+    // PostgreSQL: the common case (an unspent token of a live device, no narrower scope) in one
+    // statement; anything else (a spent token, a race lost, a scope asked) takes the path below.
+    if let (DbConnection::Pg(pg), None) = (&mut *conn, request.scope) {
+        if let Some(rotated) = rotate_in_one_statement(pg, key, request, &hash, policy, now)? {
+            return Ok(rotated);
+        }
+    }
     let Some(row) = find_by_hash(conn, &hash)? else {
         return Ok(Rotation::Refused);
     };
@@ -208,6 +215,66 @@ pub fn rotate(
     };
     accounts::end_device(conn, &device, &by, now)?;
     Ok(Rotation::Reused)
+}
+
+/// The happy path of `rotate` on PostgreSQL as one statement (CTEs with `RETURNING`): find the
+/// unspent, unexpired token of a live device of this client and an enabled user; touch the
+/// device (its row lock first, as revocation takes it); spend the token only if it is still
+/// unspent (the conditional write that decides a race); insert the successor. `None` when any
+/// step found nothing: the caller then takes the general path, which tells refused, grace and
+/// reuse apart exactly as before.
+fn rotate_in_one_statement(
+    conn: &mut diesel::PgConnection,
+    key: &SuccessorKey,
+    request: &RefreshRequest<'_>,
+    hash: &str,
+    policy: &SessionPolicy,
+    now: i64,
+) -> Result<Option<Rotation>, DbError> {
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    let successor = key.successor_of(request.token);
+    let successor_hash = sha256_b64(successor.as_bytes());
+    let rotated: Option<Device> = diesel::sql_query(
+        "WITH presented AS ( \
+           SELECT t.id, t.device_id FROM refresh_tokens t \
+           JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id \
+           WHERE t.token_hash = $1 AND t.spent_at IS NULL AND t.expires_at > $2 \
+             AND d.client_id = $3 AND d.revoked_at IS NULL AND d.session_expires_at > $2 \
+             AND u.disabled_at IS NULL), \
+         touched AS ( \
+           UPDATE devices SET last_seen_at = $2, ip = $4, user_agent = $5 FROM presented \
+           WHERE devices.id = presented.device_id AND devices.revoked_at IS NULL RETURNING devices.*), \
+         spent AS ( \
+           UPDATE refresh_tokens SET spent_at = $2, successor_hash = $6 FROM presented, touched \
+           WHERE refresh_tokens.id = presented.id AND refresh_tokens.spent_at IS NULL \
+           RETURNING refresh_tokens.id), \
+         inserted AS ( \
+           INSERT INTO refresh_tokens (id, device_id, token_hash, parent_id, issued_at, expires_at) \
+           SELECT $7, touched.id, $6, spent.id, $2, LEAST($2 + $8, touched.session_expires_at) \
+           FROM spent, touched RETURNING device_id) \
+         SELECT touched.* FROM touched JOIN inserted ON inserted.device_id = touched.id",
+    )
+    .bind::<Text, _>(hash)
+    .bind::<BigInt, _>(now)
+    .bind::<Text, _>(request.client_id)
+    .bind::<Nullable<Text>, _>(request.origin.ip.as_deref())
+    .bind::<Nullable<Text>, _>(request.origin.user_agent.as_deref())
+    .bind::<Text, _>(&successor_hash)
+    .bind::<Text, _>(crate::db::new_id())
+    .bind::<BigInt, _>(policy.idle_ttl_secs)
+    .get_result(conn)
+    .optional()?;
+    let Some(device) = rotated else {
+        return Ok(None);
+    };
+    let allowed: Vec<String> = device
+        .scope
+        .split(' ')
+        .filter(|s| !s.is_empty() && request.client_scopes.iter().any(|c| c == s))
+        .map(str::to_string)
+        .collect();
+    let scope = allowed.join(" ");
+    Ok(Some(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope }))
 }
 
 fn find_by_hash(conn: &mut DbConnection, hash: &str) -> Result<Option<RefreshTokenRow>, DbError> {
