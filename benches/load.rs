@@ -424,7 +424,9 @@ fn run_pgbench(db_url: &str, dir: &Path, secs: u64, name: &str, script: &str) ->
 fn run_pgbench_n(server: &str, dir: &Path, secs: u64) -> Option<f64> {
     let name = format!("idbridge_pgbench_{}", std::process::id());
     let mut admin = PgConnection::establish(&format!("{server}/postgres")).ok()?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).ok()?;
+    // Two statements: CREATE DATABASE cannot run inside the implicit transaction of a batch.
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).ok()?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).ok()?;
     let _guard = PgDbGuard { server: server.to_string(), name: name.clone() };
     let url = format!("{server}/{name}");
     let init = Command::new("pgbench").args(["-i", "-s", "1", "-q", &url]).current_dir(dir).output().ok()?;

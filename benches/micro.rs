@@ -38,6 +38,7 @@ fn access_tokens(c: &mut Criterion) {
         client_id: "app",
         scope: "openid profile api",
         idp: "google",
+        session_expires_at: i64::MAX,
     };
     for alg in [SigningAlg::ES256, SigningAlg::EdDSA, SigningAlg::RS256] {
         let keys = signing_keys(alg, dir.path());
