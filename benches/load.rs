@@ -714,11 +714,13 @@ per_client_per_second = 0
         (r * secs as f64) as usize + conc
     };
 
+    // LOAD_ONLY=a,c runs only those scenarios (for profiling one of them).
+    let want = |tag: &str| std::env::var("LOAD_ONLY").map_or(true, |only| only.split(',').any(|t| t == tag));
     for conc in CONCURRENCIES {
         println!("-- concurrency {conc}");
 
         // (a) token exchange, new users
-        {
+        if want("a") {
             let n = mint_count(rate.get("exchange-new"), conc);
             let pool = Arc::new(TokenPool { tokens: mint(&google, n, None), next: AtomicUsize::new(0) });
             let t = target.clone();
@@ -741,7 +743,7 @@ per_client_per_second = 0
         }
 
         // (b) token exchange, returning users
-        {
+        if want("b") {
             let n = mint_count(rate.get("exchange-returning"), conc);
             let pool = Arc::new(TokenPool {
                 tokens: mint(&google, n, Some(returning.as_slice())),
@@ -767,7 +769,7 @@ per_client_per_second = 0
         }
 
         // (c) refresh chains: each task signs in once, then refreshes its own chain.
-        {
+        if want("c") {
             let spares =
                 Arc::new(TokenPool { tokens: mint(&google, conc * 3, None), next: AtomicUsize::new(0) });
             let mut chains = Vec::new();
@@ -803,7 +805,7 @@ per_client_per_second = 0
         }
 
         // (d) introspection of one live access token by the confidential client
-        {
+        if want("d") {
             let tok = google.id_token(serde_json::json!({}));
             let v = target.exchange(&tok).await.expect("sign-in for introspection");
             let access = Arc::new(field(&v, "access_token"));
@@ -834,7 +836,7 @@ per_client_per_second = 0
         }
 
         // (g) POST /v1/crypto/decrypt of 1 KiB as the user (Bearer), key cached after the first
-        {
+        if want("g") {
             let tok = google.id_token(serde_json::json!({}));
             let v = target.exchange(&tok).await.expect("sign-in for decryption");
             let access = Arc::new(field(&v, "access_token"));
@@ -875,7 +877,7 @@ per_client_per_second = 0
         }
 
         // (h) GET /v1/me with the user's access token (liveness from memory, profile from the database)
-        {
+        if want("h") {
             let tok = google.id_token(serde_json::json!({}));
             let v = target.exchange(&tok).await.expect("sign-in for /v1/me");
             let access = Arc::new(field(&v, "access_token"));
@@ -902,7 +904,7 @@ per_client_per_second = 0
         }
 
         // (e) JWKS
-        {
+        if want("e") {
             let t = target.clone();
             let r = drive("(e) GET jwks.json", window, vec![(); conc], move |()| {
                 let t = t.clone();
@@ -925,7 +927,8 @@ per_client_per_second = 0
     }
     // (f) a legitimate confidential call while a flood of wrong secrets arrives
     let attackers: usize = env_or("LOAD_ATTACKERS", "1000").parse().expect("LOAD_ATTACKERS");
-    {
+    let full = std::env::var("LOAD_ONLY").is_err();
+    if full {
         let tok = google.id_token(serde_json::json!({}));
         let v = target.exchange(&tok).await.expect("sign-in for the attack scenario");
         let access = Arc::new(field(&v, "access_token"));
@@ -984,7 +987,7 @@ per_client_per_second = 0
         None => println!("server peak RSS: /proc/{pid}/status not readable"),
     }
 
-    if backend == "postgres" {
+    if backend == "postgres" && full {
         for (name, script, what) in [
             ("refresh_one_device", PGBENCH_SCRIPT, "all clients on one device"),
             ("refresh_per_client", PGBENCH_SCRIPT_PER_CLIENT, "one device per client"),
@@ -1032,7 +1035,9 @@ per_client_per_second = 0
             }
             None => println!("pgbench -N: no result"),
         }
-        revocation_propagation(&google, &target, &config_path, dir.path()).await;
+        if full {
+            revocation_propagation(&google, &target, &config_path, dir.path()).await;
+        }
     }
 
     let errors: u64 = reports.iter().map(|r| r.errors).sum();

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod profile;
+pub mod returning;
 
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
@@ -240,7 +241,7 @@ fn record_assertion(
 }
 
 /// Past `cap` live devices, the longest-idle ones are ended (audited as `device.evicted`).
-fn enforce_device_cap(
+pub fn enforce_device_cap(
     conn: &mut DbConnection,
     user_id: &str,
     cap: i64,

@@ -125,6 +125,42 @@ async fn token_exchange(
         origin: origin(&req),
     };
     let app = state.clone();
+    // PostgreSQL: a returning user's sign-in in one statement, committed on return.
+    let on_postgres = state.db.target().backend == crate::db::Backend::Postgres;
+    let (sign_in, quick) = if on_postgres && sign_in.nonce.is_none() {
+        let app = app.clone();
+        let (sign_in, quick) = state
+            .db
+            .run(move |conn| {
+                let quick = accounts::returning::sign_in_returning(
+                    conn,
+                    &sign_in,
+                    &app.session_policy,
+                    crate::db::now(),
+                );
+                Ok::<_, crate::db::DbError>((sign_in, quick?))
+            })
+            .await
+            .inspect_err(|_| count(provider_label, "error"))?;
+        (sign_in, quick)
+    } else {
+        (sign_in, None)
+    };
+    if let Some((signed_in, over_cap)) = quick {
+        if over_cap {
+            let (user_id, origin, cap) =
+                (signed_in.user_id.clone(), sign_in.origin.clone(), app.session_policy.max_devices_per_user);
+            state
+                .db
+                .write(move |conn| {
+                    accounts::enforce_device_cap(conn, &user_id, cap, &origin, crate::db::now())
+                })
+                .await?;
+        }
+        count(provider_label, "ok");
+        tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
+        return token_response(&state, &signed_in.device, &signed_in.device.scope, &signed_in.refresh_token);
+    }
     let signed_in = state
         .db
         .write(move |conn| {
@@ -236,6 +272,38 @@ async fn refresh_grant(
     let origin = origin(&req);
     let app = state.clone();
     let scope = form.scope;
+    // PostgreSQL's common case: one statement, committed on return (no transaction round trips).
+    let on_postgres = state.db.target().backend == crate::db::Backend::Postgres;
+    let common = if !on_postgres {
+        None
+    } else {
+        let (app, client, presented, origin, scope) =
+            (app.clone(), client.clone(), presented.clone(), origin.clone(), scope.clone());
+        state
+            .db
+            .run(move |conn| {
+                let request = RefreshRequest {
+                    token: &presented,
+                    client_id: &client.id,
+                    client_scopes: &client.scopes,
+                    scope: scope.as_deref(),
+                    origin: &origin,
+                };
+                refresh::rotate_common_case(
+                    conn,
+                    &app.successor_key,
+                    &request,
+                    &app.session_policy,
+                    crate::db::now(),
+                )
+            })
+            .await
+            .inspect_err(|_| state.metrics.refreshes.with_label_values(&["error"]).inc())?
+    };
+    if let Some(Rotation::Rotated { device, refresh_token, scope }) = common {
+        state.metrics.refreshes.with_label_values(&["ok"]).inc();
+        return token_response(&state, &device, &scope, &refresh_token);
+    }
     let rotation = state
         .db
         .write(move |conn| {

@@ -103,6 +103,11 @@ fn insert_token(
     Ok(())
 }
 
+/// A new refresh token (256 random bits); only its hash is stored.
+pub fn new_token() -> String {
+    random_token::<32>()
+}
+
 /// The first token of a new device.
 pub fn issue_first(
     conn: &mut DbConnection,
@@ -128,13 +133,6 @@ pub fn rotate(
         return Ok(Rotation::Refused);
     }
     let hash = sha256_b64(presented.as_bytes());
-    // PostgreSQL: the common case (an unspent token of a live device, no narrower scope) in one
-    // statement; anything else (a spent token, a race lost, a scope asked) takes the path below.
-    if let (DbConnection::Pg(pg), None) = (&mut *conn, request.scope) {
-        if let Some(rotated) = rotate_in_one_statement(pg, key, request, &hash, policy, now)? {
-            return Ok(rotated);
-        }
-    }
     let Some(row) = find_by_hash(conn, &hash)? else {
         return Ok(Rotation::Refused);
     };
@@ -217,6 +215,28 @@ pub fn rotate(
     Ok(Rotation::Reused)
 }
 
+/// PostgreSQL: the common case of `rotate` (an unspent token of a live device, no narrower
+/// scope) as one statement in autocommit, with no transaction around it: one round trip, and
+/// the answer comes back committed. `None` on SQLite, when a scope is asked, or when the token
+/// is not in the common case: the caller then runs `rotate` in a write transaction, which tells
+/// refused, grace and reuse apart.
+pub fn rotate_common_case(
+    conn: &mut DbConnection,
+    key: &SuccessorKey,
+    request: &RefreshRequest<'_>,
+    policy: &SessionPolicy,
+    now: i64,
+) -> Result<Option<Rotation>, DbError> {
+    let (DbConnection::Pg(pg), None) = (conn, request.scope) else {
+        return Ok(None);
+    };
+    if request.token.is_empty() || request.token.len() > 512 {
+        return Ok(None);
+    }
+    let hash = sha256_b64(request.token.as_bytes());
+    rotate_in_one_statement(pg, key, request, &hash, policy, now)
+}
+
 /// The happy path of `rotate` on PostgreSQL as one statement (CTEs with `RETURNING`): find the
 /// unspent, unexpired token of a live device of this client and an enabled user; touch the
 /// device (its row lock first, as revocation takes it); spend the token only if it is still
@@ -231,39 +251,19 @@ fn rotate_in_one_statement(
     policy: &SessionPolicy,
     now: i64,
 ) -> Result<Option<Rotation>, DbError> {
-    use diesel::sql_types::{BigInt, Nullable, Text};
     let successor = key.successor_of(request.token);
     let successor_hash = sha256_b64(successor.as_bytes());
-    let rotated: Option<Device> = diesel::sql_query(
-        "WITH presented AS ( \
-           SELECT t.id, t.device_id FROM refresh_tokens t \
-           JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id \
-           WHERE t.token_hash = $1 AND t.spent_at IS NULL AND t.expires_at > $2 \
-             AND d.client_id = $3 AND d.revoked_at IS NULL AND d.session_expires_at > $2 \
-             AND u.disabled_at IS NULL), \
-         touched AS ( \
-           UPDATE devices SET last_seen_at = $2, ip = $4, user_agent = $5 FROM presented \
-           WHERE devices.id = presented.device_id AND devices.revoked_at IS NULL RETURNING devices.*), \
-         spent AS ( \
-           UPDATE refresh_tokens SET spent_at = $2, successor_hash = $6 FROM presented, touched \
-           WHERE refresh_tokens.id = presented.id AND refresh_tokens.spent_at IS NULL \
-           RETURNING refresh_tokens.id), \
-         inserted AS ( \
-           INSERT INTO refresh_tokens (id, device_id, token_hash, parent_id, issued_at, expires_at) \
-           SELECT $7, touched.id, $6, spent.id, $2, LEAST($2 + $8, touched.session_expires_at) \
-           FROM spent, touched RETURNING device_id) \
-         SELECT touched.* FROM touched JOIN inserted ON inserted.device_id = touched.id",
-    )
-    .bind::<Text, _>(hash)
-    .bind::<BigInt, _>(now)
-    .bind::<Text, _>(request.client_id)
-    .bind::<Nullable<Text>, _>(request.origin.ip.as_deref())
-    .bind::<Nullable<Text>, _>(request.origin.user_agent.as_deref())
-    .bind::<Text, _>(&successor_hash)
-    .bind::<Text, _>(crate::db::new_id())
-    .bind::<BigInt, _>(policy.idle_ttl_secs)
-    .get_result(conn)
-    .optional()?;
+    let statement = RotateStatement {
+        hash,
+        now,
+        client_id: request.client_id,
+        ip: request.origin.ip.as_deref(),
+        user_agent: request.origin.user_agent.as_deref(),
+        successor_hash: &successor_hash,
+        new_id: crate::db::new_id(),
+        idle_ttl_secs: policy.idle_ttl_secs,
+    };
+    let rotated: Option<Device> = statement.get_result(conn).optional()?;
     let Some(device) = rotated else {
         return Ok(None);
     };
@@ -276,6 +276,93 @@ fn rotate_in_one_statement(
     let scope = allowed.join(" ");
     Ok(Some(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope }))
 }
+
+/// The statement of `rotate_in_one_statement`. A query type of its own rather than
+/// `sql_query`, so PostgreSQL prepares it once per connection (diesel caches statements whose
+/// SQL is fixed; a `sql_query` is parsed and planned on every call).
+struct RotateStatement<'a> {
+    hash: &'a str,
+    now: i64,
+    client_id: &'a str,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    successor_hash: &'a str,
+    new_id: String,
+    idle_ttl_secs: i64,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RotateStatement<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> diesel::QueryResult<()> {
+        use diesel::sql_types::{BigInt, Nullable, Text};
+        out.push_sql(
+            "WITH presented AS ( \
+               SELECT t.id, t.device_id FROM refresh_tokens t \
+               JOIN devices d ON d.id = t.device_id JOIN users u ON u.id = d.user_id \
+               WHERE t.token_hash = ",
+        );
+        out.push_bind_param::<Text, _>(&self.hash)?;
+        out.push_sql(" AND t.spent_at IS NULL AND t.expires_at > ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(" AND d.client_id = ");
+        out.push_bind_param::<Text, _>(&self.client_id)?;
+        out.push_sql(" AND d.revoked_at IS NULL AND d.session_expires_at > ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(
+            " AND u.disabled_at IS NULL), \
+             touched AS (UPDATE devices SET last_seen_at = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", ip = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
+        out.push_sql(", user_agent = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
+        out.push_sql(
+            " FROM presented WHERE devices.id = presented.device_id AND devices.revoked_at IS NULL \
+             RETURNING devices.*), \
+             spent AS (UPDATE refresh_tokens SET spent_at = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", successor_hash = ");
+        out.push_bind_param::<Text, _>(&self.successor_hash)?;
+        out.push_sql(
+            " FROM presented, touched WHERE refresh_tokens.id = presented.id \
+             AND refresh_tokens.spent_at IS NULL RETURNING refresh_tokens.id), \
+             inserted AS (INSERT INTO refresh_tokens (id, device_id, token_hash, parent_id, issued_at, expires_at) \
+             SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.new_id)?;
+        out.push_sql(", touched.id, ");
+        out.push_bind_param::<Text, _>(&self.successor_hash)?;
+        out.push_sql(", spent.id, ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", LEAST(");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(" + ");
+        out.push_bind_param::<BigInt, _>(&self.idle_ttl_secs)?;
+        out.push_sql(
+            ", touched.session_expires_at) FROM spent, touched RETURNING device_id) \
+             SELECT touched.* FROM touched JOIN inserted ON inserted.device_id = touched.id",
+        );
+        Ok(())
+    }
+}
+
+/// The statement's identity in diesel's prepared-statement cache (its SQL never varies).
+struct RotateStatementId;
+
+impl diesel::query_builder::QueryId for RotateStatement<'_> {
+    type QueryId = RotateStatementId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for RotateStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl diesel::RunQueryDsl<diesel::PgConnection> for RotateStatement<'_> {}
 
 fn find_by_hash(conn: &mut DbConnection, hash: &str) -> Result<Option<RefreshTokenRow>, DbError> {
     Ok(refresh_tokens::table

@@ -1,0 +1,204 @@
+//! PostgreSQL: a returning user's sign-in as one statement in autocommit (CTEs with
+//! `RETURNING`), one round trip instead of a dozen. It does what `sign_in` does for a known
+//! identity of an enabled user and a request without a nonce: spend the assertion (single use),
+//! record the login, open the device with its first refresh token, audit. Anything else (a new
+//! user, a disabled one, a replayed assertion, a nonce) comes back as `None`, and the caller
+//! runs `sign_in` in a write transaction, which tells those cases apart.
+//!
+//! The identity is found first, so a new user's assertion is not spent here (the general path
+//! spends it). A replay meets the unique key of `used_assertions` and does nothing.
+
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Nullable, Text};
+
+use super::{Device, SignIn, SignedIn};
+use crate::db::{DbConnection, DbError};
+use crate::tokens::refresh::{self, SessionPolicy};
+
+#[derive(QueryableByName)]
+struct Opened {
+    #[diesel(embed)]
+    device: Device,
+    /// The user's live devices before this one (for the device cap).
+    #[diesel(sql_type = BigInt)]
+    live_before: i64,
+}
+
+/// What the statement binds.
+struct ReturningSignIn<'a> {
+    provider: &'a str,
+    subject: &'a str,
+    assertion_hash: Option<&'a str>,
+    assertion_expires_at: i64,
+    now: i64,
+    device_id: String,
+    client_id: &'a str,
+    scope: &'a str,
+    name: Option<&'a str>,
+    platform: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    ip: Option<&'a str>,
+    session_expires_at: i64,
+    token_id: String,
+    token_hash: String,
+    idle_ttl_secs: i64,
+    audit_id: String,
+    detail: String,
+}
+
+/// The statement's identity in diesel's prepared-statement cache (its SQL never varies).
+struct ReturningSignInId;
+
+impl QueryId for ReturningSignIn<'_> {
+    type QueryId = ReturningSignInId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for ReturningSignIn<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<diesel::PgConnection> for ReturningSignIn<'_> {}
+
+impl QueryFragment<Pg> for ReturningSignIn<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH ident AS (SELECT i.id, i.user_id FROM identities i JOIN users u ON u.id = i.user_id \
+             WHERE i.provider = ",
+        );
+        out.push_bind_param::<Text, _>(&self.provider)?;
+        out.push_sql(" AND i.subject = ");
+        out.push_bind_param::<Text, _>(&self.subject)?;
+        out.push_sql(
+            " AND u.disabled_at IS NULL), \
+             spent AS (INSERT INTO used_assertions (assertion_hash, provider, expires_at) SELECT ",
+        );
+        out.push_bind_param::<Nullable<Text>, _>(&self.assertion_hash)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.provider)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.assertion_expires_at)?;
+        out.push_sql(" FROM ident WHERE ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.assertion_hash)?;
+        out.push_sql(
+            "::text IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1), \
+             proven AS (SELECT ident.id, ident.user_id FROM ident WHERE ",
+        );
+        out.push_bind_param::<Nullable<Text>, _>(&self.assertion_hash)?;
+        out.push_sql(
+            "::text IS NULL OR EXISTS (SELECT 1 FROM spent)), \
+             touched AS (UPDATE identities SET last_login_at = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(
+            " FROM proven WHERE identities.id = proven.id RETURNING identities.user_id), \
+             dev AS (INSERT INTO devices (id, user_id, client_id, idp, scope, name, platform, user_agent, ip, \
+             created_at, last_seen_at, session_expires_at) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.device_id)?;
+        out.push_sql(", touched.user_id, ");
+        out.push_bind_param::<Text, _>(&self.client_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.provider)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.scope)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.platform)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.session_expires_at)?;
+        out.push_sql(
+            " FROM touched RETURNING *), \
+             tok AS (INSERT INTO refresh_tokens (id, device_id, token_hash, issued_at, expires_at) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.token_id)?;
+        out.push_sql(", dev.id, ");
+        out.push_bind_param::<Text, _>(&self.token_hash)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", LEAST(");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(" + ");
+        out.push_bind_param::<BigInt, _>(&self.idle_ttl_secs)?;
+        out.push_sql(
+            ", dev.session_expires_at) FROM dev RETURNING device_id), \
+             aud AS (INSERT INTO audit_events (id, at, actor, action, user_id, device_id, ip, user_agent, detail) \
+             SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.audit_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", 'user:' || dev.user_id, 'sign_in', dev.user_id, dev.id, ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.detail)?;
+        out.push_sql(
+            " FROM dev RETURNING device_id) \
+             SELECT dev.*, (SELECT count(*) FROM devices d WHERE d.user_id = dev.user_id \
+             AND d.revoked_at IS NULL AND d.session_expires_at > ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(
+            ") AS live_before FROM dev JOIN tok ON tok.device_id = dev.id JOIN aud ON aud.device_id = dev.id",
+        );
+        Ok(())
+    }
+}
+
+/// A returning user's sign-in in one statement (PostgreSQL, no nonce); `None` when the case is
+/// not that (see the module). The second value is `true` when this device puts the user past
+/// the device cap: the caller then runs `enforce_device_cap` in a transaction of its own.
+pub fn sign_in_returning(
+    conn: &mut DbConnection,
+    request: &SignIn,
+    policy: &SessionPolicy,
+    now: i64,
+) -> Result<Option<(SignedIn, bool)>, DbError> {
+    let DbConnection::Pg(pg) = conn else {
+        return Ok(None);
+    };
+    if request.nonce.is_some() {
+        return Ok(None);
+    }
+    let assertion = &request.assertion;
+    let refresh_token = refresh::new_token();
+    let statement = ReturningSignIn {
+        provider: assertion.provider.as_str(),
+        subject: &assertion.subject,
+        assertion_hash: assertion.assertion_hash.as_deref(),
+        assertion_expires_at: assertion.expires_at,
+        now,
+        device_id: crate::db::new_id(),
+        client_id: &request.client_id,
+        scope: &request.scope,
+        name: request.device_name.as_deref(),
+        platform: request.device_platform.as_deref(),
+        user_agent: request.origin.user_agent.as_deref(),
+        ip: request.origin.ip.as_deref(),
+        session_expires_at: now + policy.max_ttl_secs,
+        token_id: crate::db::new_id(),
+        token_hash: crate::crypto::sha256_b64(refresh_token.as_bytes()),
+        idle_ttl_secs: policy.idle_ttl_secs,
+        audit_id: crate::db::new_id(),
+        detail: format!("provider={} client={}", assertion.provider.as_str(), request.client_id),
+    };
+    let opened: Option<Opened> = statement.get_result(pg).optional()?;
+    Ok(opened.map(|o| {
+        let over_cap = o.live_before + 1 > policy.max_devices_per_user;
+        let signed_in = SignedIn { user_id: o.device.user_id.clone(), device: o.device, refresh_token };
+        (signed_in, over_cap)
+    }))
+}
