@@ -61,7 +61,11 @@ fn open_field(
     let Some(sealed) = sealed else {
         return Ok(None);
     };
-    let plain = keys.decrypt(conn, user_id, context, sealed)?;
+    // The user's row was just read, so the user exists: a cached key needs no database read.
+    let plain = match keys.decrypt_cached(user_id, context, sealed) {
+        Some(plain) => plain?,
+        None => keys.decrypt(conn, user_id, context, sealed)?,
+    };
     Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
 }
 
@@ -71,14 +75,17 @@ pub fn profile(
     keys: &UserKeys,
     user_id: &str,
 ) -> Result<Option<Profile>, UserKeyError> {
-    let Some(user) = users::table.find(user_id).select(User::as_select()).first(conn).optional()? else {
+    // One round trip: the user with each identity (a user always has at least one).
+    let rows: Vec<(User, Option<Identity>)> = users::table
+        .left_join(identities::table)
+        .filter(users::id.eq(user_id))
+        .order((identities::linked_at.asc(), identities::id.asc()))
+        .select((User::as_select(), Option::<Identity>::as_select()))
+        .load(conn)?;
+    let Some(user) = rows.first().map(|(user, _)| user.clone()) else {
         return Ok(None);
     };
-    let identities = identities::table
-        .filter(identities::user_id.eq(user_id))
-        .order(identities::linked_at.asc())
-        .select(Identity::as_select())
-        .load(conn)?;
+    let identities: Vec<Identity> = rows.into_iter().filter_map(|(_, identity)| identity).collect();
     let display_name = open_field(keys, conn, user_id, DISPLAY_NAME, user.display_name_ct.as_deref())?;
     let email = open_field(keys, conn, user_id, EMAIL, user.email_ct.as_deref())?;
     Ok(Some(Profile { user, display_name, email, identities }))

@@ -202,3 +202,221 @@ pub fn sign_in_returning(
         (signed_in, over_cap)
     }))
 }
+
+/// What the new-user statement binds, beyond the device and token of [`ReturningSignIn`].
+struct NewUserSignIn<'a> {
+    user_id: String,
+    display_name_ct: Option<String>,
+    email_ct: Option<String>,
+    wrapped: Vec<u8>,
+    wrapped_by: String,
+    identity_id: String,
+    identity_email_ct: Option<String>,
+    email_index: Option<String>,
+    device: ReturningSignIn<'a>,
+}
+
+struct NewUserSignInId;
+
+impl QueryId for NewUserSignIn<'_> {
+    type QueryId = NewUserSignInId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for NewUserSignIn<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<diesel::PgConnection> for NewUserSignIn<'_> {}
+
+impl QueryFragment<Pg> for NewUserSignIn<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        use diesel::sql_types::{Binary, Integer};
+        let d = &self.device;
+        out.push_sql(
+            "WITH u AS (INSERT INTO users (id, created_at, is_admin, display_name_ct, email_ct) VALUES (",
+        );
+        out.push_bind_param::<Text, _>(&self.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(", false, ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.display_name_ct)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.email_ct)?;
+        out.push_sql(
+            ") RETURNING id), \
+             k AS (INSERT INTO user_keys (user_id, version, wrapped, wrapped_by, created_at) SELECT u.id, ",
+        );
+        out.push_bind_param::<Integer, _>(&1)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Binary, _>(&self.wrapped)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.wrapped_by)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(
+            " FROM u RETURNING user_id), \
+             i AS (INSERT INTO identities (id, user_id, provider, subject, linked_at, last_login_at, email_ct, \
+             email_index) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.identity_id)?;
+        out.push_sql(", k.user_id, ");
+        out.push_bind_param::<Text, _>(&d.provider)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&d.subject)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.identity_email_ct)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.email_index)?;
+        // No ON CONFLICT: an identity that exists (a concurrent first sign-in) or a replayed
+        // assertion fails the statement, and all of it is undone.
+        out.push_sql(
+            " FROM k RETURNING user_id), \
+             spent AS (INSERT INTO used_assertions (assertion_hash, provider, expires_at) SELECT ",
+        );
+        out.push_bind_param::<Nullable<Text>, _>(&d.assertion_hash)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&d.provider)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.assertion_expires_at)?;
+        out.push_sql(" FROM i WHERE ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.assertion_hash)?;
+        out.push_sql("::text IS NOT NULL RETURNING 1), proven AS (SELECT i.user_id FROM i WHERE ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.assertion_hash)?;
+        out.push_sql(
+            "::text IS NULL OR EXISTS (SELECT 1 FROM spent)), \
+             dev AS (INSERT INTO devices (id, user_id, client_id, idp, scope, name, platform, user_agent, ip, \
+             created_at, last_seen_at, session_expires_at) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&d.device_id)?;
+        out.push_sql(", proven.user_id, ");
+        out.push_bind_param::<Text, _>(&d.client_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&d.provider)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&d.scope)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.platform)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.user_agent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.ip)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.session_expires_at)?;
+        out.push_sql(
+            " FROM proven RETURNING *), \
+             tok AS (INSERT INTO refresh_tokens (id, device_id, token_hash, issued_at, expires_at) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&d.token_id)?;
+        out.push_sql(", dev.id, ");
+        out.push_bind_param::<Text, _>(&d.token_hash)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(", LEAST(");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(" + ");
+        out.push_bind_param::<BigInt, _>(&d.idle_ttl_secs)?;
+        out.push_sql(
+            ", dev.session_expires_at) FROM dev RETURNING device_id), \
+             aud AS (INSERT INTO audit_events (id, at, actor, action, user_id, device_id, ip, user_agent, detail) \
+             SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&d.audit_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&d.now)?;
+        out.push_sql(", 'user:' || dev.user_id, 'sign_in', dev.user_id, dev.id, ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.ip)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&d.user_agent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&d.detail)?;
+        out.push_sql(
+            " FROM dev RETURNING device_id) \
+             SELECT dev.*, 0::bigint AS live_before FROM dev JOIN tok ON tok.device_id = dev.id \
+             JOIN aud ON aud.device_id = dev.id",
+        );
+        Ok(())
+    }
+}
+
+/// A new user's first sign-in in one statement (PostgreSQL, no nonce): the user, their first
+/// data key (made and wrapped here), the identity with its sealed e-mail and blind index, the
+/// spent assertion, the device, its refresh token and the audit event. `None` when the subject
+/// already has an identity (a concurrent first sign-in won) or the assertion was used: the
+/// statement failed as a whole, and the caller runs `sign_in`, which tells those apart.
+pub fn sign_in_new_user(
+    conn: &mut DbConnection,
+    request: &SignIn,
+    policy: &SessionPolicy,
+    keys: &super::Keys<'_>,
+    now: i64,
+) -> Result<Option<SignedIn>, DbError> {
+    let DbConnection::Pg(pg) = conn else {
+        return Ok(None);
+    };
+    if request.nonce.is_some() {
+        return Ok(None);
+    }
+    let assertion = &request.assertion;
+    let user_id = crate::db::new_id();
+    let (dek, wrapped, wrapped_by) = keys.user_keys.new_key(&user_id, 1);
+    let cipher =
+        <chacha20poly1305::XChaCha20Poly1305 as chacha20poly1305::KeyInit>::new(dek.as_slice().into());
+    let sealed = super::profile::seal_profile(
+        &cipher,
+        &user_id,
+        assertion.name.as_deref(),
+        assertion.email.as_deref(),
+    );
+    let refresh_token = refresh::new_token();
+    let statement = NewUserSignIn {
+        user_id,
+        display_name_ct: sealed.display_name,
+        email_ct: sealed.email,
+        wrapped,
+        wrapped_by,
+        identity_id: crate::db::new_id(),
+        identity_email_ct: sealed.identity_email,
+        email_index: assertion.email.as_deref().map(|e| keys.blind_index.of_email(e)),
+        device: ReturningSignIn {
+            provider: assertion.provider.as_str(),
+            subject: &assertion.subject,
+            assertion_hash: assertion.assertion_hash.as_deref(),
+            assertion_expires_at: assertion.expires_at,
+            now,
+            device_id: crate::db::new_id(),
+            client_id: &request.client_id,
+            scope: &request.scope,
+            name: request.device_name.as_deref(),
+            platform: request.device_platform.as_deref(),
+            user_agent: request.origin.user_agent.as_deref(),
+            ip: request.origin.ip.as_deref(),
+            session_expires_at: now + policy.max_ttl_secs,
+            token_id: crate::db::new_id(),
+            token_hash: crate::crypto::sha256_b64(refresh_token.as_bytes()),
+            idle_ttl_secs: policy.idle_ttl_secs,
+            audit_id: crate::db::new_id(),
+            detail: format!("provider={} client={}", assertion.provider.as_str(), request.client_id),
+        },
+    };
+    match statement.get_result::<Opened>(pg).optional() {
+        Ok(Some(o)) => {
+            Ok(Some(SignedIn { user_id: o.device.user_id.clone(), device: o.device, refresh_token }))
+        }
+        Ok(None) => Ok(None),
+        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

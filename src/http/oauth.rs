@@ -132,13 +132,20 @@ async fn token_exchange(
         let (sign_in, quick) = state
             .db
             .run(move |conn| {
-                let quick = accounts::returning::sign_in_returning(
-                    conn,
-                    &sign_in,
-                    &app.session_policy,
-                    crate::db::now(),
-                );
-                Ok::<_, crate::db::DbError>((sign_in, quick?))
+                let now = crate::db::now();
+                let mut quick =
+                    accounts::returning::sign_in_returning(conn, &sign_in, &app.session_policy, now)?;
+                if quick.is_none() {
+                    quick = accounts::returning::sign_in_new_user(
+                        conn,
+                        &sign_in,
+                        &app.session_policy,
+                        &app.sign_in_keys(),
+                        now,
+                    )?
+                    .map(|signed_in| (signed_in, false));
+                }
+                Ok::<_, crate::db::DbError>((sign_in, quick))
             })
             .await
             .inspect_err(|_| count(provider_label, "error"))?;
