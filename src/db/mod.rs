@@ -5,8 +5,8 @@
 //! overwritten in the database file rather than left in a free page.
 //!
 //! Backend differences live here and nowhere else: connection set-up (SQLite pragmas), how
-//! writes run (a transaction per write on PostgreSQL; on SQLite one writer thread that group-
-//! commits, `BEGIN IMMEDIATE`, a savepoint per write), and the migration lock (PostgreSQL).
+//! writes run (group commit on both: one writer thread on SQLite with `BEGIN IMMEDIATE`, a few
+//! on PostgreSQL; a savepoint per write), and the migration lock (PostgreSQL).
 
 pub mod schema;
 
@@ -172,8 +172,10 @@ impl ManageConnection for ConnectionFactory {
     }
 }
 
-/// Most write jobs the SQLite writer commits together.
+/// Most write jobs a writer commits together.
 const MAX_BATCH: usize = 64;
+/// Writer threads (each with its own connection) on PostgreSQL.
+const PG_WRITERS: usize = 4;
 
 /// A write for the SQLite writer: it runs in a savepoint of the writer's batch transaction.
 trait BatchedWrite: Send {
@@ -236,48 +238,64 @@ impl<T: Send, E: From<DbError> + Send> HeldAnswer for Held<T, E> {
     }
 }
 
-/// SQLite allows one writer at a time. Every write runs on one thread that owns one
-/// connection, and the jobs queued together share one transaction (group commit): each job
-/// in its own savepoint, every answer held until the COMMIT succeeded.
-fn spawn_sqlite_writer(factory: ConnectionFactory) -> std::sync::mpsc::Sender<Box<dyn BatchedWrite>> {
+/// Writes are group-committed. SQLite allows one writer at a time: every write runs on one
+/// thread that owns one connection. PostgreSQL gets a few such threads, each with a connection
+/// of its own. Each thread takes the jobs queued together into one transaction (group commit):
+/// each job in its own savepoint, so a failing job (a constraint, a deadlock PostgreSQL broke)
+/// undoes only itself, and every answer is held until the COMMIT succeeded.
+fn spawn_writers(
+    factory: ConnectionFactory,
+    threads: usize,
+) -> std::sync::mpsc::Sender<Box<dyn BatchedWrite>> {
     let (jobs, inbox) = std::sync::mpsc::channel::<Box<dyn BatchedWrite>>();
-    std::thread::Builder::new()
-        .name("sqlite-writer".into())
-        .spawn(move || {
-            let mut conn: Option<DbConnection> = None;
-            while let Ok(first) = inbox.recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match inbox.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
+    let inbox = Arc::new(std::sync::Mutex::new(inbox));
+    for n in 0..threads {
+        let (factory, inbox) = (factory.clone(), inbox.clone());
+        std::thread::Builder::new()
+            .name(format!("db-writer-{n}"))
+            .spawn(move || {
+                let mut conn: Option<DbConnection> = None;
+                loop {
+                    // One thread gathers a batch at a time; the others wait for the next.
+                    let batch = {
+                        let inbox = inbox.lock().unwrap_or_else(|p| p.into_inner());
+                        let Ok(first) = inbox.recv() else { return };
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match inbox.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        batch
+                    };
+                    if conn.is_none() {
+                        conn = factory.connect().ok();
+                    }
+                    let Some(c) = conn.as_mut() else {
+                        batch.into_iter().for_each(|job| job.fail(DbError::Unavailable));
+                        continue;
+                    };
+                    if !commit_batch(c, batch) || factory.has_broken(c) {
+                        conn = None;
                     }
                 }
-                if conn.is_none() {
-                    conn = factory.connect().ok();
-                }
-                let Some(c) = conn.as_mut() else {
-                    batch.into_iter().for_each(|job| job.fail(DbError::Unavailable));
-                    continue;
-                };
-                if !commit_batch(c, batch) || factory.has_broken(c) {
-                    conn = None;
-                }
-            }
-        })
-        .expect("spawning the SQLite writer thread");
+            })
+            .expect("spawning a database writer thread");
+    }
     jobs
 }
 
 /// Runs one batch; `false` when the connection should be replaced.
 fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> bool {
-    let DbConnection::Sqlite(inner) = conn else {
-        batch.into_iter().for_each(|job| job.fail(DbError::Task));
-        return false;
+    let begun = match conn {
+        // IMMEDIATE: take SQLite's write lock now, not at the first write of some job.
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
+        DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c),
     };
-    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(inner, "BEGIN IMMEDIATE") {
+    if let Err(e) = begun {
         let error = DbError::from(e);
-        let retry_later = matches!(error, DbError::Unavailable);
+        let retry_later = matches!(error, DbError::Unavailable) || matches!(conn, DbConnection::Pg(_));
         batch
             .into_iter()
             .for_each(|job| job.fail(if retry_later { DbError::Unavailable } else { DbError::Task }));
@@ -289,30 +307,39 @@ fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> b
             Ok(answer) => held.push(answer),
             Err(_) => {
                 // The jobs not yet run are dropped: their callers see a failed task.
-                rollback_batch(conn, held);
+                rollback_batch(conn, held, DbError::Task);
                 return false;
             }
         }
     }
-    let DbConnection::Sqlite(inner) = conn else { unreachable!("matched above") };
-    match AnsiTransactionManager::commit_transaction(inner) {
+    let committed = match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::commit_transaction(c),
+        DbConnection::Pg(c) => AnsiTransactionManager::commit_transaction(c),
+    };
+    match committed {
         Ok(()) => {
             held.into_iter().for_each(|answer| answer.committed());
             true
         }
         Err(e) => {
-            tracing::error!(error = %e, "SQLite batch commit failed");
-            rollback_batch(conn, held);
+            tracing::error!(error = %e, "batch commit failed");
+            // A connection that died mid-batch: the callers may retry.
+            let why =
+                if conn.batch_execute("SELECT 1").is_err() { DbError::Unavailable } else { DbError::Task };
+            rollback_batch(conn, held, why);
             false
         }
     }
 }
 
-fn rollback_batch(conn: &mut DbConnection, held: Vec<Box<dyn HeldAnswer>>) {
-    if let DbConnection::Sqlite(inner) = conn {
-        let _ = AnsiTransactionManager::rollback_transaction(inner);
-    }
-    held.into_iter().for_each(|answer| answer.failed(DbError::Task));
+fn rollback_batch(conn: &mut DbConnection, held: Vec<Box<dyn HeldAnswer>>, why: DbError) {
+    let _ = match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::rollback_transaction(c),
+        DbConnection::Pg(c) => AnsiTransactionManager::rollback_transaction(c),
+    };
+    let unavailable = matches!(why, DbError::Unavailable);
+    held.into_iter()
+        .for_each(|answer| answer.failed(if unavailable { DbError::Unavailable } else { DbError::Task }));
 }
 
 /// The pool plus what a caller needs to run work on it.
@@ -322,7 +349,8 @@ pub struct Db {
     /// Bounds blocking threads to the pool size, so a burst queues here instead of parking
     /// hundreds of threads on the pool.
     permits: Arc<tokio::sync::Semaphore>,
-    sqlite_writer: Option<std::sync::mpsc::Sender<Box<dyn BatchedWrite>>>,
+    /// The group-committing writer threads (see `spawn_writers`).
+    writer: std::sync::mpsc::Sender<Box<dyn BatchedWrite>>,
     factory: ConnectionFactory,
     /// Devices revoked recently: access tokens are checked against this, not the database.
     liveness: Arc<Liveness>,
@@ -341,7 +369,7 @@ impl Db {
         }
         let backend = target.backend;
         let factory = ConnectionFactory { target };
-        let sqlite_writer = (backend == Backend::Sqlite).then(|| spawn_sqlite_writer(factory.clone()));
+        let writer = spawn_writers(factory.clone(), if backend == Backend::Sqlite { 1 } else { PG_WRITERS });
         let max_connections = max_connections.max(1);
         let pool = Pool::builder()
             .max_size(max_connections)
@@ -353,7 +381,7 @@ impl Db {
         Ok(Self {
             pool,
             permits,
-            sqlite_writer,
+            writer,
             factory,
             liveness: Arc::new(Liveness::default()),
             healing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -422,21 +450,9 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let liveness = self.liveness.clone();
-        let Some(writer) = &self.sqlite_writer else {
-            return self
-                .run(move |conn| {
-                    let result = write_transaction(conn, f);
-                    let revoked = take_pending();
-                    if result.is_ok() {
-                        liveness.add(revoked);
-                    }
-                    result
-                })
-                .await;
-        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = WriteJob { work: f, reply, span: tracing::Span::current(), liveness };
-        writer.send(Box::new(job)).map_err(|_| E::from(DbError::Task))?;
+        self.writer.send(Box::new(job)).map_err(|_| E::from(DbError::Task))?;
         answer.await.map_err(|_| E::from(DbError::Task))?
     }
 
@@ -486,7 +502,7 @@ where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<DbError>,
 {
-    // BEGIN on PostgreSQL; inside the SQLite writer's batch transaction, a savepoint.
+    // Inside a writer's batch transaction, a savepoint; a BEGIN when run on its own.
     let begin = match conn {
         DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction(c),
         DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c),

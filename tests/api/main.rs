@@ -16,6 +16,7 @@ mod dev_provider;
 mod discovery_ops;
 mod facebook;
 mod google_validation;
+mod group_commit;
 mod input_output;
 mod linking;
 mod me;
