@@ -48,6 +48,67 @@ struct ReturningSignIn<'a> {
     detail: String,
 }
 
+impl ReturningSignIn<'_> {
+    /// The CTEs `dev`, `tok` and `aud`: a device for the user that CTE `source` yields, its
+    /// first refresh token, and the sign-in's audit event (ends after `aud`).
+    fn push_device_token_audit<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>, source: &str) -> QueryResult<()> {
+        out.push_sql(
+            "dev AS (INSERT INTO devices (id, user_id, client_id, idp, scope, name, platform, user_agent, ip, \
+             created_at, last_seen_at, session_expires_at) SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.device_id)?;
+        out.push_sql(&format!(", {source}.user_id, "));
+        out.push_bind_param::<Text, _>(&self.client_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.provider)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.scope)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.name)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.platform)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.session_expires_at)?;
+        out.push_sql(&format!(
+            " FROM {source} RETURNING *), \
+             tok AS (INSERT INTO refresh_tokens (id, device_id, token_hash, issued_at, expires_at) SELECT "
+        ));
+        out.push_bind_param::<Text, _>(&self.token_id)?;
+        out.push_sql(", dev.id, ");
+        out.push_bind_param::<Text, _>(&self.token_hash)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", LEAST(");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(" + ");
+        out.push_bind_param::<BigInt, _>(&self.idle_ttl_secs)?;
+        out.push_sql(
+            ", dev.session_expires_at) FROM dev RETURNING device_id), \
+             aud AS (INSERT INTO audit_events (id, at, actor, action, user_id, device_id, ip, user_agent, detail) \
+             SELECT ",
+        );
+        out.push_bind_param::<Text, _>(&self.audit_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(", 'user:' || dev.user_id, 'sign_in', dev.user_id, dev.id, ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.detail)?;
+        out.push_sql(" FROM dev RETURNING device_id)");
+        Ok(())
+    }
+}
+
 /// The statement's identity in diesel's prepared-statement cache (its SQL never varies).
 struct ReturningSignInId;
 
@@ -92,62 +153,10 @@ impl QueryFragment<Pg> for ReturningSignIn<'_> {
              touched AS (UPDATE identities SET last_login_at = ",
         );
         out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(" FROM proven WHERE identities.id = proven.id RETURNING identities.user_id), ");
+        self.push_device_token_audit(out.reborrow(), "touched")?;
         out.push_sql(
-            " FROM proven WHERE identities.id = proven.id RETURNING identities.user_id), \
-             dev AS (INSERT INTO devices (id, user_id, client_id, idp, scope, name, platform, user_agent, ip, \
-             created_at, last_seen_at, session_expires_at) SELECT ",
-        );
-        out.push_bind_param::<Text, _>(&self.device_id)?;
-        out.push_sql(", touched.user_id, ");
-        out.push_bind_param::<Text, _>(&self.client_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.provider)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.scope)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.name)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.platform)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.session_expires_at)?;
-        out.push_sql(
-            " FROM touched RETURNING *), \
-             tok AS (INSERT INTO refresh_tokens (id, device_id, token_hash, issued_at, expires_at) SELECT ",
-        );
-        out.push_bind_param::<Text, _>(&self.token_id)?;
-        out.push_sql(", dev.id, ");
-        out.push_bind_param::<Text, _>(&self.token_hash)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(", LEAST(");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(" + ");
-        out.push_bind_param::<BigInt, _>(&self.idle_ttl_secs)?;
-        out.push_sql(
-            ", dev.session_expires_at) FROM dev RETURNING device_id), \
-             aud AS (INSERT INTO audit_events (id, at, actor, action, user_id, device_id, ip, user_agent, detail) \
-             SELECT ",
-        );
-        out.push_bind_param::<Text, _>(&self.audit_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(", 'user:' || dev.user_id, 'sign_in', dev.user_id, dev.id, ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.detail)?;
-        out.push_sql(
-            " FROM dev RETURNING device_id) \
-             SELECT dev.*, (SELECT count(*) FROM devices d WHERE d.user_id = dev.user_id \
+            " SELECT dev.*, (SELECT count(*) FROM devices d WHERE d.user_id = dev.user_id \
              AND d.revoked_at IS NULL AND d.session_expires_at > ",
         );
         out.push_bind_param::<BigInt, _>(&self.now)?;
@@ -287,62 +296,10 @@ impl QueryFragment<Pg> for NewUserSignIn<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&d.assertion_hash)?;
         out.push_sql("::text IS NOT NULL RETURNING 1), proven AS (SELECT i.user_id FROM i WHERE ");
         out.push_bind_param::<Nullable<Text>, _>(&d.assertion_hash)?;
+        out.push_sql("::text IS NULL OR EXISTS (SELECT 1 FROM spent)), ");
+        d.push_device_token_audit(out.reborrow(), "proven")?;
         out.push_sql(
-            "::text IS NULL OR EXISTS (SELECT 1 FROM spent)), \
-             dev AS (INSERT INTO devices (id, user_id, client_id, idp, scope, name, platform, user_agent, ip, \
-             created_at, last_seen_at, session_expires_at) SELECT ",
-        );
-        out.push_bind_param::<Text, _>(&d.device_id)?;
-        out.push_sql(", proven.user_id, ");
-        out.push_bind_param::<Text, _>(&d.client_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&d.provider)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&d.scope)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&d.name)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&d.platform)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&d.user_agent)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&d.ip)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&d.now)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&d.now)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&d.session_expires_at)?;
-        out.push_sql(
-            " FROM proven RETURNING *), \
-             tok AS (INSERT INTO refresh_tokens (id, device_id, token_hash, issued_at, expires_at) SELECT ",
-        );
-        out.push_bind_param::<Text, _>(&d.token_id)?;
-        out.push_sql(", dev.id, ");
-        out.push_bind_param::<Text, _>(&d.token_hash)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&d.now)?;
-        out.push_sql(", LEAST(");
-        out.push_bind_param::<BigInt, _>(&d.now)?;
-        out.push_sql(" + ");
-        out.push_bind_param::<BigInt, _>(&d.idle_ttl_secs)?;
-        out.push_sql(
-            ", dev.session_expires_at) FROM dev RETURNING device_id), \
-             aud AS (INSERT INTO audit_events (id, at, actor, action, user_id, device_id, ip, user_agent, detail) \
-             SELECT ",
-        );
-        out.push_bind_param::<Text, _>(&d.audit_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&d.now)?;
-        out.push_sql(", 'user:' || dev.user_id, 'sign_in', dev.user_id, dev.id, ");
-        out.push_bind_param::<Nullable<Text>, _>(&d.ip)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&d.user_agent)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&d.detail)?;
-        out.push_sql(
-            " FROM dev RETURNING device_id) \
-             SELECT dev.*, 0::bigint AS live_before FROM dev JOIN tok ON tok.device_id = dev.id \
+            " SELECT dev.*, 0::bigint AS live_before FROM dev JOIN tok ON tok.device_id = dev.id \
              JOIN aud ON aud.device_id = dev.id",
         );
         Ok(())
