@@ -48,6 +48,34 @@ struct ReturningSignIn<'a> {
     detail: String,
 }
 
+impl<'a> ReturningSignIn<'a> {
+    /// The binds of a sign-in of `request`: a new device with the first refresh token (of
+    /// which only the hash is bound) and its audit event.
+    fn new(request: &'a SignIn, policy: &SessionPolicy, refresh_token: &str, now: i64) -> Self {
+        let assertion = &request.assertion;
+        ReturningSignIn {
+            provider: assertion.provider.as_str(),
+            subject: &assertion.subject,
+            assertion_hash: assertion.assertion_hash.as_deref(),
+            assertion_expires_at: assertion.expires_at,
+            now,
+            device_id: crate::db::new_id(),
+            client_id: &request.client_id,
+            scope: &request.scope,
+            name: request.device_name.as_deref(),
+            platform: request.device_platform.as_deref(),
+            user_agent: request.origin.user_agent.as_deref(),
+            ip: request.origin.ip.as_deref(),
+            session_expires_at: now + policy.max_ttl_secs,
+            token_id: crate::db::new_id(),
+            token_hash: crate::crypto::sha256_b64(refresh_token.as_bytes()),
+            idle_ttl_secs: policy.idle_ttl_secs,
+            audit_id: crate::db::new_id(),
+            detail: format!("provider={} client={}", assertion.provider.as_str(), request.client_id),
+        }
+    }
+}
+
 impl ReturningSignIn<'_> {
     /// The CTEs `dev`, `tok` and `aud`: a device for the user that CTE `source` yields, its
     /// first refresh token, and the sign-in's audit event (ends after `aud`).
@@ -182,28 +210,8 @@ pub fn sign_in_returning(
     if request.nonce.is_some() {
         return Ok(None);
     }
-    let assertion = &request.assertion;
     let refresh_token = refresh::new_token();
-    let statement = ReturningSignIn {
-        provider: assertion.provider.as_str(),
-        subject: &assertion.subject,
-        assertion_hash: assertion.assertion_hash.as_deref(),
-        assertion_expires_at: assertion.expires_at,
-        now,
-        device_id: crate::db::new_id(),
-        client_id: &request.client_id,
-        scope: &request.scope,
-        name: request.device_name.as_deref(),
-        platform: request.device_platform.as_deref(),
-        user_agent: request.origin.user_agent.as_deref(),
-        ip: request.origin.ip.as_deref(),
-        session_expires_at: now + policy.max_ttl_secs,
-        token_id: crate::db::new_id(),
-        token_hash: crate::crypto::sha256_b64(refresh_token.as_bytes()),
-        idle_ttl_secs: policy.idle_ttl_secs,
-        audit_id: crate::db::new_id(),
-        detail: format!("provider={} client={}", assertion.provider.as_str(), request.client_id),
-    };
+    let statement = ReturningSignIn::new(request, policy, &refresh_token, now);
     let opened: Option<Opened> = statement.get_result(pg).optional()?;
     Ok(opened.map(|o| {
         let over_cap = o.live_before + 1 > policy.max_devices_per_user;
@@ -345,26 +353,7 @@ pub fn sign_in_new_user(
         identity_id: crate::db::new_id(),
         identity_email_ct: sealed.identity_email,
         email_index: assertion.email.as_deref().map(|e| keys.blind_index.of_email(e)),
-        device: ReturningSignIn {
-            provider: assertion.provider.as_str(),
-            subject: &assertion.subject,
-            assertion_hash: assertion.assertion_hash.as_deref(),
-            assertion_expires_at: assertion.expires_at,
-            now,
-            device_id: crate::db::new_id(),
-            client_id: &request.client_id,
-            scope: &request.scope,
-            name: request.device_name.as_deref(),
-            platform: request.device_platform.as_deref(),
-            user_agent: request.origin.user_agent.as_deref(),
-            ip: request.origin.ip.as_deref(),
-            session_expires_at: now + policy.max_ttl_secs,
-            token_id: crate::db::new_id(),
-            token_hash: crate::crypto::sha256_b64(refresh_token.as_bytes()),
-            idle_ttl_secs: policy.idle_ttl_secs,
-            audit_id: crate::db::new_id(),
-            detail: format!("provider={} client={}", assertion.provider.as_str(), request.client_id),
-        },
+        device: ReturningSignIn::new(request, policy, &refresh_token, now),
     };
     match statement.get_result::<Opened>(pg).optional() {
         Ok(Some(o)) => {
