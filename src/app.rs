@@ -186,8 +186,21 @@ impl Application {
             let registry = clients.clone();
             db.run(move |conn| registry.reload_stored(conn)).await?;
         }
+        {
+            let max_ttl = settings.tokens.refresh_max_ttl.as_secs() as i64;
+            let shortened = db.write(move |conn| crate::accounts::apply_session_max(conn, max_ttl)).await?;
+            if shortened > 0 {
+                tracing::info!(
+                    devices = shortened,
+                    "sessions shortened to the current tokens.refresh_max_ttl"
+                );
+            }
+        }
         let liveness = db.liveness().clone();
-        liveness.set_access_ttl(settings.tokens.access_ttl.as_secs() as i64);
+        {
+            let (liveness, ttl) = (liveness.clone(), settings.tokens.access_ttl.as_secs() as i64);
+            db.write(move |conn| liveness.adopt_access_ttl(conn, ttl)).await?;
+        }
         {
             let liveness = liveness.clone();
             db.run(move |conn| liveness.load(conn, crate::db::now())).await?;
@@ -239,8 +252,14 @@ impl Application {
         let retention = crate::housekeeping::Retention::from_settings(&state_settings);
         let mut background =
             crate::housekeeping::spawn(db.clone(), keys.clone(), rate_limits, clients.clone(), retention);
-        if db.target().backend == crate::db::Backend::Postgres {
-            background.push(crate::housekeeping::follow_other_replicas(db, keys, clients));
+        match db.target().backend {
+            crate::db::Backend::Postgres => {
+                background.push(crate::housekeeping::follow_other_replicas(db, keys, clients));
+            }
+            crate::db::Backend::Sqlite => background.push(crate::tokens::liveness::spawn_sqlite_watcher(
+                db.target().location.clone(),
+                db.liveness().clone(),
+            )),
         }
         Ok(Application { port, server, background })
     }

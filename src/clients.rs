@@ -323,22 +323,24 @@ impl ClientRegistry {
         }
     }
 
+    /// `true` when checking these credentials would run argon2 (an older configuration's
+    /// hash, for a secret not already decided): the caller counts the attempt against its
+    /// address before the hash runs.
+    pub fn needs_slow_check(&self, credentials: &ClientCredentials) -> bool {
+        let Some(client) = self.get(&credentials.client_id) else { return false };
+        let (Some(SecretCheck::Argon2(hash)), Some(secret)) = (&client.secret, &credentials.secret) else {
+            return false;
+        };
+        self.recall(&client.id, &argon2_fingerprint(&client.id, hash, secret)).is_none()
+    }
+
     async fn verify_argon2(
         &self,
         client_id: &str,
         hash: &str,
         secret: SecretString,
     ) -> Result<bool, ClientAuthError> {
-        // The hash is part of the fingerprint: a client made again under the same id (new
-        // hash) never inherits what its predecessor's secret proved.
-        let fingerprint: [u8; 32] = Sha256::new()
-            .chain_update(client_id.as_bytes())
-            .chain_update([0])
-            .chain_update(hash.as_bytes())
-            .chain_update([0])
-            .chain_update(secret.expose_secret().as_bytes())
-            .finalize()
-            .into();
+        let fingerprint = argon2_fingerprint(client_id, hash, &secret);
         if let Some(known) = self.recall(client_id, &fingerprint) {
             return Ok(known);
         }
@@ -369,6 +371,19 @@ impl ClientRegistry {
         }
         list.push(fingerprint);
     }
+}
+
+/// What an argon2 verification is remembered by. The hash is part of it: a client made again
+/// under the same id (new hash) never inherits what its predecessor's secret proved.
+fn argon2_fingerprint(client_id: &str, hash: &str, secret: &SecretString) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(client_id.as_bytes())
+        .chain_update([0])
+        .chain_update(hash.as_bytes())
+        .chain_update([0])
+        .chain_update(secret.expose_secret().as_bytes())
+        .finalize()
+        .into()
 }
 
 fn client_from_settings(c: &ClientSettings) -> Result<Client, String> {
@@ -529,8 +544,10 @@ pub fn list_stored(conn: &mut DbConnection) -> Result<Vec<StoredClient>, DbError
         .load(conn)?)
 }
 
-/// Stores a new client; a confidential one gets a new secret, returned once and stored only as
-/// its argon2 hash. `Taken` when the id exists.
+/// Stores a new client; a confidential one gets a new secret (256 random bits), returned once
+/// and stored only as its SHA-256 `secret_hash`, like a configured client's: a secret this
+/// random needs no slow hash, and a flood of wrong secrets costs a digest each. `Taken` when
+/// the id exists.
 pub fn insert_stored(
     conn: &mut DbConnection,
     client: &NewClient,
@@ -557,7 +574,7 @@ pub fn insert_stored(
             ClientKind::Public => "public".into(),
             ClientKind::Confidential => "confidential".into(),
         },
-        secret_hash: secret.as_deref().map(argon2_hash),
+        secret_hash: secret.as_deref().map(hash_secret),
         redirect_uris: serde_json::to_string(&client.redirect_uris).map_err(|_| DbError::Task)?,
         scopes: serde_json::to_string(&client.scopes).map_err(|_| DbError::Task)?,
         created_at: now,
@@ -600,17 +617,6 @@ pub fn delete_stored(conn: &mut DbConnection, client_id: &str) -> Result<bool, D
 /// Other replicas reload their stored clients at once rather than at their next reload.
 fn notify_clients_changed(conn: &mut DbConnection) -> Result<(), DbError> {
     crate::tokens::liveness::notify(conn, &crate::tokens::liveness::Notice::ClientsChanged)
-}
-
-/// An argon2id PHC string (the crate's default parameters) for a secret made here.
-fn argon2_hash(secret: &str) -> String {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt =
-        SaltString::encode_b64(&crate::crypto::random_bytes::<16>()).expect("16 bytes is a valid salt");
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .expect("argon2 with default parameters and a valid salt cannot fail")
-        .to_string()
 }
 
 /// The `secret_hash` for a secret, as printed by `idbridge clients hash-secret`.

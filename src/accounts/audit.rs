@@ -23,6 +23,7 @@ pub const ACTIONS: &[&str] = &[
     "crypto.decrypt",
     "crypto.rewrap",
     "crypto.rotate",
+    "crypto.refused",
     "admin.grant",
     "admin.revoke",
     "admin.sign_in",

@@ -150,8 +150,7 @@ pub fn sign_in(
             Err(e) => return Err(e),
         },
     };
-    let disabled: Option<i64> = users::table.find(&user_id).select(users::disabled_at).first(conn)?;
-    if disabled.is_some() {
+    if is_disabled_locked(conn, &user_id)? {
         return Err(SignInError::Disabled);
     }
     diesel::update(
@@ -193,6 +192,20 @@ pub fn sign_in(
     )?;
     enforce_device_cap(conn, &user_id, policy.max_devices_per_user, &request.origin, now)?;
     Ok(SignedIn { user_id, device, refresh_token })
+}
+
+/// Whether the user is disabled, read under a share lock on their row (PostgreSQL; SQLite's
+/// writer is serial) held until the caller's transaction ends. A disable's `UPDATE` of the row
+/// conflicts with it: either it waits for this sign-in to commit and then finds its device to
+/// revoke, or this read waits for the disable and sees it. Without the lock a disable can list
+/// the user's devices while a new one is being inserted, and miss it.
+fn is_disabled_locked(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
+    let query = users::table.find(user_id).select(users::disabled_at);
+    let disabled: Option<i64> = match conn {
+        DbConnection::Pg(c) => query.for_share().first(c)?,
+        DbConnection::Sqlite(c) => query.first(c)?,
+    };
+    Ok(disabled.is_some())
 }
 
 /// Spends what makes a provider assertion single use, in the caller's transaction: the
@@ -518,6 +531,19 @@ pub fn set_disabled(
     }
     by.record(conn, user_id, None, by.detail, now)?;
     Ok(Some(0))
+}
+
+/// Brings every live device's session end within today's `refresh_max_ttl`: a device signed
+/// in under a longer maximum ends `max_ttl_secs` after its sign-in, as a new one would. (A
+/// raised maximum does not lengthen sessions already begun.) Returns how many were shortened.
+pub fn apply_session_max(conn: &mut DbConnection, max_ttl_secs: i64) -> Result<usize, DbError> {
+    Ok(diesel::update(
+        devices::table
+            .filter(devices::revoked_at.is_null())
+            .filter(devices::session_expires_at.gt(devices::created_at + max_ttl_secs)),
+    )
+    .set(devices::session_expires_at.eq(devices::created_at + max_ttl_secs))
+    .execute(conn)?)
 }
 
 /// Deletes devices revoked, or whose session ended, before `before`; their refresh tokens go

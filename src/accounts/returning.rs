@@ -7,6 +7,9 @@
 //!
 //! The identity is found first, so a new user's assertion is not spent here (the general path
 //! spends it). A replay meets the unique key of `used_assertions` and does nothing.
+//!
+//! The user's row is read `FOR SHARE`, as `sign_in` reads it: a concurrent disable either waits
+//! for this statement and then revokes its device, or makes it find the user disabled.
 
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -161,7 +164,7 @@ impl QueryFragment<Pg> for ReturningSignIn<'_> {
         out.push_sql(" AND i.subject = ");
         out.push_bind_param::<Text, _>(&self.subject)?;
         out.push_sql(
-            " AND u.disabled_at IS NULL), \
+            " AND u.disabled_at IS NULL FOR SHARE OF u), \
              spent AS (INSERT INTO used_assertions (assertion_hash, provider, expires_at) SELECT ",
         );
         out.push_bind_param::<Nullable<Text>, _>(&self.assertion_hash)?;

@@ -182,6 +182,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    server_state (name) {
+        name -> Text,
+        value -> BigInt,
+    }
+}
+
 diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(refresh_tokens -> devices (device_id));
@@ -205,4 +212,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     admin_sessions,
     revocations,
+    server_state,
 );

@@ -85,14 +85,14 @@ pub async fn authenticate_client(
     form_secret: Option<&str>,
 ) -> Result<std::sync::Arc<Client>, OAuthError> {
     let ip = req.peer_addr().map(|a| a.ip());
-    let outcome = match client_credentials(req, form_id, form_secret) {
-        Ok(credentials) => state.clients.authenticate(credentials).await,
+    let credentials = match client_credentials(req, form_id, form_secret) {
+        Ok(credentials) => credentials,
         Err(e) => {
             state.rate_limits.check_ip(ip, &state.metrics)?;
             return Err(e);
         }
     };
-    match outcome {
+    match authenticate_counted(state, ip, credentials).await? {
         Ok(client) if client.kind == ClientKind::Public => {
             state.rate_limits.check_ip(ip, &state.metrics)?;
             Ok(client)
@@ -101,12 +101,27 @@ pub async fn authenticate_client(
             state.rate_limits.check_client(&client.id, &state.metrics)?;
             Ok(client)
         }
-        Err(ClientAuthError::Failed) => {
-            state.rate_limits.check_ip(ip, &state.metrics)?;
-            Err(OAuthError::invalid_client())
-        }
+        Err(ClientAuthError::Failed) => Err(OAuthError::invalid_client()),
         Err(e @ ClientAuthError::Busy) => Err(OAuthError::temporarily_unavailable(e.to_string())),
     }
+}
+
+/// Client authentication with the address's budget spent where it must be: before a slow
+/// (argon2) check runs, and for every failed or busy attempt. The outer `Err` is `429`; a flood
+/// of wrong secrets from one address is refused before it costs more than a digest each.
+async fn authenticate_counted(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    credentials: ClientCredentials,
+) -> Result<Result<std::sync::Arc<Client>, ClientAuthError>, OAuthError> {
+    if state.clients.needs_slow_check(&credentials) {
+        state.rate_limits.check_ip(ip, &state.metrics)?;
+    }
+    let outcome = state.clients.authenticate(credentials).await;
+    if outcome.is_err() {
+        state.rate_limits.check_ip(ip, &state.metrics)?;
+    }
+    Ok(outcome)
 }
 
 /// Peer address and user agent, as recorded on devices and audit events.
@@ -166,18 +181,24 @@ pub enum CryptoCaller {
 
 impl CryptoCaller {
     /// The user whose keys the call uses: the token's user (a different `user_id` is 403), or
-    /// for a service the `user_id` it names (required).
+    /// for a service the `user_id` it names (required). A named id is parsed once, in any UUID
+    /// spelling (upper case, braces, no hyphens), and used in its canonical form; a malformed one
+    /// is 400.
     pub fn user_id(&self, named: Option<&str>) -> Result<String, Problem> {
+        let named = named
+            .map(|n| {
+                uuid::Uuid::try_parse(n)
+                    .map(|id| id.hyphenated().to_string())
+                    .map_err(|_| Problem::bad_request("user_id is not a user id"))
+            })
+            .transpose()?;
         match (self, named) {
             (CryptoCaller::User { user_id }, None) => Ok(user_id.clone()),
-            (CryptoCaller::User { user_id }, Some(named)) if named == user_id => Ok(user_id.clone()),
+            (CryptoCaller::User { user_id }, Some(named)) if &named == user_id => Ok(named),
             (CryptoCaller::User { .. }, Some(_)) => {
                 Err(Problem::forbidden("a user's token reaches only that user's keys"))
             }
-            (CryptoCaller::Service { .. }, Some(named)) if super::input::is_uuid(named) => {
-                Ok(named.to_string())
-            }
-            (CryptoCaller::Service { .. }, Some(_)) => Err(Problem::bad_request("user_id is not a user id")),
+            (CryptoCaller::Service { .. }, Some(named)) => Ok(named),
             (CryptoCaller::Service { .. }, None) => {
                 Err(Problem::bad_request("a service names the user in user_id"))
             }
@@ -195,6 +216,8 @@ impl CryptoCaller {
 
 /// The scope a confidential client needs for `/v1/crypto`.
 pub const CRYPTO_SCOPE: &str = "crypto";
+/// The scope a user's access token needs for `/v1/crypto`.
+pub const API_SCOPE: &str = "api";
 
 impl FromRequest for CryptoCaller {
     type Error = Problem;
@@ -209,21 +232,29 @@ impl FromRequest for CryptoCaller {
             let state = state.ok_or_else(Problem::internal)?;
             if let Some(token) = bearer {
                 let claims = check_access_token(&state, &token).await?.ok_or_else(Problem::unauthorized)?;
+                if !claims.scope.split(' ').any(|s| s == API_SCOPE) {
+                    return Err(Problem::insufficient_scope(API_SCOPE));
+                }
                 return Ok(CryptoCaller::User { user_id: claims.sub });
             }
             let Ok(Some((client_id, secret))) = basic else {
                 return Err(Problem::unauthenticated());
             };
             let credentials = ClientCredentials { client_id, secret: Some(SecretString::from(secret)) };
-            let client = match state.clients.authenticate(credentials).await {
+            let outcome = authenticate_counted(&state, ip, credentials)
+                .await
+                .map_err(|_| Problem::too_many_requests())?;
+            let client = match outcome {
                 Ok(client) if client.kind == ClientKind::Confidential => client,
-                Ok(_) | Err(ClientAuthError::Failed) => {
+                Ok(_) => {
+                    // A public client has no secret to prove: counted as a failure.
                     state
                         .rate_limits
                         .check_ip(ip, &state.metrics)
                         .map_err(|_| Problem::too_many_requests())?;
                     return Err(Problem::unauthorized_client());
                 }
+                Err(ClientAuthError::Failed) => return Err(Problem::unauthorized_client()),
                 Err(ClientAuthError::Busy) => return Err(Problem::unavailable()),
             };
             state

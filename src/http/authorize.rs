@@ -85,37 +85,67 @@ fn too_many(limited: &super::errors::OAuthError) -> HttpResponse {
     response
 }
 
-fn is_loopback_host(host: Option<url::Host<&str>>) -> bool {
-    match host {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-/// A registered redirect URI, exactly; or, for a loopback one, the same but any port
-/// (RFC 8252 §7.3). Never one with a fragment.
+/// A registered redirect URI, exactly; or, for a loopback one, the same string but for the
+/// port (RFC 8252 §7.3, RFC 9700 §2.1). Never one with a fragment.
 pub fn redirect_uri_allowed(client: &Client, given: &str) -> bool {
     let Ok(parsed) = url::Url::parse(given) else {
         return false;
     };
-    if parsed.fragment().is_some() {
+    if parsed.fragment().is_some() || given.contains('#') {
         return false;
     }
-    if client.redirect_uris.iter().any(|r| r == given) {
-        return true;
-    }
-    if parsed.scheme() != "http" || !is_loopback_host(parsed.host()) {
+    client.redirect_uris.iter().any(|r| r == given || same_loopback_uri_but_port(r, given))
+}
+
+/// `true` when `registered` is `http://` + a loopback host + an optional port + the rest, and
+/// `given` is byte for byte the same with any port or none: no other spelling of the host
+/// (`127.1`, `0x7f000001`, a trailing dot, user info), no other case, no path that only
+/// normalises to the same one.
+fn same_loopback_uri_but_port(registered: &str, given: &str) -> bool {
+    let Some((host, rest)) = split_loopback(registered) else {
         return false;
+    };
+    let Some(after_host) = given.strip_prefix("http://").and_then(|g| g.strip_prefix(host)) else {
+        return false;
+    };
+    let after_port = match after_host.strip_prefix(':') {
+        Some(port_and_rest) => {
+            let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
+            let port = &port_and_rest[..digits];
+            let port_ok = !port.starts_with('0') && port.parse::<u16>().is_ok_and(|p| p > 0);
+            if !port_ok {
+                return false;
+            }
+            &port_and_rest[digits..]
+        }
+        None => after_host,
+    };
+    after_port == rest
+}
+
+/// A registered `http://` loopback URI as its host (as written) and what follows the port.
+fn split_loopback(registered: &str) -> Option<(&str, &str)> {
+    let after_scheme = registered.strip_prefix("http://")?;
+    let host_len = if after_scheme.starts_with('[') {
+        after_scheme.find(']')? + 1
+    } else {
+        after_scheme.find([':', '/', '?']).unwrap_or(after_scheme.len())
+    };
+    let host = &after_scheme[..host_len];
+    let literal_loopback = match url::Host::parse(host) {
+        Ok(url::Host::Ipv4(ip)) => ip.to_string() == host && ip.is_loopback(),
+        Ok(url::Host::Ipv6(ip)) => format!("[{ip}]") == host && ip.is_loopback(),
+        Ok(url::Host::Domain(_)) | Err(_) => host == "localhost",
+    };
+    if !literal_loopback {
+        return None;
     }
-    client.redirect_uris.iter().filter_map(|r| url::Url::parse(r).ok()).any(|r| {
-        r.scheme() == "http"
-            && is_loopback_host(r.host())
-            && r.host() == parsed.host()
-            && r.path() == parsed.path()
-            && r.query() == parsed.query()
-    })
+    let mut rest = &after_scheme[host_len..];
+    if let Some(port_and_rest) = rest.strip_prefix(':') {
+        let digits = port_and_rest.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &port_and_rest[digits..];
+    }
+    Some((host, rest))
 }
 
 /// A redirect to the client with `params`, `state` and `iss` (RFC 9207) added.
@@ -526,5 +556,24 @@ mod tests {
         assert!(redirect_uri_allowed(&c, "com.example.app:/oauth2redirect"));
         assert!(!redirect_uri_allowed(&c, "com.example.app:/oauth2redirect#x"));
         assert!(!redirect_uri_allowed(&c, "com.evil.app:/oauth2redirect"));
+        for look_alike in [
+            "http://evil@127.0.0.1:45678/cb",
+            "http://127.0.0.1:45678/x/../cb",
+            "http://127.1:45678/cb",
+            "http://0x7f000001:45678/cb",
+            "http://2130706433/cb",
+            "http:127.0.0.1/cb",
+            "HTTP://127.0.0.1/cb",
+            "http://127.0.0.1./cb",
+            "http://127.0.0.1:080/cb",
+            "http://127.0.0.1:65536/cb",
+            "http://127.0.0.1:/cb",
+        ] {
+            assert!(!redirect_uri_allowed(&c, look_alike), "{look_alike}");
+        }
+        let v6 = client(&["http://[::1]/cb", "http://localhost:8080/cb"]);
+        assert!(redirect_uri_allowed(&v6, "http://[::1]:9000/cb"));
+        assert!(redirect_uri_allowed(&v6, "http://localhost:9000/cb"));
+        assert!(!redirect_uri_allowed(&v6, "http://[0:0:0:0:0:0:0:1]:9000/cb"));
     }
 }

@@ -12,7 +12,7 @@ use super::auth::{origin, CryptoCaller};
 use super::errors::Problem;
 use crate::accounts::audit::{self, AuditEvent, Origin};
 use crate::crypto::user_keys::{KeyVersion, UserKeyError, UserKeys};
-use crate::db::DbConnection;
+use crate::db::{DbConnection, DbError};
 use crate::state::AppState;
 
 /// Longest `context` accepted.
@@ -66,8 +66,26 @@ fn context(value: Option<String>) -> Result<String, Problem> {
     Ok(context)
 }
 
+/// Who a call acts as and for whom, for its audit event.
+#[derive(Clone)]
+struct CallAudit {
+    actor: String,
+    user_id: String,
+    origin: Origin,
+}
+
+impl CallAudit {
+    fn record(&self, conn: &mut DbConnection, action: &str, detail: Option<&str>) -> Result<(), DbError> {
+        let event =
+            AuditEvent { actor: &self.actor, action, user_id: Some(&self.user_id), device_id: None, detail };
+        audit::record(conn, event, &self.origin, crate::db::now())
+    }
+}
+
 /// Runs `op` with the user's keys: a read for the user themself; for a service, a write that
-/// also records the audit event, so no service call goes unaudited.
+/// also records the audit event, so no service call goes unaudited. A service call that is
+/// refused (a malformed or tampered ciphertext, another user's or context's, a deleted user)
+/// is undone and then audited on its own as `crypto.refused`.
 async fn with_user_keys<T: Send + 'static>(
     state: &web::Data<AppState>,
     caller: &CryptoCaller,
@@ -79,23 +97,24 @@ async fn with_user_keys<T: Send + 'static>(
     let app = state.clone();
     match caller {
         CryptoCaller::User { .. } => Ok(state.db.run(move |conn| op(conn, &app.user_keys, &user_id)).await?),
-        CryptoCaller::Service { client_id } => {
-            let actor = format!("client:{client_id}");
-            Ok(state
+        CryptoCaller::Service { .. } => {
+            let audit = CallAudit { actor: caller.actor(), user_id, origin };
+            let refused = audit.clone();
+            let done = state
                 .db
                 .write(move |conn| {
-                    let result = op(conn, &app.user_keys, &user_id)?;
-                    let event = AuditEvent {
-                        actor: &actor,
-                        action,
-                        user_id: Some(&user_id),
-                        device_id: None,
-                        detail: None,
-                    };
-                    audit::record(conn, event, &origin, crate::db::now()).map_err(UserKeyError::from)?;
+                    let result = op(conn, &app.user_keys, &audit.user_id)?;
+                    audit.record(conn, action, None)?;
                     Ok::<_, UserKeyError>(result)
                 })
-                .await?)
+                .await;
+            if let Err(refusal @ (UserKeyError::Malformed | UserKeyError::Invalid | UserKeyError::UserGone)) =
+                &done
+            {
+                let detail = format!("{action}: {refusal}");
+                state.db.write(move |conn| refused.record(conn, "crypto.refused", Some(&detail))).await?;
+            }
+            Ok(done?)
         }
     }
 }
@@ -181,8 +200,7 @@ pub async fn rotate(
 ) -> Result<HttpResponse, Problem> {
     let body = body.map(web::Json::into_inner).unwrap_or_default();
     let user_id = caller.user_id(body.user_id.as_deref())?;
-    let actor = caller.actor();
-    let origin = origin(&req);
+    let audit = CallAudit { actor: caller.actor(), user_id: user_id.clone(), origin: origin(&req) };
     let app = state.clone();
     let evict = user_id.clone();
     let version: KeyVersion = state
@@ -193,15 +211,7 @@ pub async fn rotate(
                 return Err(UserKeyError::UserGone);
             }
             let version = app.user_keys.rotate(conn, &user_id, crate::db::now())?;
-            let detail = format!("key_version={version}");
-            let event = AuditEvent {
-                actor: &actor,
-                action: "crypto.rotate",
-                user_id: Some(&user_id),
-                device_id: None,
-                detail: Some(&detail),
-            };
-            audit::record(conn, event, &origin, crate::db::now()).map_err(UserKeyError::from)?;
+            audit.record(conn, "crypto.rotate", Some(&format!("key_version={version}")))?;
             Ok::<_, UserKeyError>(version)
         })
         .await?;

@@ -122,11 +122,19 @@ pub struct Problem {
     no_credentials: bool,
     /// A 401 for HTTP Basic client credentials: a Basic challenge.
     basic_challenge: bool,
+    /// A 403 for a token without the scope it needs (RFC 6750 §3.1 `insufficient_scope`).
+    required_scope: Option<&'static str>,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, detail: detail.into(), no_credentials: false, basic_challenge: false }
+        Self {
+            status,
+            detail: detail.into(),
+            no_credentials: false,
+            basic_challenge: false,
+            required_scope: None,
+        }
     }
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "the access token is invalid, expired or revoked")
@@ -142,6 +150,13 @@ impl Problem {
     }
     pub fn forbidden(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::FORBIDDEN, detail)
+    }
+    /// A valid access token without `scope`, which this endpoint needs.
+    pub fn insufficient_scope(scope: &'static str) -> Self {
+        Self {
+            required_scope: Some(scope),
+            ..Self::new(StatusCode::FORBIDDEN, format!("the access token lacks scope {scope}"))
+        }
     }
     /// A client that failed HTTP Basic authentication at `/v1`.
     pub fn unauthorized_client() -> Self {
@@ -193,6 +208,15 @@ impl ResponseError for Problem {
                     header::WWW_AUTHENTICATE,
                     "Bearer realm=\"idbridge\", error=\"invalid_token\"",
                 ));
+            }
+            StatusCode::FORBIDDEN if self.required_scope.is_some() => {
+                let challenge = format!(
+                    "Bearer realm=\"idbridge\", error=\"insufficient_scope\", scope=\"{}\"",
+                    self.required_scope.unwrap_or_default()
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&challenge) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
             }
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));

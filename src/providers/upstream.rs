@@ -147,11 +147,13 @@ impl Providers {
         match provider {
             ProviderKind::Google => {
                 let client = self.google_client(redirect).await?;
+                let http = self.http.clone();
+                let as_post = move |request: oauth2::HttpRequest| send(http.clone(), request, Method::AsIs);
                 let response = client
                     .exchange_code(code)
                     .map_err(unavailable("the provider has no token endpoint"))?
                     .set_pkce_verifier(verifier)
-                    .request_async(&self.http)
+                    .request_async(&as_post)
                     .await
                     .map_err(exchange_failed)?;
                 let id_token = openidconnect::TokenResponse::id_token(&response)
@@ -172,7 +174,8 @@ impl Providers {
                     .set_auth_type(oauth2::AuthType::RequestBody)
                     .set_redirect_uri(redirect);
                 let http = self.http.clone();
-                let as_get = move |request: oauth2::HttpRequest| facebook_get(http.clone(), request);
+                let as_get =
+                    move |request: oauth2::HttpRequest| send(http.clone(), request, Method::GetWithQuery);
                 let response = client
                     .exchange_code(code)
                     .set_pkce_verifier(verifier)
@@ -186,20 +189,39 @@ impl Providers {
     }
 }
 
-/// Sends the oauth2 crate's token request the way Facebook documents its code exchange:
-/// `GET /oauth/access_token` with the parameters in the query string, not a POST body.
-async fn facebook_get(
+/// How a token request goes out.
+#[derive(Clone, Copy)]
+enum Method {
+    /// As the crate built it (a POST with a form body).
+    AsIs,
+    /// The way Facebook documents its code exchange: `GET /oauth/access_token` with the
+    /// parameters in the query string, not a POST body.
+    GetWithQuery,
+}
+
+/// Sends a token request of the oauth2 / openidconnect crates through reqwest. Every error
+/// leaves without its URL: a token request's URL can carry the client secret, the person's
+/// code and the PKCE verifier, and errors end up in the log.
+async fn send(
     http: reqwest::Client,
     request: oauth2::HttpRequest,
+    method: Method,
 ) -> Result<oauth2::HttpResponse, oauth2::HttpClientError<reqwest::Error>> {
-    let mut url = url::Url::parse(&request.uri().to_string())
+    let scrubbed = |e: reqwest::Error| oauth2::HttpClientError::Reqwest(Box::new(e.without_url()));
+    let (parts, body) = request.into_parts();
+    let mut url = url::Url::parse(&parts.uri.to_string())
         .map_err(|_| oauth2::HttpClientError::Other("the token URL is not a URL".into()))?;
-    url.query_pairs_mut().extend_pairs(url::form_urlencoded::parse(request.body()));
-    let response =
-        http.get(url).header(reqwest::header::ACCEPT, "application/json").send().await.map_err(Box::new)?;
-    let mut builder = oauth2::http::Response::builder().status(response.status());
+    let builder = match method {
+        Method::AsIs => http.request(parts.method, url).headers(parts.headers).body(body),
+        Method::GetWithQuery => {
+            url.query_pairs_mut().extend_pairs(url::form_urlencoded::parse(&body));
+            http.get(url).header(reqwest::header::ACCEPT, "application/json")
+        }
+    };
+    let response = builder.send().await.map_err(scrubbed)?;
+    let mut answer = oauth2::http::Response::builder().status(response.status());
     for (name, value) in response.headers() {
-        builder = builder.header(name, value);
+        answer = answer.header(name, value);
     }
-    Ok(builder.body(response.bytes().await.map_err(Box::new)?.to_vec())?)
+    Ok(answer.body(response.bytes().await.map_err(scrubbed)?.to_vec())?)
 }

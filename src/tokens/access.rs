@@ -65,7 +65,8 @@ pub fn issue(
 #[error("the access token is invalid")]
 pub struct InvalidAccessToken;
 
-/// Checks signature (the key's own algorithm only), `typ`, `iss`, `aud` and `exp`.
+/// Checks signature (the key's own algorithm only), `typ`, `iss`, `aud`, `exp`, and that the
+/// token's lifetime (`exp - iat`) is within today's `access_ttl`.
 /// Whether the device is still live is the caller's second check.
 pub fn verify(
     keys: &SigningKeys,
@@ -89,9 +90,15 @@ pub fn verify(
     validation.set_issuer(&[&policy.issuer]);
     validation.set_audience(&[&policy.audience]);
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-    jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+    let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
         .map(|data| data.claims)
-        .map_err(|_| InvalidAccessToken)
+        .map_err(|_| InvalidAccessToken)?;
+    // A token issued under a longer `access_ttl` than today's is refused: the revocations kept
+    // in memory cover today's lifetime, and a revoked device's older token must not outlive them.
+    if claims.exp.saturating_sub(claims.iat) > policy.ttl_secs {
+        return Err(InvalidAccessToken);
+    }
+    Ok(claims)
 }
 
 /// A JWT has two dots; a refresh token has none.

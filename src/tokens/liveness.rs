@@ -12,7 +12,13 @@
 //! - Other replicas apply the notification as it arrives (a listener thread polls its
 //!   connection every 50 ms), and every `CATCH_UP_EVERY` re-read the recent rows, so a lost
 //!   notification (or one sent while a replica was reconnecting) heals within seconds.
-//! - At start the set is loaded from the rows of the last `access_ttl`.
+//! - On SQLite another process (the command line) cannot notify: a watcher thread asks
+//!   SQLite's `PRAGMA data_version` every 100 ms and re-reads the recent rows when it moved.
+//! - At start the set is loaded from the rows of the last access-token lifetime: the longest
+//!   `access_ttl` any idbridge of this database ever issued with (kept in `server_state`), so
+//!   lowering the setting never lets an older, longer-lived token of a revoked device back in.
+//!   Verification also refuses a token whose own lifetime (`exp - iat`) exceeds the current
+//!   `access_ttl` (`tokens::access`).
 //!
 //! The same channel tells replicas to reload signing keys and the console's clients.
 
@@ -24,7 +30,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
-use crate::db::schema::revocations;
+use crate::db::schema::{revocations, server_state};
 use crate::db::{DbConnection, DbError};
 
 /// The NOTIFY channel replicas share.
@@ -37,6 +43,8 @@ pub const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 const CATCH_UP_WINDOW_SECS: i64 = 60;
 /// How often the listener looks for notifications.
 const LISTEN_POLL: Duration = Duration::from_millis(50);
+/// The `server_state` row holding the longest access-token lifetime ever issued with.
+const ACCESS_TTL_MAX: &str = "access_ttl_max";
 
 /// What a notification on [`CHANNEL`] asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +88,15 @@ impl Liveness {
     /// Sets how long a revocation matters: the access-token lifetime (plus leeway).
     pub fn set_access_ttl(&self, access_ttl_secs: i64) {
         self.window_secs.store(access_ttl_secs + LEEWAY_SECS, Ordering::Relaxed);
+    }
+
+    /// Records that this server issues access tokens living `access_ttl_secs`, and keeps
+    /// revocations for the longest lifetime any idbridge of this database has issued with
+    /// (this setting or an earlier one). Returns that longest lifetime.
+    pub fn adopt_access_ttl(&self, conn: &mut DbConnection, access_ttl_secs: i64) -> Result<i64, DbError> {
+        let longest = record_access_ttl(conn, access_ttl_secs)?;
+        self.set_access_ttl(longest);
+        Ok(longest)
     }
 
     fn window(&self) -> i64 {
@@ -181,10 +198,109 @@ pub fn notify(conn: &mut DbConnection, notice: &Notice) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Deletes revocations older than any access token can be.
+/// Stores `access_ttl_secs` as issued with, unless a longer one was; returns the longest.
+fn record_access_ttl(conn: &mut DbConnection, access_ttl_secs: i64) -> Result<i64, DbError> {
+    use diesel::sql_types::{BigInt, Text};
+    let upsert = match conn {
+        DbConnection::Pg(_) => {
+            "INSERT INTO server_state (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = GREATEST(server_state.value, EXCLUDED.value)"
+        }
+        DbConnection::Sqlite(_) => {
+            "INSERT INTO server_state (name, value) VALUES (?, ?) \
+             ON CONFLICT (name) DO UPDATE SET value = MAX(server_state.value, excluded.value)"
+        }
+    };
+    diesel::sql_query(upsert)
+        .bind::<Text, _>(ACCESS_TTL_MAX)
+        .bind::<BigInt, _>(access_ttl_secs)
+        .execute(conn)?;
+    longest_access_ttl(conn).map(|stored| stored.unwrap_or(access_ttl_secs))
+}
+
+/// The longest access-token lifetime recorded, if any.
+fn longest_access_ttl(conn: &mut DbConnection) -> Result<Option<i64>, DbError> {
+    Ok(server_state::table.find(ACCESS_TTL_MAX).select(server_state::value).first(conn).optional()?)
+}
+
+/// Deletes revocations older than any access token can be: older than the longest lifetime
+/// recorded by any replica (another one may have started later with a longer setting).
 pub fn delete_old(conn: &mut DbConnection, liveness: &Liveness, now: i64) -> Result<usize, DbError> {
-    let before = now - liveness.window() - CATCH_UP_WINDOW_SECS;
+    let window = liveness.window().max(longest_access_ttl(conn)?.unwrap_or(0) + LEEWAY_SECS);
+    let before = now - window - CATCH_UP_WINDOW_SECS;
     Ok(diesel::delete(revocations::table.filter(revocations::at.lt(before))).execute(conn)?)
+}
+
+/// How often the SQLite watcher asks whether another connection committed.
+const WATCH_POLL: Duration = Duration::from_millis(100);
+
+#[derive(diesel::QueryableByName)]
+struct DataVersion {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    data_version: i64,
+}
+
+/// SQLite: revocations committed by another process (the command line) reach this one within
+/// a poll, not at the next catch-up. A connection of the watcher's own asks `PRAGMA
+/// data_version` every [`WATCH_POLL`], which changes when any other connection committed;
+/// then the recent revocations are re-read. The thread ends soon after the returned task is
+/// aborted or dropped (the server stopped).
+pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) -> tokio::task::JoinHandle<()> {
+    let running = std::sync::Arc::new(());
+    let still_running = std::sync::Arc::downgrade(&running);
+    let spawned = std::thread::Builder::new().name("sqlite-watcher".into()).spawn(move || {
+        let mut conn: Option<diesel::SqliteConnection> = None;
+        let mut seen: Option<i64> = None;
+        loop {
+            std::thread::sleep(WATCH_POLL);
+            if still_running.strong_count() == 0 {
+                return;
+            }
+            if conn.is_none() {
+                conn = diesel::SqliteConnection::establish(&path)
+                    .and_then(|mut c| {
+                        diesel::connection::SimpleConnection::batch_execute(
+                            &mut c,
+                            "PRAGMA busy_timeout = 1000;",
+                        )
+                        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                        Ok(c)
+                    })
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "the SQLite watcher cannot connect; retrying"),
+                    )
+                    .ok();
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let version = match diesel::sql_query("PRAGMA data_version").get_result::<DataVersion>(c) {
+                Ok(v) => v.data_version,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the SQLite watcher cannot read data_version");
+                    conn = None;
+                    continue;
+                }
+            };
+            if seen.is_some_and(|s| s == version) {
+                continue;
+            }
+            let Some(c) = conn.take() else { continue };
+            let mut wrapped = DbConnection::Sqlite(c);
+            match liveness.catch_up(&mut wrapped, crate::db::now()) {
+                Ok(()) => seen = Some(version),
+                Err(e) => tracing::warn!(error = %e, "the SQLite watcher cannot read revocations"),
+            }
+            if let DbConnection::Sqlite(c) = wrapped {
+                conn = Some(c);
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the SQLite watcher");
+    }
+    tokio::spawn(async move {
+        let _running = running;
+        std::future::pending::<()>().await
+    })
 }
 
 /// Listens on [`CHANNEL`] on a connection of its own (PostgreSQL), on a thread of its own:

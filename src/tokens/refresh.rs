@@ -159,17 +159,14 @@ pub fn rotate(
         return Ok(Rotation::Refused);
     }
     // Lock the device row first, as revocation does: every refresh of one device queues here,
-    // so the token updates below never meet in the opposite lock order.
-    let touched = diesel::update(
+    // so the token updates below never meet in the opposite lock order. Nothing is changed yet:
+    // a replayed token must not put its sender's address on the device.
+    let locked = diesel::update(
         devices::table.filter(devices::id.eq(&device.id)).filter(devices::revoked_at.is_null()),
     )
-    .set((
-        devices::last_seen_at.eq(now),
-        devices::ip.eq(&origin.ip),
-        devices::user_agent.eq(&origin.user_agent),
-    ))
+    .set(devices::last_seen_at.eq(devices::last_seen_at))
     .execute(conn)?;
-    if touched == 0 {
+    if locked == 0 {
         return Ok(Rotation::Refused);
     }
 
@@ -186,6 +183,7 @@ pub fn rotate(
             .execute(conn)?;
             if won == 1 {
                 insert_token(conn, &device, &successor, Some(row.id.clone()), policy, now)?;
+                touch(conn, &device.id, origin, now)?;
                 return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope });
             }
             // Lost the race: the winner has committed by now; read what it wrote.
@@ -202,9 +200,12 @@ pub fn rotate(
     if in_grace && spent.successor_hash.as_deref() == Some(successor_hash.as_str()) {
         let successor_unspent = find_by_hash(conn, &successor_hash)?.is_some_and(|s| s.spent_at.is_none());
         if successor_unspent {
+            touch(conn, &device.id, origin, now)?;
             return Ok(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope });
         }
     }
+    // Reuse: the device keeps its own last-seen, address and user agent; the replaying
+    // request's go on the audit event (`by.origin`).
     let by = Revocation {
         actor: &format!("client:{client_id}"),
         action: "refresh_token.reuse",
@@ -213,6 +214,18 @@ pub fn rotate(
     };
     accounts::end_device(conn, &device, &by, now)?;
     Ok(Rotation::Reused)
+}
+
+/// Records a successful use of the device: when, from where, with what.
+fn touch(conn: &mut DbConnection, device_id: &str, origin: &Origin, now: i64) -> Result<(), DbError> {
+    diesel::update(devices::table.find(device_id))
+        .set((
+            devices::last_seen_at.eq(now),
+            devices::ip.eq(&origin.ip),
+            devices::user_agent.eq(&origin.user_agent),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// PostgreSQL: the common case of `rotate` (an unspent token of a live device, no narrower

@@ -207,11 +207,7 @@ async fn the_sweep_deletes_audit_events_and_ended_devices_past_their_retention(b
     let audit_before = app.count("audit_events").await;
 
     let db = idbridge::db::Db::new(&app.db.url, 1).expect("open the database");
-    let retention = idbridge::housekeeping::Retention {
-        audit_events_secs: 365 * 86_400,
-        revoked_devices_secs: 30 * 86_400,
-        admin_sessions: idbridge::admin::sessions::SessionPolicy { idle_secs: 1800, max_secs: 43_200 },
-    };
+    let retention = default_retention();
     let swept = idbridge::housekeeping::sweep(&db, retention, fake_google::now()).await.expect("sweep");
 
     assert_eq!(swept.devices, 1, "{swept:?}");

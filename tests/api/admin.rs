@@ -514,7 +514,8 @@ async fn clients_made_in_the_console_work_at_oauth_like_configured_ones(backend:
     assert_eq!(made.status, 201, "{}", made.body);
     let secret = between(&made.body, r#"id="secret" readonly value=""#, "\"");
     assert!(secret.len() >= 43);
-    assert_eq!(app.count("clients WHERE client_id = 'reports' AND secret_hash LIKE '$argon2id$%'").await, 1);
+    // Stored like a configured client's secret: a SHA-256 digest, never the secret.
+    assert_eq!(app.count("clients WHERE client_id = 'reports' AND secret_hash LIKE '$sha256$%'").await, 1);
     assert!(!browser.get("/admin/clients").await.body.contains(&secret), "shown once");
 
     let token = app.google.id_token_for("lee-sub");
@@ -666,3 +667,52 @@ async fn the_console_client_cannot_be_used_at_the_token_endpoint(backend: Backen
     assert!(!discovery.body.to_string().contains("idbridge-admin"));
 }
 both_backends!(the_console_client_cannot_be_used_at_the_token_endpoint);
+
+/// Makes a confidential client in the console; returns its secret.
+async fn console_client(browser: &mut Browser<'_>, csrf: &str, client_id: &str) -> String {
+    let made = browser
+        .post(
+            "/admin/clients",
+            &[
+                ("csrf", csrf),
+                ("client_id", client_id),
+                ("kind", "confidential"),
+                ("redirect_uris", ""),
+                ("scopes", "api"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    between(&made.body, r#"id="secret" readonly value=""#, "\"")
+}
+
+/// A flood of wrong secrets for console-made clients from one address is refused with 429
+/// once the address is over its rate, never 503, and no other client is locked out.
+async fn a_wrong_secret_flood_against_console_clients_gets_429_and_locks_no_one_out(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.dev = true;
+        c.per_ip_per_second = 20;
+    })
+    .await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let csrf = csrf_of(&browser.get("/admin/clients").await);
+    let mut secrets = Vec::new();
+    for id in ["flood-a", "flood-b", "flood-c"] {
+        secrets.push((id, console_client(&mut browser, &csrf, id).await));
+    }
+
+    let mut statuses = Vec::new();
+    for round in 0..10 {
+        let wrong = format!("wrong-{round}");
+        let attempts = (0..30).map(|i| app.introspect_as(Auth::Basic(secrets[i % 3].0, &wrong), "x"));
+        statuses.extend(futures_util::future::join_all(attempts).await.iter().map(|a| a.status.as_u16()));
+    }
+
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "only 401 and 429: {statuses:?}");
+    assert!(statuses.contains(&429), "the flood was never limited: {statuses:?}");
+    for (id, secret) in &secrets {
+        let right = app.introspect_as(Auth::Basic(id, secret), "x").await;
+        right.assert_status(200);
+    }
+}
+both_backends!(a_wrong_secret_flood_against_console_clients_gets_429_and_locks_no_one_out);

@@ -294,6 +294,55 @@ async fn a_foreign_redirect_uri_gets_a_page_not_a_redirect(backend: Backend) {
 }
 both_backends!(a_foreign_redirect_uri_gets_a_page_not_a_redirect);
 
+/// With `http://127.0.0.1/callback` registered, only that exact string with some port (or none)
+/// is accepted: every other spelling that a URL parser would take for the same place is refused.
+async fn a_loopback_redirect_uri_matches_exactly_but_for_the_port(backend: Backend) {
+    let app = spawn_dev_app(backend).await;
+    let mut browser = Browser::new(&app);
+    let authorize = |redirect: &str| {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("response_type", "code"),
+                ("client_id", "app"),
+                ("redirect_uri", redirect),
+                ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+                ("code_challenge_method", "S256"),
+                ("state", "s"),
+                ("provider", "dev"),
+            ])
+            .finish();
+        format!("/oauth/authorize?{query}")
+    };
+
+    for look_alike in [
+        "http://evil@127.0.0.1:45678/callback",
+        "http://127.0.0.1:45678/x/../callback",
+        "http://127.0.0.1:45678/x/%2e%2e/callback",
+        "http://127.1:45678/callback",
+        "http://0x7f000001:45678/callback",
+        "http://2130706433:45678/callback",
+        "http:127.0.0.1/callback",
+        "http:/127.0.0.1/callback",
+        "HTTP://127.0.0.1/callback",
+        "http://127.0.0.1./callback",
+        "http://127.0.0.1:045678/callback",
+        "http://127.0.0.1:0/callback",
+        "http://127.0.0.1:45678/callback/",
+        "http://127.0.0.1:45678/CALLBACK",
+    ] {
+        let visit = browser.get(&authorize(look_alike)).await;
+        assert_eq!(visit.status, 400, "{look_alike}: {}", visit.body);
+        assert!(visit.location.is_none(), "never redirected to {look_alike}");
+    }
+    for exact in
+        ["http://127.0.0.1/callback", "http://127.0.0.1:45678/callback", "http://127.0.0.1:80/callback"]
+    {
+        let visit = browser.get(&authorize(exact)).await;
+        assert_eq!(visit.status, 200, "{exact} is the registered URI: {}", visit.body);
+    }
+}
+both_backends!(a_loopback_redirect_uri_matches_exactly_but_for_the_port);
+
 async fn requests_without_pkce_or_for_another_response_type_go_back_with_an_error(backend: Backend) {
     let app = spawn_dev_app(backend).await;
     let mut browser = Browser::new(&app);

@@ -403,3 +403,79 @@ async fn an_email_is_found_through_the_blind_index(backend: Backend) {
     assert_eq!(found, vec![grace.user_id]);
 }
 both_backends!(an_email_is_found_through_the_blind_index);
+
+/// A service may name a user in any spelling of the UUID; the user's keys are found, never
+/// reported destroyed. A malformed id is 400.
+async fn a_service_names_a_user_in_any_uuid_spelling(backend: Backend) {
+    let app = spawn_crypto_app(backend).await;
+    let user = app.sign_in().await;
+    let sealed = encrypt(&app, &user.access_token, b"kept", "").await;
+    let ciphertext = sealed.str("ciphertext").to_string();
+    let id = uuid::Uuid::parse_str(&user.user_id).unwrap();
+
+    for spelling in [
+        user.user_id.to_uppercase(),
+        format!("{{{}}}", user.user_id),
+        id.simple().to_string(),
+        id.simple().to_string().to_uppercase(),
+    ] {
+        let opened = service(&app, "decrypt", json!({"ciphertext": ciphertext, "user_id": spelling})).await;
+        opened.assert_status(200);
+        assert_eq!(opened.str("plaintext"), b64(b"kept"), "{spelling}");
+    }
+    let by_user = json!({"ciphertext": ciphertext, "user_id": user.user_id.to_uppercase()});
+    app.post_json_bearer("/v1/crypto/decrypt", &user.access_token, &by_user).await.assert_status(200);
+    for malformed in ["not-a-uuid", "", "123"] {
+        let refused = service(&app, "decrypt", json!({"ciphertext": ciphertext, "user_id": malformed})).await;
+        refused.assert_status(400);
+    }
+}
+both_backends!(a_service_names_a_user_in_any_uuid_spelling);
+
+/// Refused service calls (another user's ciphertext, a tampered one, a deleted user) are
+/// audited as `crypto.refused`, like the successful ones.
+async fn refused_service_calls_are_audited(backend: Backend) {
+    let app = spawn_crypto_app(backend).await;
+    let (a, b) = (app.sign_in().await, app.sign_in().await);
+    let sealed = encrypt(&app, &a.access_token, b"secret", "").await;
+    let ciphertext = sealed.str("ciphertext").to_string();
+    let mut tampered = ciphertext.clone().into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+
+    service(&app, "decrypt", json!({"ciphertext": ciphertext, "user_id": b.user_id}))
+        .await
+        .assert_status(400);
+    service(&app, "decrypt", json!({"ciphertext": tampered, "user_id": a.user_id})).await.assert_status(400);
+    let gone = uuid::Uuid::new_v4().to_string();
+    service(&app, "rewrap", json!({"ciphertext": ciphertext, "user_id": gone})).await.assert_status(404);
+
+    let refused = |user: &str| {
+        format!(
+            "audit_events WHERE actor = 'client:svc' AND action = 'crypto.refused' AND user_id = '{user}'"
+        )
+    };
+    assert_eq!(app.count(&refused(&b.user_id)).await, 1, "another user's ciphertext is audited");
+    assert_eq!(app.count(&refused(&a.user_id)).await, 1, "a tampered ciphertext is audited");
+    assert_eq!(app.count(&refused(&gone)).await, 1, "a deleted user is audited");
+    assert_eq!(app.count("audit_events WHERE action = 'crypto.decrypt'").await, 0, "nothing was decrypted");
+}
+both_backends!(refused_service_calls_are_audited);
+
+/// A user's token needs scope `api` for `/v1/crypto`; `openid` alone is 403 insufficient_scope.
+async fn a_token_without_scope_api_cannot_use_crypto(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let openid_only = app.exchange(&app.google.id_token_for("openid-only"), &[("scope", "openid")]).await;
+    let openid_only = Tokens::from_answer(&openid_only, "openid-only");
+
+    let sealed = encrypt(&app, &openid_only.access_token, b"x", "").await;
+
+    sealed.assert_status(403);
+    let challenge = sealed.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.contains("insufficient_scope") && challenge.contains("scope=\"api\""), "{challenge}");
+    let rotate = app.post_bearer("/v1/crypto/rotate", &openid_only.access_token).await;
+    rotate.assert_status(403);
+    app.get_me(&openid_only.access_token).await.assert_status(200);
+}
+both_backends!(a_token_without_scope_api_cannot_use_crypto);

@@ -26,5 +26,6 @@ mod refresh;
 mod replicas;
 mod resource_servers;
 mod revoke_introspect;
+mod secrets_in_logs;
 mod session_rules;
 mod token_exchange;

@@ -295,3 +295,35 @@ async fn refresh_with_a_scope_outside_the_device_spends_nothing(backend: Backend
     app.refresh(&signed.refresh_token).await.assert_status(200);
 }
 both_backends!(refresh_with_a_scope_outside_the_device_spends_nothing);
+
+/// Reuse detection ends the device but keeps the device's own last-seen, address and user
+/// agent; the replaying request's user agent is on the reuse's audit event.
+async fn a_reused_refresh_token_does_not_overwrite_the_devices_own_data(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.refresh_reuse_grace = "0s".into()).await;
+    let signed = app.sign_in().await;
+    let refresh_with = |token: String, user_agent: &'static str| {
+        let request = app.client.post(app.url("/oauth/token")).header("user-agent", user_agent).form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token.as_str()),
+            ("client_id", "app"),
+        ]);
+        async move { Answer::read(request.send().await.expect("refresh")).await }
+    };
+    refresh_with(signed.refresh_token.clone(), "honest-app/1.0").await.assert_status(200);
+    app.execute_sql(&format!("UPDATE devices SET last_seen_at = 1234 WHERE id = '{}'", signed.device_id))
+        .await;
+
+    let replay = refresh_with(signed.refresh_token.clone(), "attacker/6.6").await;
+
+    replay.assert_oauth_error(400, "invalid_grant");
+    let device = format!("devices WHERE id = '{}'", signed.device_id);
+    assert_eq!(app.count(&format!("{device} AND revoked_at IS NOT NULL")).await, 1, "the device is revoked");
+    assert_eq!(
+        app.count(&format!("{device} AND user_agent = 'honest-app/1.0' AND last_seen_at = 1234")).await,
+        1,
+        "the device keeps its own user agent and last-seen"
+    );
+    let reuse = "audit_events WHERE action = 'refresh_token.reuse' AND user_agent = 'attacker/6.6'";
+    assert_eq!(app.count(reuse).await, 1, "the replay's user agent is on the audit event");
+}
+both_backends!(a_reused_refresh_token_does_not_overwrite_the_devices_own_data);

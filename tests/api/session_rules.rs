@@ -125,3 +125,155 @@ async fn a_grace_retry_gets_the_same_successor_after_a_master_key_rotation(backe
     assert_eq!(retry.str("refresh_token"), s1.str("refresh_token"), "the same successor after the rotation");
 }
 both_backends!(a_grace_retry_gets_the_same_successor_after_a_master_key_rotation);
+
+/// Moves a revocation back in time, as if it had happened `secs` ago.
+async fn age_revocation(app: &TestApp, device_id: &str, secs: i64) {
+    app.execute_sql(&format!("UPDATE revocations SET at = at - {secs} WHERE device_id = '{device_id}'"))
+        .await;
+}
+
+/// Every way an access token is accepted refuses it.
+async fn assert_refused_everywhere(app: &TestApp, access_token: &str) {
+    app.get_me(access_token).await.assert_status(401);
+    let sealed = app
+        .post_json_bearer("/v1/crypto/encrypt", access_token, &json!({"plaintext": "eA==", "context": ""}))
+        .await;
+    sealed.assert_status(401);
+    assert_eq!(app.introspect(access_token).await.body, json!({"active": false}));
+}
+
+async fn a_revoked_devices_token_stays_refused_after_access_ttl_is_lowered(backend: Backend) {
+    let app = spawn_app(backend).await; // access_ttl 10m
+    let signed = app.sign_in().await;
+    app.revoke(&signed.refresh_token, Auth::Public("app")).await.assert_status(200);
+    // Five minutes later: longer than the new lifetime plus every leeway.
+    age_revocation(&app, &signed.device_id, 300).await;
+
+    let lowered = app.restart_with(|c| c.access_ttl = "5s".into()).await;
+
+    assert_refused_everywhere(&lowered, &signed.access_token).await;
+}
+both_backends!(a_revoked_devices_token_stays_refused_after_access_ttl_is_lowered);
+
+async fn a_disabled_users_token_stays_refused_after_access_ttl_is_lowered_and_raised_again(backend: Backend) {
+    let app = spawn_app(backend).await; // access_ttl 10m
+    let signed = app.sign_in().await;
+    let out = app.run_cli(&["users", "disable", &signed.user_id]).await;
+    assert!(out.status.success(), "users disable: {}", String::from_utf8_lossy(&out.stderr));
+    age_revocation(&app, &signed.device_id, 300).await;
+
+    let lowered = app.restart_with(|c| c.access_ttl = "5s".into()).await;
+    // The lowered server's sweep must not forget what a 10-minute token needs.
+    let db = idbridge::db::Db::new(&app.db.url, 1).expect("open the database");
+    db.liveness().set_access_ttl(5);
+    let retention = default_retention();
+    idbridge::housekeeping::sweep(&db, retention, idbridge::db::now()).await.expect("sweep");
+    let raised = app.restart_with(|c| c.access_ttl = "10m".into()).await;
+
+    assert_refused_everywhere(&lowered, &signed.access_token).await;
+    assert_refused_everywhere(&raised, &signed.access_token).await;
+}
+both_backends!(a_disabled_users_token_stays_refused_after_access_ttl_is_lowered_and_raised_again);
+
+/// Four clients keep signing in as one Google subject while `users disable` runs: whatever
+/// interleaving happens, the user is left with no live device and no token that works.
+async fn sign_ins_racing_a_disable_leave_no_live_device(backend: Backend) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = spawn_app_with(backend, |c| {
+        c.max_devices_per_user = 10_000;
+        c.per_ip_per_second = 0;
+    })
+    .await;
+    let first = app.sign_in().await;
+    let disabled = AtomicBool::new(false);
+
+    let sign_in_until_refused = || async {
+        let mut granted = Vec::new();
+        for _ in 0..2_000 {
+            let after_disable = disabled.load(Ordering::SeqCst);
+            let a = app.exchange(&app.google.id_token_for(&first.google_sub), &[]).await;
+            if a.status.as_u16() == 200 {
+                assert!(
+                    !after_disable,
+                    "a sign-in that began after the disable returned succeeded: {}",
+                    a.text
+                );
+                granted.push(Tokens::from_answer(&a, &first.google_sub));
+            } else {
+                a.assert_oauth_error(400, "invalid_request");
+                if after_disable {
+                    break;
+                }
+            }
+        }
+        granted
+    };
+    let disable = async {
+        let out = app.run_cli(&["users", "disable", &first.user_id]).await;
+        disabled.store(true, Ordering::SeqCst);
+        out
+    };
+    let (a, b, c, d, out) = tokio::join!(
+        sign_in_until_refused(),
+        sign_in_until_refused(),
+        sign_in_until_refused(),
+        sign_in_until_refused(),
+        disable
+    );
+
+    assert!(out.status.success(), "users disable: {}", String::from_utf8_lossy(&out.stderr));
+    let live =
+        app.count(&format!("devices WHERE user_id = '{}' AND revoked_at IS NULL", first.user_id)).await;
+    assert_eq!(live, 0, "devices left live after the disable");
+    let granted: Vec<Tokens> = [a, b, c, d].into_iter().flatten().chain([first]).collect();
+    for tokens in &granted {
+        eventually("a token handed out around the disable is refused", || async {
+            app.get_me(&tokens.access_token).await.status.as_u16() == 401
+        })
+        .await;
+        app.refresh(&tokens.refresh_token).await.assert_oauth_error(400, "invalid_grant");
+    }
+}
+both_backends!(sign_ins_racing_a_disable_leave_no_live_device);
+
+async fn lowering_refresh_max_ttl_reaches_devices_signed_in_before(backend: Backend) {
+    let app = spawn_app(backend).await; // refresh_max_ttl 90d
+    let older = app.sign_in().await;
+    // Signed in two hours ago, under the old maximum.
+    app.execute_sql(&format!(
+        "UPDATE devices SET created_at = created_at - 7200 WHERE id = '{}'",
+        older.device_id
+    ))
+    .await;
+
+    let lowered = app
+        .restart_with(|c| {
+            c.refresh_idle_ttl = "30m".into();
+            c.refresh_max_ttl = "1h".into();
+        })
+        .await;
+
+    assert_eq!(lowered.introspect(&older.refresh_token).await.body, json!({"active": false}));
+    lowered.refresh(&older.refresh_token).await.assert_oauth_error(400, "invalid_grant");
+    let newer = lowered.sign_in().await;
+    lowered.refresh(&newer.refresh_token).await.assert_status(200);
+}
+both_backends!(lowering_refresh_max_ttl_reaches_devices_signed_in_before);
+
+/// API.md: however a device ends, every running idbridge of that database refuses its access
+/// token within 1 second, on SQLite as on PostgreSQL. The command line is another process.
+async fn a_revocation_by_the_command_line_reaches_the_server_within_a_second(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let signed = app.sign_in().await;
+    app.get_me(&signed.access_token).await.assert_status(200);
+
+    let out = app.run_cli(&["users", "revoke-all", &signed.user_id]).await;
+
+    assert!(out.status.success(), "users revoke-all: {}", String::from_utf8_lossy(&out.stderr));
+    within_the_contracts_second("the revoked device's access token is refused", || async {
+        app.get_me(&signed.access_token).await.status.as_u16() == 401
+    })
+    .await;
+    assert_eq!(app.introspect(&signed.access_token).await.body, json!({"active": false}));
+}
+both_backends!(a_revocation_by_the_command_line_reaches_the_server_within_a_second);
