@@ -323,6 +323,15 @@ impl ClientRegistry {
         }
     }
 
+    /// The argon2 `secret_hash` of a client made in the console before console secrets were
+    /// stored as SHA-256 (see [`upgrade_stored_secret`]).
+    pub fn stored_argon2_hash(&self, client_id: &str) -> Option<String> {
+        match self.stored_snapshot().get(client_id)?.secret.as_ref()? {
+            SecretCheck::Argon2(hash) => Some(hash.clone()),
+            SecretCheck::Sha256(_) => None,
+        }
+    }
+
     /// `true` when checking these credentials would run argon2 (an older configuration's
     /// hash, for a secret not already decided): the caller counts the attempt against its
     /// address before the hash runs.
@@ -590,6 +599,28 @@ pub fn insert_stored(
     };
     notify_clients_changed(conn)?;
     Ok(Ok(secret.map(SecretString::from)))
+}
+
+/// Replaces a console client's argon2 `secret_hash` with the SHA-256 one of `secret`, which
+/// just verified against it: from then on its checks cost a digest, and a flood of wrong
+/// secrets cannot queue it out. Only while the stored hash is still `old_hash`.
+pub fn upgrade_stored_secret(
+    conn: &mut DbConnection,
+    client_id: &str,
+    old_hash: &str,
+    secret: &str,
+) -> Result<bool, DbError> {
+    let n = diesel::update(
+        stored_clients::table
+            .filter(stored_clients::client_id.eq(client_id))
+            .filter(stored_clients::secret_hash.eq(old_hash)),
+    )
+    .set(stored_clients::secret_hash.eq(hash_secret(secret)))
+    .execute(conn)?;
+    if n == 1 {
+        notify_clients_changed(conn)?;
+    }
+    Ok(n == 1)
 }
 
 /// Disables or enables a stored client; `false` when there is none.

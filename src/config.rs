@@ -96,6 +96,33 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     #[serde(default = "yes")]
     pub auto_migrate: bool,
+    /// PostgreSQL: how long connecting may take.
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL: the longest a statement may run; also how long a request waits for a
+    /// connection or for its write to start before it is answered 503.
+    #[serde(default = "default_statement_timeout", deserialize_with = "duration")]
+    pub statement_timeout: Duration,
+    /// PostgreSQL: `false` behind a transaction-mode pooler (no named prepared statements).
+    #[serde(default = "yes")]
+    pub prepared_statements: bool,
+    /// PostgreSQL: a direct URL for `LISTEN` and the migrations' lock, needed when `url` goes
+    /// through a transaction-mode pooler.
+    #[serde(default)]
+    pub listen_url: String,
+}
+
+impl DatabaseSettings {
+    /// How the pool connects and how long it waits.
+    pub fn options(&self) -> crate::db::DbOptions {
+        crate::db::DbOptions {
+            max_connections: self.max_connections,
+            connect_timeout: self.connect_timeout,
+            statement_timeout: self.statement_timeout,
+            prepared_statements: self.prepared_statements,
+            listen_url: (!self.listen_url.is_empty()).then(|| self.listen_url.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -254,6 +281,12 @@ fn default_bind() -> String {
 fn default_max_connections() -> u32 {
     16
 }
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn yes() -> bool {
     true
 }
@@ -396,6 +429,18 @@ impl Settings {
         crate::db::DbTarget::parse(&self.database.url).map_err(|m| err("database.url", &m))?;
         if self.database.max_connections == 0 {
             return Err(err("database.max_connections", "must be at least 1"));
+        }
+        if self.database.connect_timeout < Duration::from_secs(1) {
+            return Err(err("database.connect_timeout", "must be at least 1s"));
+        }
+        if self.database.statement_timeout < Duration::from_millis(100) {
+            return Err(err("database.statement_timeout", "must be at least 100ms"));
+        }
+        if !self.database.listen_url.is_empty() {
+            match crate::db::DbTarget::parse(&self.database.listen_url) {
+                Ok(t) if t.backend == crate::db::Backend::Postgres => {}
+                _ => return Err(err("database.listen_url", "must be a postgres:// URL")),
+            }
         }
         if self.keys.master_keys.is_empty() {
             return Err(err("keys.master_keys", "needs at least one key"));

@@ -153,7 +153,7 @@ pub fn follow_other_replicas(
 ) -> tokio::task::JoinHandle<()> {
     use crate::tokens::liveness::{spawn_listener, Notice};
     let (notices, mut inbox) = tokio::sync::mpsc::unbounded_channel();
-    spawn_listener(db.target().location.clone(), db.liveness().clone(), notices);
+    spawn_listener(db.direct_url(), db.liveness().clone(), notices);
     tokio::spawn(async move {
         while let Some(notice) = inbox.recv().await {
             match notice {

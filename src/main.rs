@@ -147,7 +147,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Threads still blocked on a stalled database must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(3));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(message)) => {
             eprintln!("idbridge: {message}");
@@ -224,8 +227,12 @@ async fn rotate_master(
 ) -> Result<(), Failure> {
     let (secrets, secrets_total) = crypto::server_secrets::rewrap_all(db, keyring.clone()).await?;
     let (signing, signing_total) = crypto::signing::rewrap_all(db, keyring.clone(), |_, _| {}).await?;
+    let ring = keyring.clone();
+    let (codes, codes_total) =
+        db.write(move |conn| idbridge::tokens::codes::rewrap_profiles(conn, &ring)).await?;
     println!(
-        "server secrets: {secrets} of {secrets_total} rewrapped; signing keys: {signing} of {signing_total}"
+        "server secrets: {secrets} of {secrets_total} rewrapped; signing keys: {signing} of {signing_total}; \
+         authorization codes: {codes} of {codes_total}"
     );
     let current = keyring.key_ids().into_iter().next().unwrap_or_default();
     let ring = keyring.clone();

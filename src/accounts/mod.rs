@@ -535,8 +535,19 @@ pub fn set_disabled(
 
 /// Brings every live device's session end within today's `refresh_max_ttl`: a device signed
 /// in under a longer maximum ends `max_ttl_secs` after its sign-in, as a new one would. (A
-/// raised maximum does not lengthen sessions already begun.) Returns how many were shortened.
-pub fn apply_session_max(conn: &mut DbConnection, max_ttl_secs: i64) -> Result<usize, DbError> {
+/// raised maximum does not lengthen sessions already begun.) A device whose session thereby
+/// ended already has its access tokens refused at once, like a revoked one's. Returns how many
+/// sessions were shortened.
+pub fn apply_session_max(conn: &mut DbConnection, max_ttl_secs: i64, now: i64) -> Result<usize, DbError> {
+    let ended_now: Vec<String> = devices::table
+        .filter(devices::revoked_at.is_null())
+        .filter(devices::session_expires_at.gt(now))
+        .filter((devices::created_at + max_ttl_secs).le(now))
+        .select(devices::id)
+        .load(conn)?;
+    for device_id in &ended_now {
+        crate::tokens::liveness::record(conn, device_id, now)?;
+    }
     Ok(diesel::update(
         devices::table
             .filter(devices::revoked_at.is_null())

@@ -36,12 +36,17 @@ pub fn wrapped_key_usage(
 ) -> Result<std::collections::BTreeMap<String, i64>, crate::db::DbError> {
     use diesel::prelude::*;
 
-    use crate::db::schema::{server_secrets, signing_keys};
+    use crate::db::schema::{authorization_codes, server_secrets, signing_keys};
     let mut usage: std::collections::BTreeMap<String, i64> =
         user_keys::count_by_wrapping_key(conn)?.into_iter().collect();
     let signing: Vec<Vec<u8>> = signing_keys::table.select(signing_keys::private_key_wrapped).load(conn)?;
     let secrets: Vec<Vec<u8>> = server_secrets::table.select(server_secrets::wrapped).load(conn)?;
-    for wrapped in signing.iter().chain(&secrets) {
+    // The profiles authorization codes carry until redeemed (a minute at most).
+    let profiles: Vec<Vec<u8>> = authorization_codes::table
+        .filter(authorization_codes::profile.is_not_null())
+        .select(authorization_codes::profile.assume_not_null())
+        .load(conn)?;
+    for wrapped in signing.iter().chain(&secrets).chain(&profiles) {
         if let Some(id) = keyring::MasterKeyring::wrapping_key_id(wrapped) {
             *usage.entry(id).or_default() += 1;
         }

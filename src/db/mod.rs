@@ -77,10 +77,17 @@ pub enum DbError {
 impl From<DieselError> for DbError {
     fn from(e: DieselError) -> Self {
         match e {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::ReadOnlyTransaction,
+                _,
+            )
             | DieselError::BrokenTransactionManager => DbError::Unavailable,
-            // SQLITE_BUSY after busy_timeout: another process holds the write lock.
-            DieselError::DatabaseError(_, ref info) if info.message().contains("database is locked") => {
+            DieselError::DatabaseError(_, ref info) if is_unavailable(info.message()) => {
+                if is_storage_refusal(info.message()) {
+                    STORAGE_REFUSED.with(|noted| noted.set(true));
+                }
                 DbError::Unavailable
             }
             other => DbError::Query(other),
@@ -88,16 +95,180 @@ impl From<DieselError> for DbError {
     }
 }
 
+/// The signs of a database that cannot store anything now: full, or read-only.
+fn is_storage_refusal(message: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "database or disk is full",
+        "disk I/O error",
+        "attempt to write a readonly database",
+        "No space left on device",
+        "could not extend file",
+        "could not write",
+        "read-only transaction",
+    ];
+    SIGNS.iter().any(|sign| message.contains(sign))
+}
+
+thread_local! {
+    /// Set when the database refused a write on this thread for want of space or because it is
+    /// read-only; taken into the database's [`StorageHealth`] after each job.
+    static STORAGE_REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How long `/readyz` says "not ready" after the database refused a write for want of space
+/// (or because it is read-only); then it is tried again (writes are never held back by this).
+const STORAGE_REFUSAL_MEMORY_SECS: i64 = 5;
+/// Free space below which a SQLite database's filesystem counts as full.
+const SQLITE_MIN_FREE_BYTES: u64 = 512 * 1024;
+
+/// When the database last refused a write for want of space or because it is read-only.
+#[derive(Default)]
+pub struct StorageHealth {
+    refused_at: std::sync::atomic::AtomicI64,
+}
+
+impl StorageHealth {
+    /// Takes what this thread noted while running a job.
+    fn take_note(&self) {
+        if STORAGE_REFUSED.with(|noted| noted.replace(false)) {
+            self.refused_at.store(now(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn refused_recently(&self, now: i64) -> bool {
+        let at = self.refused_at.load(std::sync::atomic::Ordering::Relaxed);
+        at > 0 && now - at < STORAGE_REFUSAL_MEMORY_SECS
+    }
+}
+
+/// Free bytes on the filesystem holding `path` (its folder when it does not exist yet).
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if path.exists() { path } else { path.parent().filter(|p| !p.as_os_str().is_empty())? };
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes only into `stats`, a plain C struct; `c_path` is NUL-terminated.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    let status = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
+    (status == 0).then_some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// What the database says when it cannot take the work now, through no fault of the request:
+/// a full disk, a read-only file or replica, a statement cancelled by `statement_timeout`, a
+/// server shutting down, SQLite's write lock held past `busy_timeout`. The answer is 503 with
+/// `Retry-After`, never 500.
+fn is_unavailable(message: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        // SQLite
+        "database is locked",
+        "database or disk is full",
+        "disk I/O error",
+        "attempt to write a readonly database",
+        "unable to open database file",
+        // PostgreSQL (53100 disk_full, 25006 read_only_sql_transaction, 57014 query_canceled,
+        // 57P01..57P03 shutdown and start-up, 53300 too_many_connections, 53200 out_of_memory)
+        "No space left on device",
+        "could not extend file",
+        "could not write",
+        "read-only transaction",
+        "canceling statement due to statement timeout",
+        "terminating connection",
+        "the database system is",
+        "too many clients",
+        "out of memory",
+    ];
+    SIGNS.iter().any(|sign| message.contains(sign))
+}
+
+/// How connections are made and how long anything may wait for the database (`[database]`).
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    /// PostgreSQL: how long connecting may take (libpq `connect_timeout`, at least 2 s).
+    pub connect_timeout: Duration,
+    /// PostgreSQL: the server cancels a statement that runs longer (`statement_timeout`). Also
+    /// how long a request waits for a free connection or for its write to start before it is
+    /// answered 503 with nothing done.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: `false` turns off named prepared statements (a transaction-mode pooler).
+    pub prepared_statements: bool,
+    /// PostgreSQL: a direct URL for `LISTEN` and the migrations' advisory lock, when `url`
+    /// goes through a transaction-mode pooler.
+    pub listen_url: Option<String>,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            prepared_statements: true,
+            listen_url: None,
+        }
+    }
+}
+
+/// A libpq URL with `connect_timeout` and the session's `statement_timeout` added (unless the
+/// URL sets them itself).
+fn pg_url_with_timeouts(url: &str, options: &DbOptions) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let mut pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    if !pairs.iter().any(|(k, _)| k == "connect_timeout") {
+        pairs.push(("connect_timeout".into(), options.connect_timeout.as_secs().max(2).to_string()));
+    }
+    let statement = format!("-c statement_timeout={}", options.statement_timeout.as_millis());
+    match pairs.iter_mut().find(|(k, _)| k == "options") {
+        Some((_, given)) if given.contains("statement_timeout") => {}
+        Some((_, given)) => {
+            given.push(' ');
+            given.push_str(&statement);
+        }
+        None => pairs.push(("options".into(), statement)),
+    }
+    // libpq percent-decodes a URI but reads `+` as itself: spaces go as `%20`. (The form
+    // encoder writes a literal `+` as `%2B`, so every `+` left is a space.)
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
+    parsed.set_query(Some(&query.replace('+', "%20")));
+    parsed.to_string()
+}
+
 /// Opens connections for the pool; never guesses the backend from a failed attempt.
 #[derive(Clone)]
 pub struct ConnectionFactory {
     target: DbTarget,
+    /// PostgreSQL: the URL libpq gets (`target.location` with the timeouts).
+    pg_url: String,
+    prepared_statements: bool,
+    /// Set while connecting fails or connections are found dead; cleared by a success. While
+    /// set, a request does not wait for a pooled connection: it is told 503 at once.
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ConnectionFactory {
+    fn new(target: DbTarget, options: &DbOptions) -> Self {
+        let pg_url = match target.backend {
+            Backend::Postgres => pg_url_with_timeouts(&target.location, options),
+            Backend::Sqlite => String::new(),
+        };
+        Self {
+            target,
+            pg_url,
+            prepared_statements: options.prepared_statements,
+            down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
     /// `true` when the connection still answers a query.
     fn answers(&self, conn: &mut DbConnection) -> bool {
-        conn.batch_execute("SELECT 1").is_ok()
+        let ok = conn.batch_execute("SELECT 1").is_ok();
+        self.down.store(!ok, std::sync::atomic::Ordering::Relaxed);
+        ok
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -144,9 +315,15 @@ impl ManageConnection for ConnectionFactory {
 
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         match self.target.backend {
-            Backend::Postgres => PgConnection::establish(&self.target.location)
-                .map(DbConnection::Pg)
-                .map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Postgres => {
+                let connected = PgConnection::establish(&self.pg_url);
+                self.down.store(connected.is_err(), std::sync::atomic::Ordering::Relaxed);
+                let mut conn = connected.map_err(diesel::r2d2::Error::ConnectionError)?;
+                if !self.prepared_statements {
+                    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                }
+                Ok(DbConnection::Pg(conn))
+            }
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.target.location)
                     .map_err(diesel::r2d2::Error::ConnectionError)?;
@@ -177,10 +354,17 @@ const MAX_BATCH: usize = 64;
 /// Writer threads (each with its own connection) on PostgreSQL.
 const PG_WRITERS: usize = 4;
 
+/// A write job's state: waiting in the queue, taken by a writer, or given up by its caller
+/// (who answered 503: it must then never run).
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
 /// A write for the SQLite writer: it runs in a savepoint of the writer's batch transaction.
 trait BatchedWrite: Send {
-    /// Does the work and holds its answer until the batch's fate is known.
-    fn run(self: Box<Self>, conn: &mut DbConnection) -> Box<dyn HeldAnswer>;
+    /// Does the work and holds its answer until the batch's fate is known; `None` when its
+    /// caller gave up before it started (nothing is done).
+    fn run(self: Box<Self>, conn: &mut DbConnection) -> Option<Box<dyn HeldAnswer>>;
     /// No connection could be had.
     fn fail(self: Box<Self>, error: DbError);
 }
@@ -196,6 +380,9 @@ struct WriteJob<F, T, E> {
     reply: tokio::sync::oneshot::Sender<Result<T, E>>,
     span: tracing::Span,
     liveness: Arc<Liveness>,
+    /// [`QUEUED`], [`TAKEN`] or [`ABANDONED`].
+    state: Arc<std::sync::atomic::AtomicU8>,
+    health: Arc<StorageHealth>,
 }
 
 struct Held<T, E> {
@@ -212,13 +399,18 @@ where
     T: Send + 'static,
     E: From<DbError> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &mut DbConnection) -> Box<dyn HeldAnswer> {
-        let WriteJob { work, reply, span, liveness } = *self;
+    fn run(self: Box<Self>, conn: &mut DbConnection) -> Option<Box<dyn HeldAnswer>> {
+        use std::sync::atomic::Ordering;
+        let WriteJob { work, reply, span, liveness, state, health } = *self;
+        if state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return None;
+        }
         let result = span.in_scope(|| write_transaction(conn, work));
         // Taken whatever the outcome, so nothing carries over to the next job.
         let revoked = take_pending();
         let revoked = if result.is_ok() { revoked } else { Vec::new() };
-        Box::new(Held { reply, result, revoked, liveness })
+        health.take_note();
+        Some(Box::new(Held { reply, result, revoked, liveness }))
     }
 
     fn fail(self: Box<Self>, error: DbError) {
@@ -246,11 +438,12 @@ impl<T: Send, E: From<DbError> + Send> HeldAnswer for Held<T, E> {
 fn spawn_writers(
     factory: ConnectionFactory,
     threads: usize,
+    health: Arc<StorageHealth>,
 ) -> std::sync::mpsc::Sender<Box<dyn BatchedWrite>> {
     let (jobs, inbox) = std::sync::mpsc::channel::<Box<dyn BatchedWrite>>();
     let inbox = Arc::new(std::sync::Mutex::new(inbox));
     for n in 0..threads {
-        let (factory, inbox) = (factory.clone(), inbox.clone());
+        let (factory, inbox, health) = (factory.clone(), inbox.clone(), health.clone());
         std::thread::Builder::new()
             .name(format!("db-writer-{n}"))
             .spawn(move || {
@@ -276,7 +469,9 @@ fn spawn_writers(
                         batch.into_iter().for_each(|job| job.fail(DbError::Unavailable));
                         continue;
                     };
-                    if !commit_batch(c, batch) || factory.has_broken(c) {
+                    let keep = commit_batch(c, batch);
+                    health.take_note();
+                    if !keep || factory.has_broken(c) {
                         conn = None;
                     }
                 }
@@ -304,7 +499,8 @@ fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> b
     let mut held = Vec::with_capacity(batch.len());
     for job in batch {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn))) {
-            Ok(answer) => held.push(answer),
+            Ok(Some(answer)) => held.push(answer),
+            Ok(None) => {}
             Err(_) => {
                 // The jobs not yet run are dropped: their callers see a failed task.
                 rollback_batch(conn, held, DbError::Task);
@@ -323,9 +519,13 @@ fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> b
         }
         Err(e) => {
             tracing::error!(error = %e, "batch commit failed");
-            // A connection that died mid-batch: the callers may retry.
-            let why =
-                if conn.batch_execute("SELECT 1").is_err() { DbError::Unavailable } else { DbError::Task };
+            // A full disk, a read-only database, a connection that died mid-batch: nothing was
+            // committed and the callers may retry (503). Anything else is a failure of ours.
+            let why = match DbError::from(e) {
+                DbError::Unavailable => DbError::Unavailable,
+                _ if conn.batch_execute("SELECT 1").is_err() => DbError::Unavailable,
+                _ => DbError::Task,
+            };
             rollback_batch(conn, held, why);
             false
         }
@@ -356,25 +556,40 @@ pub struct Db {
     liveness: Arc<Liveness>,
     /// A pass over the idle connections is running (see `heal_idle_connections`).
     healing: Arc<std::sync::atomic::AtomicBool>,
+    /// When the database last refused a write for want of space or being read-only.
+    health: Arc<StorageHealth>,
+    options: Arc<DbOptions>,
 }
 
+/// How long `/readyz` waits for the database before it says "not ready".
+pub const READY_WITHIN: Duration = Duration::from_millis(800);
+/// How long a request waits for a pooled connection while connecting is known to fail.
+const CHECKOUT_WHILE_DOWN: Duration = Duration::from_millis(100);
+
 impl Db {
+    /// [`Db::with_options`] with the default timeouts.
+    pub fn new(url: &str, max_connections: u32) -> Result<Self, String> {
+        Self::with_options(url, DbOptions { max_connections, ..DbOptions::default() })
+    }
+
     /// Builds the pool without connecting, so a database that goes away later is retried.
     /// A new SQLite database is created `0600` in a `0700` directory: its WAL and SHM files
     /// take the database file's mode.
-    pub fn new(url: &str, max_connections: u32) -> Result<Self, String> {
+    pub fn with_options(url: &str, options: DbOptions) -> Result<Self, String> {
         let target = DbTarget::parse(url)?;
         if target.backend == Backend::Sqlite {
             create_private_sqlite_file(std::path::Path::new(&target.location))?;
         }
         let backend = target.backend;
-        let factory = ConnectionFactory { target };
-        let writer = spawn_writers(factory.clone(), if backend == Backend::Sqlite { 1 } else { PG_WRITERS });
-        let max_connections = max_connections.max(1);
+        let factory = ConnectionFactory::new(target, &options);
+        let health = Arc::new(StorageHealth::default());
+        let writers = if backend == Backend::Sqlite { 1 } else { PG_WRITERS };
+        let writer = spawn_writers(factory.clone(), writers, health.clone());
+        let max_connections = options.max_connections.max(1);
         let pool = Pool::builder()
             .max_size(max_connections)
             .min_idle(Some(0))
-            .connection_timeout(Duration::from_secs(3))
+            .connection_timeout(Duration::from_secs(3).min(options.statement_timeout))
             .test_on_check_out(false)
             .build_unchecked(factory.clone());
         let permits = Arc::new(tokio::sync::Semaphore::new(max_connections as usize));
@@ -385,6 +600,8 @@ impl Db {
             factory,
             liveness: Arc::new(Liveness::default()),
             healing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            health,
+            options: Arc::new(options),
         })
     }
 
@@ -399,6 +616,13 @@ impl Db {
         &self.factory.target
     }
 
+    /// PostgreSQL: the URL for a connection that must reach the server itself, not a
+    /// transaction-mode pooler (`LISTEN`, advisory locks): `database.listen_url` when set.
+    pub fn direct_url(&self) -> String {
+        let url = self.options.listen_url.as_deref().unwrap_or(&self.factory.target.location);
+        pg_url_with_timeouts(url, &self.options)
+    }
+
     /// Opens one connection outside the pool, for a clear error at start when the database
     /// cannot be reached at all.
     pub fn check_reachable(&self) -> Result<(), String> {
@@ -408,23 +632,33 @@ impl Db {
         })
     }
 
-    /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span.
+    /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span. A
+    /// request that cannot get a connection in time (the pool busy with a stalled database, or
+    /// the database known to be down) is told `Unavailable` before anything ran.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| E::from(DbError::Task))?;
+        let waiting =
+            tokio::time::timeout(self.options.statement_timeout, self.permits.clone().acquire_owned());
+        let permit = match waiting.await {
+            Ok(permit) => permit.map_err(|_| E::from(DbError::Task))?,
+            Err(_) => return Err(E::from(DbError::Unavailable)),
+        };
         let pool = self.pool.clone();
         let factory = self.factory.clone();
         let healing = self.healing.clone();
+        let health = self.health.clone();
         let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let _permit = permit;
-            let mut conn = pool.get().map_err(|_| DbError::Unavailable)?;
+            let checkout = if factory.is_down() { pool.get_timeout(CHECKOUT_WHILE_DOWN) } else { pool.get() };
+            let mut conn = checkout.map_err(|_| DbError::Unavailable)?;
             let result = f(&mut conn);
+            health.take_note();
             // Connections are not tested on checkout (a round trip per request): a dead one
             // shows itself by failing. It is replaced, the request answers "unavailable", and
             // the other idle connections are tested once in the background.
@@ -442,18 +676,52 @@ impl Db {
     }
 
     /// Runs `f` atomically: its writes are committed when it returns `Ok` and undone otherwise,
-    /// and its result is handed back only after the commit.
+    /// and its result is handed back only after the commit. A job still queued after
+    /// `statement_timeout` (the writers stalled on the database) is withdrawn and answered
+    /// `Unavailable`: it never runs. Once a writer has taken it, its true outcome is awaited.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let liveness = self.liveness.clone();
+        use std::sync::atomic::Ordering;
+        let (state, answer) = self.submit(f)?;
+        tokio::pin!(answer);
+        match tokio::time::timeout(self.options.statement_timeout, &mut answer).await {
+            Ok(outcome) => outcome.map_err(|_| E::from(DbError::Task))?,
+            Err(_) => {
+                if state.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    return Err(E::from(DbError::Unavailable));
+                }
+                answer.await.map_err(|_| E::from(DbError::Task))?
+            }
+        }
+    }
+
+    /// Queues a write job; returns its state and where its answer arrives.
+    #[allow(clippy::type_complexity)]
+    fn submit<T, E, F>(
+        &self,
+        f: F,
+    ) -> Result<(Arc<std::sync::atomic::AtomicU8>, tokio::sync::oneshot::Receiver<Result<T, E>>), E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = WriteJob { work: f, reply, span: tracing::Span::current(), liveness };
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(QUEUED));
+        let job = WriteJob {
+            work: f,
+            reply,
+            span: tracing::Span::current(),
+            liveness: self.liveness.clone(),
+            state: state.clone(),
+            health: self.health.clone(),
+        };
         self.writer.send(Box::new(job)).map_err(|_| E::from(DbError::Task))?;
-        answer.await.map_err(|_| E::from(DbError::Task))?
+        Ok((state, answer))
     }
 
     /// A pooled connection for synchronous callers (the CLI and unit tests).
@@ -472,11 +740,60 @@ impl Db {
         self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from)).await.is_ok()
     }
 
-    /// Applies pending migrations; on PostgreSQL under an advisory lock so replicas can start together.
-    pub fn migrate(&self) -> Result<usize, String> {
-        let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
-        run_migrations(&mut conn)
+    /// Whether the database answers and takes writes, decided within [`READY_WITHIN`]: a read,
+    /// a small write through the writers (as every write goes), no refusal for want of space
+    /// in the last seconds, and (SQLite) free space on its filesystem.
+    pub async fn ready(&self) -> Readiness {
+        let now = now();
+        let storage = !self.health.refused_recently(now)
+            && match self.factory.target.backend {
+                Backend::Sqlite => free_bytes(std::path::Path::new(&self.factory.target.location))
+                    .is_none_or(|free| free >= SQLITE_MIN_FREE_BYTES),
+                Backend::Postgres => true,
+            };
+        let probe = async {
+            let read = self.ping().await;
+            let write = match self.submit(move |conn: &mut DbConnection| {
+                conn.batch_execute(&format!(
+                    "INSERT INTO server_state (name, value) VALUES ('readiness_probe', {now}) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                ))
+                .map_err(DbError::from)
+            }) {
+                Ok((_, answer)) => matches!(answer.await, Ok(Ok(()))),
+                Err(_) => false,
+            };
+            (read, write)
+        };
+        let (answers, writes) = tokio::time::timeout(READY_WITHIN, probe).await.unwrap_or((false, false));
+        Readiness { answers, writes: writes && storage }
     }
+
+    /// Applies pending migrations; on PostgreSQL under an advisory lock (on the direct
+    /// connection of `database.listen_url` when set), so replicas can start together.
+    pub fn migrate(&self) -> Result<usize, String> {
+        match self.factory.target.backend {
+            Backend::Sqlite => {
+                let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
+                run_migrations(&mut conn, None)
+            }
+            Backend::Postgres => {
+                let mut lock = PgConnection::establish(&self.direct_url())
+                    .map_err(|e| format!("cannot connect to the database for the migration lock: {e}"))?;
+                let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
+                run_migrations(&mut conn, Some(&mut lock))
+            }
+        }
+    }
+}
+
+/// What `/readyz` reports of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// A read answered.
+    pub answers: bool,
+    /// A write committed, and nothing says the database is full or read-only.
+    pub writes: bool,
 }
 
 fn create_private_sqlite_file(path: &std::path::Path) -> Result<(), String> {
@@ -527,20 +844,24 @@ where
     }
 }
 
-fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
+/// Runs the pending migrations on `conn`. On PostgreSQL `lock` (a direct connection) holds
+/// the advisory lock meanwhile, with no statement timeout: another replica may be migrating.
+fn run_migrations(conn: &mut DbConnection, lock: Option<&mut PgConnection>) -> Result<usize, String> {
     let describe = |e: Box<dyn std::error::Error + Send + Sync>| format!("migration failed: {e}");
-    match conn {
-        DbConnection::Sqlite(c) => {
-            c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()).map_err(describe)
-        }
-        DbConnection::Pg(c) => {
-            let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
-            c.batch_execute(&lock).map_err(|e| format!("cannot take the migration lock: {e}"))?;
+    match (conn, lock) {
+        (DbConnection::Pg(c), Some(lock)) => {
+            let take = format!("SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
+            lock.batch_execute(&take).map_err(|e| format!("cannot take the migration lock: {e}"))?;
+            c.batch_execute("SET statement_timeout = 0").map_err(|e| format!("migration failed: {e}"))?;
             let applied = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()).map_err(describe);
-            let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})");
-            let _ = c.batch_execute(&unlock);
+            let _ = c.batch_execute("RESET statement_timeout");
+            let _ = lock.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"));
             applied
         }
+        (DbConnection::Sqlite(c), _) => {
+            c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()).map_err(describe)
+        }
+        (DbConnection::Pg(_), None) => Err("the migration lock needs a direct connection".into()),
     }
 }
 
@@ -593,6 +914,30 @@ pub fn store_rewrapped_user_keys(
 }
 
 /// Unix time in seconds.
+/// The database's clock in Unix seconds (PostgreSQL), read now, when the statement runs, not
+/// when the request began; SQLite is on this machine, whose clock `fallback` already is.
+/// Times that replicas compare (when a refresh token was spent) are taken from here, so a
+/// replica whose clock is ahead cannot turn an honest retry into reuse.
+pub fn db_now(conn: &mut DbConnection, fallback: i64) -> Result<i64, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct Clock {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        t: i64,
+    }
+    match conn {
+        DbConnection::Pg(c) => {
+            let clock: Clock = diesel::RunQueryDsl::get_result(diesel::sql_query(PG_CLOCK_QUERY), c)?;
+            Ok(clock.t)
+        }
+        DbConnection::Sqlite(_) => Ok(fallback),
+    }
+}
+
+/// The PostgreSQL expression of the current time in Unix seconds (the clock, not the
+/// transaction's start).
+pub const PG_CLOCK: &str = "floor(extract(epoch from clock_timestamp()))::bigint";
+const PG_CLOCK_QUERY: &str = "SELECT floor(extract(epoch from clock_timestamp()))::bigint AS t";
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -114,14 +114,46 @@ async fn authenticate_counted(
     ip: Option<std::net::IpAddr>,
     credentials: ClientCredentials,
 ) -> Result<Result<std::sync::Arc<Client>, ClientAuthError>, OAuthError> {
-    if state.clients.needs_slow_check(&credentials) {
+    let slow = state.clients.needs_slow_check(&credentials);
+    if slow {
         state.rate_limits.check_ip(ip, &state.metrics)?;
     }
+    let secret = slow.then(|| credentials.secret.clone()).flatten();
     let outcome = state.clients.authenticate(credentials).await;
-    if outcome.is_err() {
-        state.rate_limits.check_ip(ip, &state.metrics)?;
+    match &outcome {
+        // Counted once: a slow check was counted before it ran.
+        Err(_) if !slow => state.rate_limits.check_ip(ip, &state.metrics)?,
+        Ok(client) => {
+            if let (Some(secret), Some(old_hash)) = (secret, state.clients.stored_argon2_hash(&client.id)) {
+                upgrade_stored_secret(state, client.id.clone(), old_hash, secret).await;
+            }
+        }
+        Err(_) => {}
     }
     Ok(outcome)
+}
+
+/// A console client whose secret is still an argon2 hash (made before SHA-256) gets the
+/// SHA-256 `secret_hash` of the secret that just proved itself. Best effort: a failure is
+/// logged, and the next successful check tries again.
+async fn upgrade_stored_secret(state: &AppState, client_id: String, old_hash: String, secret: SecretString) {
+    use secrecy::ExposeSecret;
+    let upgraded = state
+        .db
+        .write(move |conn| {
+            crate::clients::upgrade_stored_secret(conn, &client_id, &old_hash, secret.expose_secret())
+        })
+        .await;
+    match upgraded {
+        Ok(true) => {
+            let registry = state.clients.clone();
+            if let Err(e) = state.db.run(move |conn| registry.reload_stored(conn)).await {
+                tracing::warn!(error = %e, "cannot reload stored clients");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot store a client's secret as SHA-256"),
+    }
 }
 
 /// Peer address and user agent, as recorded on devices and audit events.
@@ -228,6 +260,8 @@ impl FromRequest for CryptoCaller {
         let bearer = authorization(req, "Bearer").map(str::to_string);
         let basic = basic_credentials(req);
         let ip = req.peer_addr().map(|a| a.ip());
+        let origin = origin(req);
+        let path = req.path().to_string();
         Box::pin(async move {
             let state = state.ok_or_else(Problem::internal)?;
             if let Some(token) = bearer {
@@ -262,6 +296,24 @@ impl FromRequest for CryptoCaller {
                 .check_client(&client.id, &state.metrics)
                 .map_err(|_| Problem::too_many_requests())?;
             if !client.scopes.iter().any(|s| s == CRYPTO_SCOPE) {
+                let detail = format!("{path}: this client is not granted scope crypto");
+                let actor = format!("client:{}", client.id);
+                let audited = state
+                    .db
+                    .write(move |conn| {
+                        let event = crate::accounts::audit::AuditEvent {
+                            actor: &actor,
+                            action: "crypto.refused",
+                            user_id: None,
+                            device_id: None,
+                            detail: Some(&detail),
+                        };
+                        crate::accounts::audit::record(conn, event, &origin, crate::db::now())
+                    })
+                    .await;
+                if let Err(e) = audited {
+                    tracing::warn!(error = %e, "cannot audit a refused crypto call");
+                }
                 return Err(Problem::forbidden("this client is not granted scope crypto"));
             }
             Ok(CryptoCaller::Service { client_id: client.id.clone() })

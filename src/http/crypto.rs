@@ -2,7 +2,7 @@
 //! Callers are the user (their Bearer access token) or a confidential client granted scope
 //! `crypto` (HTTP Basic) naming the user in `user_id`; every service call is audited.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
@@ -67,25 +67,50 @@ fn context(value: Option<String>) -> Result<String, Problem> {
 }
 
 /// Who a call acts as and for whom, for its audit event.
-#[derive(Clone)]
 struct CallAudit {
     actor: String,
-    user_id: String,
+    user_id: Option<String>,
     origin: Origin,
 }
 
 impl CallAudit {
     fn record(&self, conn: &mut DbConnection, action: &str, detail: Option<&str>) -> Result<(), DbError> {
-        let event =
-            AuditEvent { actor: &self.actor, action, user_id: Some(&self.user_id), device_id: None, detail };
+        let user_id = self.user_id.as_deref();
+        let event = AuditEvent { actor: &self.actor, action, user_id, device_id: None, detail };
         audit::record(conn, event, &self.origin, crate::db::now())
     }
 }
 
+/// A service call refused after its client proved its secret (a bad `user_id`, context or
+/// ciphertext, another user's data, a deleted user) is audited as `crypto.refused`, with the
+/// reason; nothing else of it was committed. A failure to write that event is logged and the
+/// refusal still answered.
+async fn audit_refusal<T>(
+    state: &web::Data<AppState>,
+    caller: &CryptoCaller,
+    named: Option<String>,
+    req: &HttpRequest,
+    action: &'static str,
+    result: Result<T, Problem>,
+) -> Result<T, Problem> {
+    let (Err(problem), CryptoCaller::Service { .. }) = (&result, caller) else {
+        return result;
+    };
+    if !problem.status_code().is_client_error() {
+        return result;
+    }
+    let user_id = named.and_then(|n| uuid::Uuid::try_parse(&n).ok()).map(|id| id.hyphenated().to_string());
+    let audit = CallAudit { actor: caller.actor(), user_id, origin: origin(req) };
+    let detail = format!("{action}: {}", problem.detail());
+    if let Err(e) = state.db.write(move |conn| audit.record(conn, "crypto.refused", Some(&detail))).await {
+        tracing::warn!(error = %e, "cannot audit a refused crypto call");
+    }
+    result
+}
+
 /// Runs `op` with the user's keys: a read for the user themself; for a service, a write that
-/// also records the audit event, so no service call goes unaudited. A service call that is
-/// refused (a malformed or tampered ciphertext, another user's or context's, a deleted user)
-/// is undone and then audited on its own as `crypto.refused`.
+/// also records the audit event, so no service call goes unaudited. (A refused one is undone
+/// and audited by [`audit_refusal`].)
 async fn with_user_keys<T: Send + 'static>(
     state: &web::Data<AppState>,
     caller: &CryptoCaller,
@@ -98,23 +123,16 @@ async fn with_user_keys<T: Send + 'static>(
     match caller {
         CryptoCaller::User { .. } => Ok(state.db.run(move |conn| op(conn, &app.user_keys, &user_id)).await?),
         CryptoCaller::Service { .. } => {
-            let audit = CallAudit { actor: caller.actor(), user_id, origin };
-            let refused = audit.clone();
-            let done = state
+            let audit = CallAudit { actor: caller.actor(), user_id: Some(user_id), origin };
+            Ok(state
                 .db
                 .write(move |conn| {
-                    let result = op(conn, &app.user_keys, &audit.user_id)?;
+                    let user_id = audit.user_id.as_deref().unwrap_or_default();
+                    let result = op(conn, &app.user_keys, user_id)?;
                     audit.record(conn, action, None)?;
                     Ok::<_, UserKeyError>(result)
                 })
-                .await;
-            if let Err(refusal @ (UserKeyError::Malformed | UserKeyError::Invalid | UserKeyError::UserGone)) =
-                &done
-            {
-                let detail = format!("{action}: {refusal}");
-                state.db.write(move |conn| refused.record(conn, "crypto.refused", Some(&detail))).await?;
-            }
-            Ok(done?)
+                .await?)
         }
     }
 }
@@ -126,6 +144,17 @@ pub async fn encrypt(
     body: web::Json<EncryptBody>,
 ) -> Result<HttpResponse, Problem> {
     let body = body.into_inner();
+    let named = body.user_id.clone();
+    let result = encrypt_for(&state, &caller, &req, body).await;
+    audit_refusal(&state, &caller, named, &req, "crypto.encrypt", result).await
+}
+
+async fn encrypt_for(
+    state: &web::Data<AppState>,
+    caller: &CryptoCaller,
+    req: &HttpRequest,
+    body: EncryptBody,
+) -> Result<HttpResponse, Problem> {
     let user_id = caller.user_id(body.user_id.as_deref())?;
     let context = context(body.context)?;
     let plaintext = zeroize::Zeroizing::new(
@@ -134,7 +163,7 @@ pub async fn encrypt(
             .map_err(|_| Problem::bad_request("plaintext must be base64"))?,
     );
     let (ciphertext, version) =
-        with_user_keys(&state, &caller, user_id, "crypto.encrypt", origin(&req), move |conn, keys, user| {
+        with_user_keys(state, caller, user_id, "crypto.encrypt", origin(req), move |conn, keys, user| {
             keys.encrypt(conn, user, &context, &plaintext)
         })
         .await?;
@@ -148,6 +177,17 @@ pub async fn decrypt(
     body: web::Json<CiphertextBody>,
 ) -> Result<HttpResponse, Problem> {
     let body = body.into_inner();
+    let named = body.user_id.clone();
+    let result = decrypt_for(&state, &caller, &req, body).await;
+    audit_refusal(&state, &caller, named, &req, "crypto.decrypt", result).await
+}
+
+async fn decrypt_for(
+    state: &web::Data<AppState>,
+    caller: &CryptoCaller,
+    req: &HttpRequest,
+    body: CiphertextBody,
+) -> Result<HttpResponse, Problem> {
     let user_id = caller.user_id(body.user_id.as_deref())?;
     let context = context(body.context)?;
     let ciphertext = body.ciphertext;
@@ -159,14 +199,9 @@ pub async fn decrypt(
     let plaintext = match cached {
         Some(result) => result?,
         None => {
-            with_user_keys(
-                &state,
-                &caller,
-                user_id,
-                "crypto.decrypt",
-                origin(&req),
-                move |conn, keys, user| keys.decrypt(conn, user, &context, &ciphertext),
-            )
+            with_user_keys(state, caller, user_id, "crypto.decrypt", origin(req), move |conn, keys, user| {
+                keys.decrypt(conn, user, &context, &ciphertext)
+            })
             .await?
         }
     };
@@ -180,11 +215,22 @@ pub async fn rewrap(
     body: web::Json<CiphertextBody>,
 ) -> Result<HttpResponse, Problem> {
     let body = body.into_inner();
+    let named = body.user_id.clone();
+    let result = rewrap_for(&state, &caller, &req, body).await;
+    audit_refusal(&state, &caller, named, &req, "crypto.rewrap", result).await
+}
+
+async fn rewrap_for(
+    state: &web::Data<AppState>,
+    caller: &CryptoCaller,
+    req: &HttpRequest,
+    body: CiphertextBody,
+) -> Result<HttpResponse, Problem> {
     let user_id = caller.user_id(body.user_id.as_deref())?;
     let context = context(body.context)?;
     let ciphertext = body.ciphertext;
     let (ciphertext, version) =
-        with_user_keys(&state, &caller, user_id, "crypto.rewrap", origin(&req), move |conn, keys, user| {
+        with_user_keys(state, caller, user_id, "crypto.rewrap", origin(req), move |conn, keys, user| {
             keys.rewrap(conn, user, &context, &ciphertext)
         })
         .await?;
@@ -199,8 +245,19 @@ pub async fn rotate(
     body: Option<web::Json<RotateBody>>,
 ) -> Result<HttpResponse, Problem> {
     let body = body.map(web::Json::into_inner).unwrap_or_default();
+    let named = body.user_id.clone();
+    let result = rotate_for(&state, &caller, &req, body).await;
+    audit_refusal(&state, &caller, named, &req, "crypto.rotate", result).await
+}
+
+async fn rotate_for(
+    state: &web::Data<AppState>,
+    caller: &CryptoCaller,
+    req: &HttpRequest,
+    body: RotateBody,
+) -> Result<HttpResponse, Problem> {
     let user_id = caller.user_id(body.user_id.as_deref())?;
-    let audit = CallAudit { actor: caller.actor(), user_id: user_id.clone(), origin: origin(&req) };
+    let audit = CallAudit { actor: caller.actor(), user_id: Some(user_id.clone()), origin: origin(req) };
     let app = state.clone();
     let evict = user_id.clone();
     let version: KeyVersion = state

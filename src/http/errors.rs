@@ -136,6 +136,10 @@ impl Problem {
             required_scope: None,
         }
     }
+    /// What the answer says went wrong.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "the access token is invalid, expired or revoked")
     }

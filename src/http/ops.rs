@@ -13,15 +13,25 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Ready when the database answers and takes writes and the signing keys are loaded; decided
+/// within a second whatever the database does (a stalled one counts as not ready).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let database = state.db.ping().await;
+    let database = state.db.ready().await;
     let keys = state.keys.is_loaded();
-    if database && keys {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
+    if database.answers && database.writes && keys {
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({ "status": "ready" }))
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "5"))
-            .json(json!({ "status": "unavailable", "database": database, "keys": keys }))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({
+                "status": "unavailable",
+                "database": database.answers,
+                "writes": database.writes,
+                "keys": keys,
+            }))
     }
 }
 

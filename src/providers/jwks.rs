@@ -7,7 +7,10 @@
 //!   waits for that one fetch and shares its outcome;
 //! - stale-if-error: while a refresh runs, or after it failed, keys past their `max-age`
 //!   still verify for up to [`STALE_LIMIT`];
-//! - back-off: after a failure the next fetch waits 1 s, doubling to 60 s.
+//! - back-off: after a failure the next fetch waits 1 s, doubling to 60 s;
+//! - a key set with no usable key (`{"keys": []}`) is a failed fetch: it never replaces the
+//!   cached keys, and a token naming a key that could not be fetched while the provider fails
+//!   is the provider's fault (503), not the client's (400).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -87,6 +90,10 @@ fn plan(state: &CacheState, kid: &str, now: Instant) -> Plan {
                 Plan::Fetch { forced: false }
             } else if may_force && !backing_off {
                 Plan::Fetch { forced: true }
+            } else if state.failures > 0 {
+                // The provider is failing: the key may be one we could not fetch. Its fault,
+                // not the client's.
+                Plan::Fail(AssertionError::ProviderUnavailable)
             } else {
                 Plan::Fail(AssertionError::UnknownKey)
             }
@@ -286,6 +293,12 @@ impl JwksCache {
             .clamp(MIN_MAX_AGE, MAX_MAX_AGE);
         let body: serde_json::Value = response.json().await.map_err(unavailable)?;
         let keys = parse_rsa_signing_keys(&body);
+        if keys.is_empty() {
+            // An empty or unusable set is a failed fetch, not news that every key was withdrawn:
+            // the keys cached so far go on verifying (stale-if-error), and back-off applies.
+            tracing::warn!(%issuer, "the JWKS holds no usable signing key; keeping the cached keys");
+            return Err(AssertionError::ProviderUnavailable);
+        }
         tracing::info!(%issuer, keys = keys.len(), max_age_secs = max_age.as_secs(), "fetched JWKS");
         let mut state = self.state();
         state.keys = keys;

@@ -83,6 +83,33 @@ fn profile_aad(code_hash: &str) -> String {
 }
 
 /// Issues a code for a finished login; returns the code to send to the client.
+/// Rewraps the person's profile that unredeemed authorization codes carry under the keyring's
+/// first master key (`keys rotate-master`). A profile no key of the keyring opens (its code is
+/// useless anyway, and lives a minute) is deleted with its code. Returns (rewrapped, total).
+pub fn rewrap_profiles(conn: &mut DbConnection, keyring: &MasterKeyring) -> Result<(usize, usize), DbError> {
+    let rows: Vec<(String, Option<Vec<u8>>)> = authorization_codes::table
+        .filter(authorization_codes::profile.is_not_null())
+        .select((authorization_codes::code_hash, authorization_codes::profile))
+        .load(conn)?;
+    let mut rewrapped = 0;
+    for (code_hash, wrapped) in &rows {
+        let Some(wrapped) = wrapped.as_ref().filter(|w| !keyring.is_current(w)) else { continue };
+        let aad = profile_aad(code_hash);
+        let target = authorization_codes::table.find(code_hash);
+        match keyring.unwrap(wrapped, aad.as_bytes()) {
+            Ok(plain) => {
+                let fresh = keyring.wrap(&plain, aad.as_bytes());
+                diesel::update(target).set(authorization_codes::profile.eq(Some(fresh))).execute(conn)?;
+                rewrapped += 1;
+            }
+            Err(_) => {
+                diesel::delete(target).execute(conn)?;
+            }
+        }
+    }
+    Ok((rewrapped, rows.len()))
+}
+
 pub fn issue_code(
     conn: &mut DbConnection,
     keyring: &MasterKeyring,

@@ -199,8 +199,12 @@ pub fn notify(conn: &mut DbConnection, notice: &Notice) -> Result<(), DbError> {
 }
 
 /// Stores `access_ttl_secs` as issued with, unless a longer one was; returns the longest.
+/// Writes only when it is longer (a start on a full disk needs no write).
 fn record_access_ttl(conn: &mut DbConnection, access_ttl_secs: i64) -> Result<i64, DbError> {
     use diesel::sql_types::{BigInt, Text};
+    if let Some(stored) = longest_access_ttl(conn)?.filter(|stored| *stored >= access_ttl_secs) {
+        return Ok(stored);
+    }
     let upsert = match conn {
         DbConnection::Pg(_) => {
             "INSERT INTO server_state (name, value) VALUES ($1, $2) \

@@ -169,6 +169,9 @@ pub fn rotate(
     if locked == 0 {
         return Ok(Rotation::Refused);
     }
+    // From here on the database's clock: the lock may have waited, and the grace counts from
+    // the spending commit on one clock for every replica.
+    let now = crate::db::db_now(conn, now)?;
 
     let spent = match row.spent_at {
         Some(_) => row,
@@ -332,12 +335,14 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RotateStatement<'_
         out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
         out.push_sql(", user_agent = ");
         out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
-        out.push_sql(
+        // The spending time is the database's clock when this row is written (after any wait
+        // for the device's lock), not the request's start: the grace counts from here.
+        out.push_sql(&format!(
             " FROM presented WHERE devices.id = presented.device_id AND devices.revoked_at IS NULL \
              RETURNING devices.*), \
-             spent AS (UPDATE refresh_tokens SET spent_at = ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.now)?;
+             spent AS (UPDATE refresh_tokens SET spent_at = {}",
+            crate::db::PG_CLOCK
+        ));
         out.push_sql(", successor_hash = ");
         out.push_bind_param::<Text, _>(&self.successor_hash)?;
         out.push_sql(
@@ -398,9 +403,10 @@ pub fn find_live(
         return Ok(None);
     }
     let device = accounts::find_device_and_user_state(conn, &row.device_id)?;
-    Ok(device
-        .filter(|(d, user_disabled)| d.is_live(now) && !user_disabled)
-        .map(|(d, _)| (d, row.issued_at, row.expires_at)))
+    Ok(device.filter(|(d, user_disabled)| d.is_live(now) && !user_disabled).map(|(d, _)| {
+        let expires_at = row.expires_at.min(d.session_expires_at);
+        (d, row.issued_at, expires_at)
+    }))
 }
 
 /// The device a refresh token (spent or not) belongs to, for revocation.

@@ -716,3 +716,27 @@ async fn a_wrong_secret_flood_against_console_clients_gets_429_and_locks_no_one_
     }
 }
 both_backends!(a_wrong_secret_flood_against_console_clients_gets_429_and_locks_no_one_out);
+
+/// A console client made when console secrets were stored as argon2 gets its secret stored
+/// as SHA-256 at its first successful authentication, and verifies cheaply from then on.
+async fn an_older_console_clients_argon2_secret_is_rehashed_at_its_next_login(backend: Backend) {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let app = dev_app(backend).await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let csrf = csrf_of(&browser.get("/admin/clients").await);
+    let secret = console_client(&mut browser, &csrf, "older").await;
+    let salt = SaltString::encode_b64(b"older-client-salt").unwrap();
+    let argon2 = argon2::Argon2::default().hash_password(secret.as_bytes(), &salt).unwrap().to_string();
+    app.execute_sql(&format!("UPDATE clients SET secret_hash = '{argon2}' WHERE client_id = 'older'")).await;
+    let restarted = app.restart_with(|_| {}).await;
+
+    restarted.introspect_as(Auth::Basic("older", &secret), "x").await.assert_status(200);
+
+    assert_eq!(
+        restarted.count("clients WHERE client_id = 'older' AND secret_hash LIKE '$sha256$%'").await,
+        1
+    );
+    restarted.introspect_as(Auth::Basic("older", &secret), "x").await.assert_status(200);
+    restarted.introspect_as(Auth::Basic("older", "wrong"), "x").await.assert_status(401);
+}
+both_backends!(an_older_console_clients_argon2_secret_is_rehashed_at_its_next_login);

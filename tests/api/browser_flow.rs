@@ -441,3 +441,26 @@ async fn an_address_starting_too_many_logins_is_refused(backend: Backend) {
     assert!(app.count("login_states").await <= 5, "logins kept: {}", app.count("login_states").await);
 }
 both_backends!(an_address_starting_too_many_logins_is_refused);
+
+/// The person's profile an unredeemed code carries is wrapped by the master key: `keys status`
+/// counts it, and `keys rotate-master` rewraps it, so the code still carries the name after the
+/// old master key is gone.
+async fn a_pending_codes_profile_is_rewrapped_by_rotate_master(backend: Backend) {
+    let app = spawn_dev_app(backend).await;
+    let rp = RelyingParty::new(&app, REDIRECT).await;
+    let (started, code) = dev_code(&app, &rp).await;
+    let old = app.dir().join("master.key").display().to_string();
+    let new = write_master_key_named(app.dir(), "new.key");
+    let both = app.restart_with(|c| c.master_keys = vec![new.clone(), old.clone()]).await;
+
+    let out = both.run_cli(&["keys", "rotate-master"]).await;
+
+    assert!(out.status.success(), "rotate-master: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("authorization codes: 1 of 1"), "{said}");
+    let only_new = app.restart_with(|c| c.master_keys = vec![new.clone()]).await;
+    let rp = RelyingParty::new(&only_new, REDIRECT).await;
+    let (access, _, _) = rp.redeem(started, &code).await;
+    assert_eq!(only_new.get_me(&access).await.body["display_name"], serde_json::json!("rita"));
+}
+both_backends!(a_pending_codes_profile_is_rewrapped_by_rotate_master);

@@ -451,14 +451,31 @@ async fn refused_service_calls_are_audited(backend: Backend) {
     let gone = uuid::Uuid::new_v4().to_string();
     service(&app, "rewrap", json!({"ciphertext": ciphertext, "user_id": gone})).await.assert_status(404);
 
+    let other_gone = uuid::Uuid::new_v4().to_string();
+    service(&app, "rotate", json!({"user_id": other_gone})).await.assert_status(404);
+    service(&app, "decrypt", json!({"ciphertext": ciphertext, "user_id": "not-a-uuid"}))
+        .await
+        .assert_status(400);
+    service(&app, "encrypt", json!({"plaintext": "%%%", "user_id": a.user_id})).await.assert_status(400);
+    let without_crypto = app.restart_with(|c| c.svc_scopes = vec!["api".into()]).await;
+    let no_scope = json!({"plaintext": b64(b"x"), "user_id": a.user_id});
+    service(&without_crypto, "encrypt", no_scope).await.assert_status(403);
+
     let refused = |user: &str| {
         format!(
             "audit_events WHERE actor = 'client:svc' AND action = 'crypto.refused' AND user_id = '{user}'"
         )
     };
     assert_eq!(app.count(&refused(&b.user_id)).await, 1, "another user's ciphertext is audited");
-    assert_eq!(app.count(&refused(&a.user_id)).await, 1, "a tampered ciphertext is audited");
+    assert_eq!(
+        app.count(&refused(&a.user_id)).await,
+        2,
+        "a tampered ciphertext and bad plaintext are audited"
+    );
     assert_eq!(app.count(&refused(&gone)).await, 1, "a deleted user is audited");
+    assert_eq!(app.count(&refused(&other_gone)).await, 1, "rotating a deleted user's key is audited");
+    let unnamed = "audit_events WHERE actor = 'client:svc' AND action = 'crypto.refused' AND user_id IS NULL";
+    assert_eq!(app.count(unnamed).await, 2, "a malformed user id and a missing scope are audited");
     assert_eq!(app.count("audit_events WHERE action = 'crypto.decrypt'").await, 0, "nothing was decrypted");
 }
 both_backends!(refused_service_calls_are_audited);

@@ -349,3 +349,21 @@ async fn nonce_for_an_unknown_client_is_invalid_client(backend: Backend) {
     a.assert_oauth_error(401, "invalid_client");
 }
 both_backends!(nonce_for_an_unknown_client_is_invalid_client);
+
+/// A provider that briefly serves `{"keys": []}` does not wipe the cached keys: a token naming
+/// an unknown key then forces a fetch that fails, valid sign-ins go on working, and a token
+/// whose key could not be fetched while the provider fails is 503, not the client's 400.
+async fn an_empty_key_set_keeps_the_cached_keys(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.sign_in().await; // a warm cache
+    app.google.set_jwks_empty(true);
+
+    let unknown = app.exchange(&app.google.token_with_kid("not-published", json!({})), &[]).await;
+
+    unknown.assert_oauth_error(503, "temporarily_unavailable");
+    app.google.set_jwks_empty(false);
+    app.sign_in().await;
+    let again = app.exchange(&app.google.token_with_kid("still-not-published", json!({})), &[]).await;
+    again.assert_oauth_error(503, "temporarily_unavailable");
+}
+both_backends!(an_empty_key_set_keeps_the_cached_keys);

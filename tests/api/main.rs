@@ -15,6 +15,7 @@ mod crypto;
 mod dev_provider;
 mod discovery_ops;
 mod facebook;
+mod faults;
 mod google_validation;
 mod group_commit;
 mod input_output;

@@ -77,6 +77,8 @@ struct Shared {
     discovery_fetches: AtomicUsize,
     /// While set, the JWKS endpoint answers 500.
     jwks_failing: std::sync::atomic::AtomicBool,
+    /// While set, the JWKS endpoint answers `{"keys": []}`.
+    jwks_empty: std::sync::atomic::AtomicBool,
     /// Codes the authorization endpoint handed out, until the token endpoint redeems them.
     codes: Mutex<std::collections::HashMap<String, PendingCode>>,
 }
@@ -111,6 +113,7 @@ impl FakeGoogle {
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
             jwks_failing: std::sync::atomic::AtomicBool::new(false),
+            jwks_empty: std::sync::atomic::AtomicBool::new(false),
             codes: Mutex::new(std::collections::HashMap::new()),
         });
         let data = web::Data::from(shared.clone());
@@ -145,6 +148,11 @@ impl FakeGoogle {
     /// Makes the JWKS endpoint answer 500 (an outage at Google) or work again.
     pub fn set_jwks_failing(&self, failing: bool) {
         self.shared.jwks_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes the JWKS endpoint answer an empty key set (a provider's bad deploy), or not.
+    pub fn set_jwks_empty(&self, empty: bool) {
+        self.shared.jwks_empty.store(empty, Ordering::SeqCst);
     }
 
     /// Number of JWKS downloads so far.
@@ -338,6 +346,11 @@ async fn jwks(shared: web::Data<Shared>) -> HttpResponse {
     shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     if shared.jwks_failing.load(Ordering::SeqCst) {
         return HttpResponse::InternalServerError().body("backend error");
+    }
+    if shared.jwks_empty.load(Ordering::SeqCst) {
+        return HttpResponse::Ok()
+            .insert_header(("Cache-Control", "public, max-age=3600"))
+            .json(json!({"keys": []}));
     }
     HttpResponse::Ok().insert_header(("Cache-Control", "public, max-age=3600")).json(jwks_value(&shared))
 }

@@ -102,6 +102,8 @@ pub struct TestConfig {
     pub facebook: bool,
     /// `[providers.facebook] graph_url`, when not the fake's (an unreachable Graph).
     pub graph_url: Option<String>,
+    /// `[database] statement_timeout`.
+    pub statement_timeout: String,
 }
 
 impl Default for TestConfig {
@@ -124,6 +126,7 @@ impl Default for TestConfig {
             svc_scopes: vec!["api".into()],
             facebook: false,
             graph_url: None,
+            statement_timeout: "10s".into(),
         }
     }
 }
@@ -154,6 +157,7 @@ public_url = "{PUBLIC_URL}"
 [database]
 url = "{db_url}"
 max_connections = 8
+statement_timeout = "{statement_timeout}"
 
 [keys]
 master_keys = [{master_keys}]
@@ -197,6 +201,7 @@ scopes = [{svc_scopes}]
             max_devices = self.max_devices_per_user,
             per_ip = self.per_ip_per_second,
             per_client = self.per_client_per_second,
+            statement_timeout = self.statement_timeout,
         );
         if self.app_client {
             let scopes: Vec<String> = self.app_scopes.iter().map(|s| format!("\"{s}\"")).collect();
@@ -433,6 +438,7 @@ pub fn scope_set(s: &str) -> Vec<String> {
     v
 }
 
+#[derive(Clone)]
 pub struct TestApp {
     pub address: String,
     pub port: u16,
@@ -752,6 +758,13 @@ impl TestApp {
         let url = self.db.url.clone();
         let from = from.to_string();
         tokio::task::spawn_blocking(move || count_at(backend, &url, &from)).await.expect("count task")
+    }
+
+    /// Holds a transaction open on the service's database (see `TestDb::hold_blocking`).
+    pub async fn hold(&self, sql: &str) -> test_db::HeldTransaction {
+        let db = test_db::TestDb::attach(self.db.backend, &self.db.url);
+        let sql = sql.to_string();
+        tokio::task::spawn_blocking(move || db.hold_blocking(&sql)).await.expect("hold task")
     }
 
     /// Runs SQL against the service's database (set-up only).

@@ -97,6 +97,74 @@ impl TestDb {
     }
 }
 
+/// A transaction held open on a connection of its own (a lock, SQLite's write lock) until it
+/// is released (rolled back, also when dropped) or committed.
+pub struct HeldTransaction {
+    release: Option<std::sync::mpsc::Sender<bool>>,
+    done: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeldTransaction {
+    /// Rolls the transaction back.
+    pub fn release(mut self) {
+        self.stop(false);
+    }
+
+    /// Commits the transaction. Blocking.
+    pub fn commit(mut self) {
+        self.stop(true);
+    }
+
+    fn stop(&mut self, commit: bool) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(commit);
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.join();
+        }
+    }
+}
+
+impl Drop for HeldTransaction {
+    fn drop(&mut self) {
+        self.stop(false);
+    }
+}
+
+impl TestDb {
+    /// Begins a transaction (SQLite: `BEGIN IMMEDIATE`, which takes the write lock), runs
+    /// `sql` in it, and holds it open. Blocking; returns once `sql` ran.
+    pub fn hold_blocking(&self, sql: &str) -> HeldTransaction {
+        let (backend, url, sql) = (self.backend, self.url.clone(), sql.to_string());
+        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<bool>();
+        let done = std::thread::spawn(move || {
+            let run = |conn: &mut dyn SimpleConnection, begin: &str| {
+                conn.batch_execute(begin).expect("BEGIN");
+                if !sql.is_empty() {
+                    conn.batch_execute(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+                ready.send(()).expect("signal");
+                let end = if released.recv() == Ok(true) { "COMMIT" } else { "ROLLBACK" };
+                conn.batch_execute(end).unwrap_or_else(|e| panic!("{end}: {e}"));
+            };
+            match backend {
+                Backend::Sqlite => {
+                    let mut conn =
+                        SqliteConnection::establish(url.trim_start_matches("sqlite://")).expect("open");
+                    run(&mut conn, "PRAGMA busy_timeout = 10000; BEGIN IMMEDIATE");
+                }
+                Backend::Postgres => {
+                    let mut conn = PgConnection::establish(&url).expect("connect");
+                    run(&mut conn, "BEGIN");
+                }
+            }
+        });
+        is_ready.recv().expect("the transaction began");
+        HeldTransaction { release: Some(release), done: Some(done) }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {

@@ -1,0 +1,179 @@
+//! Faults that production brings, injected on the real databases: a refresh stalled behind a
+//! lock longer than the reuse grace, a statement past `statement_timeout`, writes stalled
+//! while `/readyz` is asked, and (SQLite, where this machine can mount a small filesystem) a
+//! full disk. Each checks that an answer tells the truth (503 means nothing was committed) and
+//! that a client that follows the protocol keeps its device.
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Backends waiting on a lock in this app's PostgreSQL database.
+async fn lock_waiters(app: &TestApp) -> i64 {
+    app.count("pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()").await
+}
+
+/// Holds what a refresh of `device_id` must lock: the device row (PostgreSQL), or SQLite's
+/// write lock.
+async fn stall_refreshes_of(app: &TestApp, device_id: &str) -> test_db::HeldTransaction {
+    match app.db.backend {
+        Backend::Postgres => {
+            app.hold(&format!("SELECT 1 FROM devices WHERE id = '{device_id}' FOR UPDATE")).await
+        }
+        Backend::Sqlite => app.hold("").await,
+    }
+}
+
+/// A refresh that waited longer than the grace for the database, then committed; the client
+/// lost the answer and retries at once. The grace counts from the commit, on the database's
+/// clock: the retry gets the same successor and the device lives.
+async fn an_honest_retry_after_a_stalled_refresh_gets_the_same_successor(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.refresh_reuse_grace = "2s".into()).await;
+    let signed = app.sign_in().await;
+    let stall = stall_refreshes_of(&app, &signed.device_id).await;
+
+    let stalled = app.refresh(&signed.refresh_token);
+    let fault = async {
+        if backend == Backend::Postgres {
+            eventually("the refresh waits for the device's lock", || async { lock_waiters(&app).await > 0 })
+                .await;
+        }
+        // The fault: the database holds the refresh up for longer than the grace.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        stall.release();
+    };
+    let (first, ()) = tokio::join!(stalled, fault);
+    first.assert_status(200);
+
+    let retry = app.refresh(&signed.refresh_token).await;
+
+    retry.assert_status(200);
+    assert_eq!(retry.str("refresh_token"), first.str("refresh_token"), "the same successor");
+    app.refresh(retry.str("refresh_token")).await.assert_status(200);
+}
+both_backends!(an_honest_retry_after_a_stalled_refresh_gets_the_same_successor);
+
+/// PostgreSQL cancels a statement that runs past `statement_timeout`: the answer is 503 with
+/// Retry-After, nothing was committed, and the same refresh token works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_statement_timeout_is_503_and_commits_nothing() {
+    let app = spawn_app_with(Backend::Postgres, |c| c.statement_timeout = "1s".into()).await;
+    let signed = app.sign_in().await;
+    let stall = stall_refreshes_of(&app, &signed.device_id).await;
+
+    let cancelled = app.refresh(&signed.refresh_token).await;
+
+    cancelled.assert_oauth_error(503, "temporarily_unavailable");
+    assert!(cancelled.header("retry-after").is_some(), "{:?}", cancelled.headers);
+    stall.release();
+    assert_eq!(app.count("refresh_tokens WHERE spent_at IS NOT NULL").await, 0, "nothing was spent");
+    app.refresh(&signed.refresh_token).await.assert_status(200);
+}
+
+/// While writes cannot go through, `/readyz` says so (within its second) instead of hanging
+/// or answering 200; once they can, it is ready again.
+async fn readyz_says_not_ready_while_writes_stall(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.get("/readyz").await.assert_status(200);
+    let stall = match backend {
+        Backend::Postgres => {
+            app.hold("SELECT 1 FROM server_state WHERE name = 'readiness_probe' FOR UPDATE").await
+        }
+        Backend::Sqlite => app.hold("").await,
+    };
+
+    let stalled = tokio::time::timeout(std::time::Duration::from_secs(5), app.get("/readyz"))
+        .await
+        .expect("/readyz answers while the database stalls");
+
+    stalled.assert_status(503);
+    assert_eq!(stalled.body["writes"], json!(false), "{}", stalled.text);
+    assert!(stalled.header("retry-after").is_some());
+    stall.release();
+    eventually("ready again", || async { app.get("/readyz").await.status.as_u16() == 200 }).await;
+}
+both_backends!(readyz_says_not_ready_while_writes_stall);
+
+/// A small filesystem of our own for a SQLite database (tmpfs); `None` where mounting is not
+/// allowed (the test then says it was skipped).
+struct SmallFilesystem {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFilesystem {
+    fn mount(size: &str) -> Option<SmallFilesystem> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallFilesystem { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes zeros into a file until the filesystem is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path().join("filler");
+        let mut file = std::fs::File::create(&filler).expect("create filler");
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let single = [0u8; 1];
+        while file.write_all(&single).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallFilesystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// SQLite on a full disk: every write is 503 with Retry-After (never 500), `/readyz` says the
+/// database takes no writes (also for a server started on the full disk), and once space is
+/// freed, writes work again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_503_and_not_ready_and_recovers() {
+    let Some(fs) = SmallFilesystem::mount("4m") else {
+        eprintln!("SKIPPED a_full_disk_is_503_and_not_ready_and_recovers: this machine cannot mount a tmpfs");
+        return;
+    };
+    let base = spawn_app(Backend::Sqlite).await;
+    let db_url = format!("sqlite://{}/data/idbridge.db", fs.path().display());
+    let toml = base.config_text().replace(&base.db.url, &db_url);
+    let app = base.start_with_toml(&toml).await;
+    app.sign_in_as("before-full").await;
+    let filler = fs.fill();
+
+    let mut refused = 0;
+    for n in 0..20 {
+        let a = app.exchange(&app.google.id_token_for(&format!("during-full-{n}")), &[]).await;
+        match a.status.as_u16() {
+            200 => {}
+            503 => {
+                a.assert_oauth_error(503, "temporarily_unavailable");
+                assert!(a.header("retry-after").is_some(), "503 without Retry-After");
+                refused += 1;
+            }
+            other => panic!("a full disk answered {other}: {}", a.text),
+        }
+    }
+    assert!(refused > 0, "20 new users on a full disk, and none refused");
+    let ready = app.get("/readyz").await;
+    ready.assert_status(503);
+    assert_eq!(ready.body["writes"], json!(false), "{}", ready.text);
+    let started_full = app.start_with_toml(&toml).await;
+    started_full.get("/readyz").await.assert_status(503);
+
+    std::fs::remove_file(&filler).expect("free the space");
+
+    app.sign_in_as("after-full").await;
+    eventually("ready once there is space", || async { app.get("/readyz").await.status.as_u16() == 200 })
+        .await;
+}
