@@ -16,6 +16,7 @@ try {
     typ: "at+jwt", // RFC 9068: refuses ID tokens
     algorithms: ["ES256", "EdDSA", "RS256"],
     requiredClaims: ["exp", "iat", "sub"],
+    clockTolerance: 30, // seconds, for clocks that differ
   });
   if (!String(payload.scope ?? "").split(" ").includes(scope)) {
     console.log(`403 insufficient_scope: needs ${scope}`);

@@ -23,6 +23,8 @@ def verify(issuer, audience, token, jwks=None):
         algorithms=["ES256", "EdDSA", "RS256"],
         audience=audience,
         issuer=issuer,
+        # 30 s for clocks that differ: PyJWT refuses an `iat` even 1 s in its future without it.
+        leeway=30,
         options={"require": ["exp", "iat", "sub", "iss", "aud"]},
     )
 

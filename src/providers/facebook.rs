@@ -33,6 +33,32 @@ pub struct Facebook {
     graph_url: String,
     dialog_url: String,
     http: reqwest::Client,
+    breaker: std::sync::Mutex<Breaker>,
+}
+
+/// After the Graph API failed (unreachable, timed out, 5xx, throttled), calls are refused at
+/// once for a while (1 s, doubling to 60 s) instead of each waiting for the timeout again, as
+/// for a provider's keys (`jwks`). Any answer that is not an outage closes it.
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<std::time::Instant>,
+}
+
+impl Breaker {
+    fn is_open(&self, now: std::time::Instant) -> bool {
+        self.open_until.is_some_and(|until| now < until)
+    }
+
+    fn failed(&mut self, now: std::time::Instant) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = std::time::Duration::from_secs(1 << self.failures.min(7).saturating_sub(1));
+        self.open_until = Some(now + wait.min(std::time::Duration::from_secs(60)));
+    }
+
+    fn succeeded(&mut self) {
+        *self = Breaker::default();
+    }
 }
 
 /// The verifier of Limited Login ID tokens.
@@ -95,6 +121,7 @@ impl Facebook {
             graph_url: settings.graph_url.trim_end_matches('/').to_string(),
             dialog_url: settings.dialog_url.clone(),
             http,
+            breaker: std::sync::Mutex::new(Breaker::default()),
         }
     }
 
@@ -122,7 +149,24 @@ impl Facebook {
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A Graph call behind the breaker: refused at once while it is open; an outage opens it.
     async fn graph_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Graph, AssertionError> {
+        if self.breaker().is_open(std::time::Instant::now()) {
+            return Err(AssertionError::ProviderUnavailable);
+        }
+        let outcome = self.graph_call(path, query).await;
+        match &outcome {
+            Err(AssertionError::ProviderUnavailable) => self.breaker().failed(std::time::Instant::now()),
+            _ => self.breaker().succeeded(),
+        }
+        outcome
+    }
+
+    async fn graph_call(&self, path: &str, query: &[(&str, &str)]) -> Result<Graph, AssertionError> {
         let unavailable = |e: reqwest::Error| {
             tracing::warn!(cause = %error_chain(&e.without_url()), "Facebook Graph call failed");
             AssertionError::ProviderUnavailable

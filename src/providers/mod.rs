@@ -96,7 +96,7 @@ pub enum AssertionError {
     Refused(&'static str),
     #[error("the {0} provider is not configured")]
     NotConfigured(&'static str),
-    #[error("the provider's keys cannot be fetched right now")]
+    #[error("the provider cannot be reached right now; retry shortly")]
     ProviderUnavailable,
 }
 

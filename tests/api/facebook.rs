@@ -176,3 +176,28 @@ async fn limited_login_without_a_nonce_or_with_a_foreign_one_is_refused(backend:
     app.assert_nothing_written().await;
 }
 both_backends!(limited_login_without_a_nonce_or_with_a_foreign_one_is_refused);
+
+/// A Graph API that hangs costs one sign-in its timeout; during the back-off that follows,
+/// Facebook sign-ins are refused (503) at once without calling it again.
+async fn a_hanging_graph_is_called_once_then_backed_off(backend: Backend) {
+    use crate::support::broken_graph::{BrokenGraph, Misbehaviour};
+    let graph = BrokenGraph::start().await;
+    graph.set(Misbehaviour::Hang);
+    let app = spawn_app_with(backend, |c| {
+        c.facebook = true;
+        c.graph_url = Some(graph.base_url.clone());
+    })
+    .await;
+    let token = app.facebook.user_token("70007");
+
+    exchange_fb(&app, &token).await.assert_oauth_error(503, "temporarily_unavailable");
+    for _ in 0..5 {
+        let a = exchange_fb(&app, &token).await;
+        a.assert_oauth_error(503, "temporarily_unavailable");
+        assert!(a.text.contains("cannot be reached"), "{}", a.text);
+    }
+
+    assert_eq!(graph.connections(), 1, "the Graph API is not called again during the back-off");
+    app.assert_nothing_written().await;
+}
+both_backends!(a_hanging_graph_is_called_once_then_backed_off);

@@ -1,6 +1,7 @@
 //! Test harness: starts idbridge in-process against a fresh database and a fake Google.
 #![allow(dead_code)]
 
+pub mod broken_graph;
 pub mod browser;
 pub mod fake_facebook;
 pub mod fake_google;
