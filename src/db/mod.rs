@@ -220,6 +220,7 @@ fn pg_url_with_timeouts(url: &str, options: &DbOptions) -> String {
     }
     let statement = format!("-c statement_timeout={}", options.statement_timeout.as_millis());
     match pairs.iter_mut().find(|(k, _)| k == "options") {
+        _ if options.statement_timeout.is_zero() => {}
         Some((_, given)) if given.contains("statement_timeout") => {}
         Some((_, given)) => {
             given.push(' ');
@@ -240,6 +241,10 @@ pub struct ConnectionFactory {
     target: DbTarget,
     /// PostgreSQL: the URL libpq gets (`target.location` with the timeouts).
     pg_url: String,
+    /// The same without the `options` startup parameter, which a pooler may refuse
+    /// (PgBouncer: "unsupported startup parameter"); used once that happened.
+    pg_url_plain: String,
+    plain: Arc<std::sync::atomic::AtomicBool>,
     prepared_statements: bool,
     /// Set while connecting fails or connections are found dead; cleared by a success. While
     /// set, a request does not wait for a pooled connection: it is told 503 at once.
@@ -248,13 +253,21 @@ pub struct ConnectionFactory {
 
 impl ConnectionFactory {
     fn new(target: DbTarget, options: &DbOptions) -> Self {
-        let pg_url = match target.backend {
-            Backend::Postgres => pg_url_with_timeouts(&target.location, options),
-            Backend::Sqlite => String::new(),
+        let (pg_url, pg_url_plain) = match target.backend {
+            Backend::Postgres => (
+                pg_url_with_timeouts(&target.location, options),
+                pg_url_with_timeouts(
+                    &target.location,
+                    &DbOptions { statement_timeout: Duration::ZERO, ..options.clone() },
+                ),
+            ),
+            Backend::Sqlite => (String::new(), String::new()),
         };
         Self {
             target,
             pg_url,
+            pg_url_plain,
+            plain: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             prepared_statements: options.prepared_statements,
             down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
@@ -316,7 +329,23 @@ impl ManageConnection for ConnectionFactory {
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         match self.target.backend {
             Backend::Postgres => {
-                let connected = PgConnection::establish(&self.pg_url);
+                use std::sync::atomic::Ordering;
+                let mut connected = if self.plain.load(Ordering::Relaxed) {
+                    PgConnection::establish(&self.pg_url_plain)
+                } else {
+                    PgConnection::establish(&self.pg_url)
+                };
+                if let Err(e) = &connected {
+                    if e.to_string().contains("unsupported startup parameter") {
+                        tracing::warn!(
+                            "the database (a pooler?) refuses the `options` startup parameter: connecting without \
+                             it, so `database.statement_timeout` is not set per session; set it on the role instead \
+                             (ALTER ROLE … SET statement_timeout = '10s')"
+                        );
+                        self.plain.store(true, Ordering::Relaxed);
+                        connected = PgConnection::establish(&self.pg_url_plain);
+                    }
+                }
                 self.down.store(connected.is_err(), std::sync::atomic::Ordering::Relaxed);
                 let mut conn = connected.map_err(diesel::r2d2::Error::ConnectionError)?;
                 if !self.prepared_statements {
@@ -775,13 +804,14 @@ impl Db {
         match self.factory.target.backend {
             Backend::Sqlite => {
                 let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
-                run_migrations(&mut conn, None)
+                run_migrations(&mut conn)
             }
             Backend::Postgres => {
-                let mut lock = PgConnection::establish(&self.direct_url())
-                    .map_err(|e| format!("cannot connect to the database for the migration lock: {e}"))?;
-                let mut conn = self.pool.get().map_err(|e| format!("cannot connect to the database: {e}"))?;
-                run_migrations(&mut conn, Some(&mut lock))
+                // A direct connection (not a transaction-mode pooler's): it holds the advisory
+                // lock and runs the migrations, with no statement timeout.
+                let direct = PgConnection::establish(&self.direct_url())
+                    .map_err(|e| format!("cannot connect to the database to migrate it: {e}"))?;
+                run_migrations(&mut DbConnection::Pg(direct))
             }
         }
     }
@@ -844,24 +874,21 @@ where
     }
 }
 
-/// Runs the pending migrations on `conn`. On PostgreSQL `lock` (a direct connection) holds
-/// the advisory lock meanwhile, with no statement timeout: another replica may be migrating.
-fn run_migrations(conn: &mut DbConnection, lock: Option<&mut PgConnection>) -> Result<usize, String> {
+/// Runs the pending migrations; on PostgreSQL under the advisory lock (another replica may be
+/// migrating), with no statement timeout.
+fn run_migrations(conn: &mut DbConnection) -> Result<usize, String> {
     let describe = |e: Box<dyn std::error::Error + Send + Sync>| format!("migration failed: {e}");
-    match (conn, lock) {
-        (DbConnection::Pg(c), Some(lock)) => {
-            let take = format!("SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
-            lock.batch_execute(&take).map_err(|e| format!("cannot take the migration lock: {e}"))?;
-            c.batch_execute("SET statement_timeout = 0").map_err(|e| format!("migration failed: {e}"))?;
-            let applied = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()).map_err(describe);
-            let _ = c.batch_execute("RESET statement_timeout");
-            let _ = lock.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"));
-            applied
-        }
-        (DbConnection::Sqlite(c), _) => {
+    match conn {
+        DbConnection::Sqlite(c) => {
             c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()).map_err(describe)
         }
-        (DbConnection::Pg(_), None) => Err("the migration lock needs a direct connection".into()),
+        DbConnection::Pg(c) => {
+            let take = format!("SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK_ID})");
+            c.batch_execute(&take).map_err(|e| format!("cannot take the migration lock: {e}"))?;
+            let applied = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()).map_err(describe);
+            let _ = c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"));
+            applied
+        }
     }
 }
 

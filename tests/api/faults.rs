@@ -17,7 +17,7 @@ async fn lock_waiters(app: &TestApp) -> i64 {
 /// write lock.
 async fn stall_refreshes_of(app: &TestApp, device_id: &str) -> test_db::HeldTransaction {
     match app.db.backend {
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             app.hold(&format!("SELECT 1 FROM devices WHERE id = '{device_id}' FOR UPDATE")).await
         }
         Backend::Sqlite => app.hold("").await,
@@ -76,7 +76,7 @@ async fn readyz_says_not_ready_while_writes_stall(backend: Backend) {
     let app = spawn_app(backend).await;
     app.get("/readyz").await.assert_status(200);
     let stall = match backend {
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PgBouncer => {
             app.hold("SELECT 1 FROM server_state WHERE name = 'readiness_probe' FOR UPDATE").await
         }
         Backend::Sqlite => app.hold("").await,

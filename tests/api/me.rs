@@ -27,7 +27,7 @@ async fn devices_list_marks_the_callers_device_current(backend: Backend) {
     assert_eq!(device(&list, &phone.device_id)["current"], json!(true), "{}", list.text);
     assert_eq!(device(&list, &laptop.device_id)["current"], json!(false), "{}", list.text);
 }
-both_backends!(devices_list_marks_the_callers_device_current);
+all_backends!(devices_list_marks_the_callers_device_current);
 
 async fn deleting_another_own_device_ends_its_access_token_at_once(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -42,7 +42,7 @@ async fn deleting_another_own_device_ends_its_access_token_at_once(backend: Back
     app.get_me(&phone.access_token).await.assert_status(200);
     app.refresh(&laptop.refresh_token).await.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(deleting_another_own_device_ends_its_access_token_at_once);
+all_backends!(deleting_another_own_device_ends_its_access_token_at_once);
 
 async fn deleting_a_device_of_another_user_is_404(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -55,7 +55,7 @@ async fn deleting_a_device_of_another_user_is_404(backend: Backend) {
     app.get_me(&victim.access_token).await.assert_status(200);
     assert_eq!(app.count("devices WHERE revoked_at IS NULL").await, 2);
 }
-both_backends!(deleting_a_device_of_another_user_is_404);
+all_backends!(deleting_a_device_of_another_user_is_404);
 
 async fn logout_all_ends_every_device_of_the_user(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -72,7 +72,7 @@ async fn logout_all_ends_every_device_of_the_user(backend: Backend) {
     app.refresh(&laptop.refresh_token).await.assert_oauth_error(400, "invalid_grant");
     app.get_me(&someone_else.access_token).await.assert_status(200);
 }
-both_backends!(logout_all_ends_every_device_of_the_user);
+all_backends!(logout_all_ends_every_device_of_the_user);
 
 async fn missing_bearer_is_401_with_a_bearer_challenge(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -83,7 +83,7 @@ async fn missing_bearer_is_401_with_a_bearer_challenge(backend: Backend) {
     let www = a.header("www-authenticate").unwrap_or_default();
     assert!(www.starts_with("Bearer"), "WWW-Authenticate: {www:?}");
 }
-both_backends!(missing_bearer_is_401_with_a_bearer_challenge);
+all_backends!(missing_bearer_is_401_with_a_bearer_challenge);
 
 async fn google_id_token_is_not_an_access_token(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -95,7 +95,7 @@ async fn google_id_token_is_not_an_access_token(backend: Backend) {
     let www = a.header("www-authenticate").unwrap_or_default();
     assert!(www.contains("invalid_token"), "WWW-Authenticate: {www:?}");
 }
-both_backends!(google_id_token_is_not_an_access_token);
+all_backends!(google_id_token_is_not_an_access_token);
 
 async fn access_token_with_altered_claims_is_401(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -111,7 +111,7 @@ async fn access_token_with_altered_claims_is_401(backend: Backend) {
 
     a.assert_status(401);
 }
-both_backends!(access_token_with_altered_claims_is_401);
+all_backends!(access_token_with_altered_claims_is_401);
 
 async fn v1_errors_are_problem_json(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -136,7 +136,7 @@ async fn v1_errors_are_problem_json(backend: Backend) {
         }
     }
 }
-both_backends!(v1_errors_are_problem_json);
+all_backends!(v1_errors_are_problem_json);
 
 async fn access_token_with_alg_none_is_401(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -149,7 +149,7 @@ async fn access_token_with_alg_none_is_401(backend: Backend) {
 
     a.assert_status(401);
 }
-both_backends!(access_token_with_alg_none_is_401);
+all_backends!(access_token_with_alg_none_is_401);
 
 async fn access_token_with_a_zero_ecdsa_signature_is_401(backend: Backend) {
     // CVE-2022-21449 ("psychic signatures"): r = s = 0
@@ -163,7 +163,7 @@ async fn access_token_with_a_zero_ecdsa_signature_is_401(backend: Backend) {
 
     a.assert_status(401);
 }
-both_backends!(access_token_with_a_zero_ecdsa_signature_is_401);
+all_backends!(access_token_with_a_zero_ecdsa_signature_is_401);
 
 async fn access_token_signed_by_a_foreign_key_is_401(backend: Backend) {
     // a token signed by Google's key, shaped like an idbridge access token
@@ -178,7 +178,7 @@ async fn access_token_signed_by_a_foreign_key_is_401(backend: Backend) {
 
     a.assert_status(401);
 }
-both_backends!(access_token_signed_by_a_foreign_key_is_401);
+all_backends!(access_token_signed_by_a_foreign_key_is_401);
 
 async fn deleting_the_current_device_ends_its_own_access_token(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -189,7 +189,7 @@ async fn deleting_the_current_device_ends_its_own_access_token(backend: Backend)
     del.assert_status(204);
     app.get_me(&signed.access_token).await.assert_status(401);
 }
-both_backends!(deleting_the_current_device_ends_its_own_access_token);
+all_backends!(deleting_the_current_device_ends_its_own_access_token);
 
 async fn deleting_a_device_that_does_not_exist_is_404(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -202,4 +202,4 @@ async fn deleting_a_device_that_does_not_exist_is_404(backend: Backend) {
     unknown.assert_status(404);
     malformed.assert_status(404);
 }
-both_backends!(deleting_a_device_that_does_not_exist_is_404);
+all_backends!(deleting_a_device_that_does_not_exist_is_404);

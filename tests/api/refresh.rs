@@ -58,7 +58,7 @@ async fn refresh_answers_like_sign_in_for_the_same_device(backend: Backend) {
     assert_eq!(claims["sid"], json!(signed.device_id));
     assert_eq!(claims["sub"], json!(signed.user_id));
 }
-both_backends!(refresh_answers_like_sign_in_for_the_same_device);
+all_backends!(refresh_answers_like_sign_in_for_the_same_device);
 
 async fn spent_token_within_grace_gets_the_same_successor(backend: Backend) {
     let app = spawn_app(backend).await; // grace 10s
@@ -81,7 +81,7 @@ async fn spent_token_within_grace_gets_the_same_successor(backend: Backend) {
         "the chain must not fork"
     );
 }
-both_backends!(spent_token_within_grace_gets_the_same_successor);
+all_backends!(spent_token_within_grace_gets_the_same_successor);
 
 async fn spent_token_after_grace_is_invalid_grant(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.refresh_reuse_grace = "0s".into()).await;
@@ -92,7 +92,7 @@ async fn spent_token_after_grace_is_invalid_grant(backend: Backend) {
 
     reuse.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(spent_token_after_grace_is_invalid_grant);
+all_backends!(spent_token_after_grace_is_invalid_grant);
 
 async fn reuse_after_grace_revokes_the_newest_refresh_token(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.refresh_reuse_grace = "0s".into()).await;
@@ -105,7 +105,7 @@ async fn reuse_after_grace_revokes_the_newest_refresh_token(backend: Backend) {
 
     a.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(reuse_after_grace_revokes_the_newest_refresh_token);
+all_backends!(reuse_after_grace_revokes_the_newest_refresh_token);
 
 async fn reuse_after_grace_ends_the_devices_access_tokens(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.refresh_reuse_grace = "0s".into()).await;
@@ -120,7 +120,7 @@ async fn reuse_after_grace_ends_the_devices_access_tokens(backend: Backend) {
     me_old.assert_status(401);
     me_new.assert_status(401);
 }
-both_backends!(reuse_after_grace_ends_the_devices_access_tokens);
+all_backends!(reuse_after_grace_ends_the_devices_access_tokens);
 
 async fn reuse_after_grace_is_audited(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.refresh_reuse_grace = "0s".into()).await;
@@ -133,7 +133,7 @@ async fn reuse_after_grace_is_audited(backend: Backend) {
     let after = app.count("audit_events").await;
     assert!(after > before, "no audit event for refresh-token reuse ({before} -> {after})");
 }
-both_backends!(reuse_after_grace_is_audited);
+all_backends!(reuse_after_grace_is_audited);
 
 async fn concurrent_refreshes_within_grace_share_one_successor(backend: Backend) {
     let app = spawn_app(backend).await; // grace 10s
@@ -154,7 +154,7 @@ async fn concurrent_refreshes_within_grace_share_one_successor(backend: Backend)
         .await;
     assert_eq!(live, 1, "live refresh tokens of the device after the race");
 }
-both_backends!(concurrent_refreshes_within_grace_share_one_successor);
+all_backends!(concurrent_refreshes_within_grace_share_one_successor);
 
 async fn concurrent_refreshes_within_grace_all_succeed(backend: Backend) {
     let app = spawn_app(backend).await; // grace 10s
@@ -169,7 +169,7 @@ async fn concurrent_refreshes_within_grace_all_succeed(backend: Backend) {
         answers.iter().find(|a| a.status != 200).map(|a| a.text.as_str()).unwrap_or("")
     );
 }
-both_backends!(concurrent_refreshes_within_grace_all_succeed);
+all_backends!(concurrent_refreshes_within_grace_all_succeed);
 
 async fn concurrent_refreshes_without_grace_let_exactly_one_win(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.refresh_reuse_grace = "0s".into()).await;
@@ -185,7 +185,7 @@ async fn concurrent_refreshes_without_grace_let_exactly_one_win(backend: Backend
         .await;
     assert!(live <= 1, "the chain forked: {live} live refresh tokens");
 }
-both_backends!(concurrent_refreshes_without_grace_let_exactly_one_win);
+all_backends!(concurrent_refreshes_without_grace_let_exactly_one_win);
 
 async fn refresh_token_of_another_client_is_invalid_grant(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -195,7 +195,7 @@ async fn refresh_token_of_another_client_is_invalid_grant(backend: Backend) {
 
     a.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(refresh_token_of_another_client_is_invalid_grant);
+all_backends!(refresh_token_of_another_client_is_invalid_grant);
 
 async fn refresh_token_idle_past_the_idle_ttl_is_invalid_grant(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.refresh_idle_ttl = "0s".into()).await;
@@ -205,7 +205,7 @@ async fn refresh_token_idle_past_the_idle_ttl_is_invalid_grant(backend: Backend)
 
     a.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(refresh_token_idle_past_the_idle_ttl_is_invalid_grant);
+all_backends!(refresh_token_idle_past_the_idle_ttl_is_invalid_grant);
 
 async fn refresh_token_past_the_max_ttl_is_invalid_grant(backend: Backend) {
     // refresh_max_ttl may not be shorter than refresh_idle_ttl, so a config cannot make the
@@ -224,7 +224,7 @@ async fn refresh_token_past_the_max_ttl_is_invalid_grant(backend: Backend) {
 
     a.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(refresh_token_past_the_max_ttl_is_invalid_grant);
+all_backends!(refresh_token_past_the_max_ttl_is_invalid_grant);
 
 async fn garbage_refresh_token_is_invalid_grant(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -233,7 +233,7 @@ async fn garbage_refresh_token_is_invalid_grant(backend: Backend) {
 
     a.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(garbage_refresh_token_is_invalid_grant);
+all_backends!(garbage_refresh_token_is_invalid_grant);
 
 async fn refresh_with_a_narrower_scope_gets_it(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -251,7 +251,7 @@ async fn refresh_with_a_narrower_scope_gets_it(backend: Backend) {
     assert_eq!(a.str("scope"), "api");
     assert_eq!(jwt_claims(a.str("access_token"))["scope"], json!("api"));
 }
-both_backends!(refresh_with_a_narrower_scope_gets_it);
+all_backends!(refresh_with_a_narrower_scope_gets_it);
 
 async fn refresh_cannot_widen_the_granted_scope(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -272,7 +272,7 @@ async fn refresh_cannot_widen_the_granted_scope(backend: Backend) {
 
     wider.assert_oauth_error(400, "invalid_scope");
 }
-both_backends!(refresh_cannot_widen_the_granted_scope);
+all_backends!(refresh_cannot_widen_the_granted_scope);
 
 async fn refresh_with_a_scope_outside_the_device_spends_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -294,7 +294,7 @@ async fn refresh_with_a_scope_outside_the_device_spends_nothing(backend: Backend
     );
     app.refresh(&signed.refresh_token).await.assert_status(200);
 }
-both_backends!(refresh_with_a_scope_outside_the_device_spends_nothing);
+all_backends!(refresh_with_a_scope_outside_the_device_spends_nothing);
 
 /// Reuse detection ends the device but keeps the device's own last-seen, address and user
 /// agent; the replaying request's user agent is on the reuse's audit event.
@@ -326,4 +326,4 @@ async fn a_reused_refresh_token_does_not_overwrite_the_devices_own_data(backend:
     let reuse = "audit_events WHERE action = 'refresh_token.reuse' AND user_agent = 'attacker/6.6'";
     assert_eq!(app.count(reuse).await, 1, "the replay's user agent is on the audit event");
 }
-both_backends!(a_reused_refresh_token_does_not_overwrite_the_devices_own_data);
+all_backends!(a_reused_refresh_token_does_not_overwrite_the_devices_own_data);

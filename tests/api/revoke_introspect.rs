@@ -23,7 +23,7 @@ async fn revoking_unknown_or_malformed_tokens_changes_nothing(backend: Backend) 
     app.get_me(&signed.access_token).await.assert_status(200);
     app.refresh(&signed.refresh_token).await.assert_status(200);
 }
-both_backends!(revoking_unknown_or_malformed_tokens_changes_nothing);
+all_backends!(revoking_unknown_or_malformed_tokens_changes_nothing);
 
 async fn revoking_a_token_of_another_client_changes_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -35,7 +35,7 @@ async fn revoking_a_token_of_another_client_changes_nothing(backend: Backend) {
     assert_eq!(app.count(LIVE_DEVICES).await, 1);
     app.refresh(&signed.refresh_token).await.assert_status(200);
 }
-both_backends!(revoking_a_token_of_another_client_changes_nothing);
+all_backends!(revoking_a_token_of_another_client_changes_nothing);
 
 async fn revoke_with_a_wrong_client_secret_is_invalid_client(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -46,7 +46,7 @@ async fn revoke_with_a_wrong_client_secret_is_invalid_client(backend: Backend) {
     a.assert_oauth_error(401, "invalid_client");
     assert_eq!(app.count(LIVE_DEVICES).await, 1);
 }
-both_backends!(revoke_with_a_wrong_client_secret_is_invalid_client);
+all_backends!(revoke_with_a_wrong_client_secret_is_invalid_client);
 
 async fn revoking_an_access_token_revokes_its_device(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -59,7 +59,7 @@ async fn revoking_an_access_token_revokes_its_device(backend: Backend) {
     app.get_me(&signed.access_token).await.assert_status(401);
     app.refresh(&signed.refresh_token).await.assert_oauth_error(400, "invalid_grant");
 }
-both_backends!(revoking_an_access_token_revokes_its_device);
+all_backends!(revoking_an_access_token_revokes_its_device);
 
 async fn revoking_a_refresh_token_leaves_other_devices_alone(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -73,7 +73,7 @@ async fn revoking_a_refresh_token_leaves_other_devices_alone(backend: Backend) {
     app.get_me(&laptop.access_token).await.assert_status(200);
     app.refresh(&laptop.refresh_token).await.assert_status(200);
 }
-both_backends!(revoking_a_refresh_token_leaves_other_devices_alone);
+all_backends!(revoking_a_refresh_token_leaves_other_devices_alone);
 
 // ---- introspection -------------------------------------------------------------------------
 
@@ -85,7 +85,7 @@ async fn introspection_by_a_public_client_is_invalid_client(backend: Backend) {
 
     a.assert_oauth_error(401, "invalid_client");
 }
-both_backends!(introspection_by_a_public_client_is_invalid_client);
+all_backends!(introspection_by_a_public_client_is_invalid_client);
 
 async fn introspection_with_a_wrong_secret_is_invalid_client(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -95,7 +95,7 @@ async fn introspection_with_a_wrong_secret_is_invalid_client(backend: Backend) {
 
     a.assert_oauth_error(401, "invalid_client");
 }
-both_backends!(introspection_with_a_wrong_secret_is_invalid_client);
+all_backends!(introspection_with_a_wrong_secret_is_invalid_client);
 
 async fn introspection_without_client_authentication_is_invalid_client(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -105,7 +105,7 @@ async fn introspection_without_client_authentication_is_invalid_client(backend: 
 
     a.assert_oauth_error(401, "invalid_client");
 }
-both_backends!(introspection_without_client_authentication_is_invalid_client);
+all_backends!(introspection_without_client_authentication_is_invalid_client);
 
 async fn live_access_token_introspects_active_with_its_claims(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -133,7 +133,7 @@ async fn live_access_token_introspects_active_with_its_claims(backend: Backend) 
     assert!(b["token_type"].is_string(), "token_type missing: {}", a.text);
     assert_eq!(b["idp"], json!("google"), "{}", a.text);
 }
-both_backends!(live_access_token_introspects_active_with_its_claims);
+all_backends!(live_access_token_introspects_active_with_its_claims);
 
 async fn introspection_accepts_client_secret_in_the_form(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -144,7 +144,7 @@ async fn introspection_accepts_client_secret_in_the_form(backend: Backend) {
     a.assert_status(200);
     assert_eq!(a.body["active"], json!(true), "{}", a.text);
 }
-both_backends!(introspection_accepts_client_secret_in_the_form);
+all_backends!(introspection_accepts_client_secret_in_the_form);
 
 async fn access_token_of_a_revoked_device_introspects_exactly_inactive(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -156,7 +156,7 @@ async fn access_token_of_a_revoked_device_introspects_exactly_inactive(backend: 
     a.assert_status(200);
     assert_eq!(a.body, json!({"active": false}), "{}", a.text);
 }
-both_backends!(access_token_of_a_revoked_device_introspects_exactly_inactive);
+all_backends!(access_token_of_a_revoked_device_introspects_exactly_inactive);
 
 async fn garbage_introspects_exactly_inactive(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -166,7 +166,7 @@ async fn garbage_introspects_exactly_inactive(backend: Backend) {
     a.assert_status(200);
     assert_eq!(a.body, json!({"active": false}), "{}", a.text);
 }
-both_backends!(garbage_introspects_exactly_inactive);
+all_backends!(garbage_introspects_exactly_inactive);
 
 async fn google_id_token_introspects_exactly_inactive(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -177,7 +177,7 @@ async fn google_id_token_introspects_exactly_inactive(backend: Backend) {
     a.assert_status(200);
     assert_eq!(a.body, json!({"active": false}), "{}", a.text);
 }
-both_backends!(google_id_token_introspects_exactly_inactive);
+all_backends!(google_id_token_introspects_exactly_inactive);
 
 async fn revoke_with_a_wrong_type_hint_still_revokes(backend: Backend) {
     // RFC 7009 §2.1: a wrong hint makes the server search further, it does not change the result
@@ -196,4 +196,4 @@ async fn revoke_with_a_wrong_type_hint_still_revokes(backend: Backend) {
     assert_eq!(app.count(LIVE_DEVICES).await, 0);
     app.get_me(&signed.access_token).await.assert_status(401);
 }
-both_backends!(revoke_with_a_wrong_type_hint_still_revokes);
+all_backends!(revoke_with_a_wrong_type_hint_still_revokes);

@@ -29,7 +29,7 @@ async fn sign_in_then_refresh_then_revoke(backend: Backend) {
     let www = me.header("www-authenticate").unwrap_or_default();
     assert!(www.contains("invalid_token"), "WWW-Authenticate after revocation: {www:?}");
 }
-both_backends!(sign_in_then_refresh_then_revoke);
+all_backends!(sign_in_then_refresh_then_revoke);
 
 async fn sign_in_answer_has_the_contract_shape(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -56,7 +56,7 @@ async fn sign_in_answer_has_the_contract_shape(backend: Backend) {
     );
     assert!(!a.str("access_token").is_empty());
 }
-both_backends!(sign_in_answer_has_the_contract_shape);
+all_backends!(sign_in_answer_has_the_contract_shape);
 
 async fn replayed_id_token_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -70,7 +70,7 @@ async fn replayed_id_token_is_refused(backend: Backend) {
     assert_eq!(app.count("users").await, 1);
     assert_eq!(app.count("devices").await, 1);
 }
-both_backends!(replayed_id_token_is_refused);
+all_backends!(replayed_id_token_is_refused);
 
 async fn same_subject_twice_is_one_user_with_two_devices(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -84,7 +84,7 @@ async fn same_subject_twice_is_one_user_with_two_devices(backend: Backend) {
     assert_eq!(app.count("users").await, 1);
     assert_eq!(app.count("devices").await, 2);
 }
-both_backends!(same_subject_twice_is_one_user_with_two_devices);
+all_backends!(same_subject_twice_is_one_user_with_two_devices);
 
 async fn same_email_with_another_subject_is_another_user(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -99,7 +99,7 @@ async fn same_email_with_another_subject_is_another_user(backend: Backend) {
     assert_ne!(a.user_id, b.user_id, "users must never be merged by email");
     assert_eq!(app.count("users").await, 2);
 }
-both_backends!(same_email_with_another_subject_is_another_user);
+all_backends!(same_email_with_another_subject_is_another_user);
 
 async fn second_allowlisted_audience_is_accepted(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -109,7 +109,7 @@ async fn second_allowlisted_audience_is_accepted(backend: Backend) {
 
     a.assert_status(200);
 }
-both_backends!(second_allowlisted_audience_is_accepted);
+all_backends!(second_allowlisted_audience_is_accepted);
 
 async fn requested_scope_subset_is_granted(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -120,7 +120,7 @@ async fn requested_scope_subset_is_granted(backend: Backend) {
     assert_eq!(a.str("scope"), "api");
     assert_eq!(jwt_claims(a.str("access_token"))["scope"], json!("api"));
 }
-both_backends!(requested_scope_subset_is_granted);
+all_backends!(requested_scope_subset_is_granted);
 
 async fn scope_outside_the_clients_is_invalid_scope(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -130,7 +130,7 @@ async fn scope_outside_the_clients_is_invalid_scope(backend: Backend) {
     a.assert_oauth_error(400, "invalid_scope");
     app.assert_nothing_written().await;
 }
-both_backends!(scope_outside_the_clients_is_invalid_scope);
+all_backends!(scope_outside_the_clients_is_invalid_scope);
 
 async fn unknown_grant_type_is_unsupported_grant_type(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -145,7 +145,7 @@ async fn unknown_grant_type_is_unsupported_grant_type(backend: Backend) {
 
     a.assert_oauth_error(400, "unsupported_grant_type");
 }
-both_backends!(unknown_grant_type_is_unsupported_grant_type);
+all_backends!(unknown_grant_type_is_unsupported_grant_type);
 
 async fn unknown_client_is_invalid_client(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -155,7 +155,7 @@ async fn unknown_client_is_invalid_client(backend: Backend) {
     a.assert_oauth_error(401, "invalid_client");
     app.assert_nothing_written().await;
 }
-both_backends!(unknown_client_is_invalid_client);
+all_backends!(unknown_client_is_invalid_client);
 
 async fn device_name_and_platform_are_kept(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -176,7 +176,7 @@ async fn device_name_and_platform_are_kept(backend: Backend) {
     assert_eq!(d["platform"], json!("android"), "{}", list.text);
     assert_eq!(d["client_id"], json!("app"), "{}", list.text);
 }
-both_backends!(device_name_and_platform_are_kept);
+all_backends!(device_name_and_platform_are_kept);
 
 /// Runs `n` token exchanges at once (one tokio task each).
 async fn exchange_concurrently(app: &TestApp, tokens: Vec<String>) -> Vec<Answer> {
@@ -223,7 +223,7 @@ async fn concurrent_replays_of_one_id_token_let_exactly_one_in(backend: Backend)
     assert_eq!((ok, refused), (1, 9), "statuses {:?}", statuses(&answers));
     assert_eq!(app.count("devices").await, 1);
 }
-both_backends!(concurrent_replays_of_one_id_token_let_exactly_one_in);
+all_backends!(concurrent_replays_of_one_id_token_let_exactly_one_in);
 
 async fn concurrent_first_sign_ins_of_one_subject_make_one_user(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -241,7 +241,7 @@ async fn concurrent_first_sign_ins_of_one_subject_make_one_user(backend: Backend
     assert_eq!(app.count("users").await, 1, "one (provider, sub) must be one user");
     assert_eq!(app.count("devices").await, 10);
 }
-both_backends!(concurrent_first_sign_ins_of_one_subject_make_one_user);
+all_backends!(concurrent_first_sign_ins_of_one_subject_make_one_user);
 
 async fn missing_subject_token_is_invalid_request(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -257,7 +257,7 @@ async fn missing_subject_token_is_invalid_request(backend: Backend) {
     a.assert_oauth_error(400, "invalid_request");
     app.assert_nothing_written().await;
 }
-both_backends!(missing_subject_token_is_invalid_request);
+all_backends!(missing_subject_token_is_invalid_request);
 
 async fn id_token_presented_as_another_token_type_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -268,4 +268,4 @@ async fn id_token_presented_as_another_token_type_is_refused(backend: Backend) {
     a.assert_oauth_error(400, "invalid_request");
     app.assert_nothing_written().await;
 }
-both_backends!(id_token_presented_as_another_token_type_is_refused);
+all_backends!(id_token_presented_as_another_token_type_is_refused);

@@ -5,6 +5,7 @@ pub mod broken_graph;
 pub mod browser;
 pub mod fake_facebook;
 pub mod fake_google;
+pub mod pgbouncer;
 pub mod test_db;
 
 use std::sync::{Arc, OnceLock};
@@ -31,6 +32,9 @@ pub const SVC_SECRET: &str = "svc-secret";
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through a real PgBouncer in transaction mode (`prepared_statements = false`,
+    /// `listen_url` straight to PostgreSQL). The test's own SQL goes straight to PostgreSQL.
+    PgBouncer,
 }
 
 /// `both_backends!(some_test);` for `async fn some_test(backend: Backend)` generates
@@ -105,6 +109,8 @@ pub struct TestConfig {
     pub graph_url: Option<String>,
     /// `[database] statement_timeout`.
     pub statement_timeout: String,
+    /// More `[database]` lines (the pooler's `prepared_statements` and `listen_url`).
+    pub database_extra: String,
 }
 
 impl Default for TestConfig {
@@ -128,6 +134,7 @@ impl Default for TestConfig {
             facebook: false,
             graph_url: None,
             statement_timeout: "10s".into(),
+            database_extra: String::new(),
         }
     }
 }
@@ -158,7 +165,7 @@ public_url = "{PUBLIC_URL}"
 [database]
 url = "{db_url}"
 max_connections = 8
-{statement_timeout}
+{statement_timeout}{database_extra}
 [keys]
 master_keys = [{master_keys}]
 access_token_alg = "ES256"
@@ -206,6 +213,7 @@ scopes = [{svc_scopes}]
                 "10s" => String::new(),
                 other => format!("statement_timeout = \"{other}\"\n"),
             },
+            database_extra = self.database_extra,
         );
         if self.app_client {
             let scopes: Vec<String> = self.app_scopes.iter().map(|s| format!("\"{s}\"")).collect();
@@ -416,6 +424,33 @@ pub fn default_retention() -> idbridge::housekeeping::Retention {
     }
 }
 
+/// `all_backends!(some_test);` is [`both_backends!`] plus `some_test::pgbouncer`: the core
+/// flows run behind a transaction-mode pooler too.
+macro_rules! all_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::support::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(crate::support::Backend::Postgres).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn pgbouncer() {
+                    if crate::support::pgbouncer::url_for("postgres").is_some() {
+                        super::$name(crate::support::Backend::PgBouncer).await
+                    }
+                }
+            }
+        )+
+    };
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -473,6 +508,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut TestCo
     let db = Arc::new(
         tokio::task::spawn_blocking(move || TestDb::create(backend)).await.expect("create test database"),
     );
+    config.database_extra = db.database_extra.clone();
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     write_master_key(dir.path());
     start(config, google, fakes, db, dir).await
@@ -759,14 +795,14 @@ impl TestApp {
     /// `SELECT COUNT(*) FROM <from>`; `from` may carry a WHERE clause.
     pub async fn count(&self, from: &str) -> i64 {
         let backend = self.db.backend;
-        let url = self.db.url.clone();
+        let url = self.db.admin_url.clone();
         let from = from.to_string();
         tokio::task::spawn_blocking(move || count_at(backend, &url, &from)).await.expect("count task")
     }
 
     /// Holds a transaction open on the service's database (see `TestDb::hold_blocking`).
     pub async fn hold(&self, sql: &str) -> test_db::HeldTransaction {
-        let db = test_db::TestDb::attach(self.db.backend, &self.db.url);
+        let db = test_db::TestDb::attach(self.db.backend, &self.db.admin_url);
         let sql = sql.to_string();
         tokio::task::spawn_blocking(move || db.hold_blocking(&sql)).await.expect("hold task")
     }
@@ -774,7 +810,7 @@ impl TestApp {
     /// Runs SQL against the service's database (set-up only).
     pub async fn execute_sql(&self, sql: &str) {
         let backend = self.db.backend;
-        let url = self.db.url.clone();
+        let url = self.db.admin_url.clone();
         let sql = sql.to_string();
         tokio::task::spawn_blocking(move || exec_at(backend, &url, &sql)).await.expect("sql task")
     }

@@ -25,9 +25,14 @@ struct Count {
 }
 
 pub struct TestDb {
+    /// `Sqlite` or `Postgres` (a PgBouncer test's database is a PostgreSQL one).
     pub backend: Backend,
     /// The URL the service is configured with.
     pub url: String,
+    /// The URL the test's own SQL uses (straight to the database, never through a pooler).
+    pub admin_url: String,
+    /// More `[database]` configuration lines the service needs for this database.
+    pub database_extra: String,
     pg_name: Option<String>,
     // keeps the SQLite file alive
     _dir: Option<tempfile::TempDir>,
@@ -42,7 +47,23 @@ impl TestDb {
                 // A folder idbridge creates itself, so its permissions are idbridge's.
                 let path = dir.path().join("data").join("idbridge.db");
                 let url = format!("sqlite://{}", path.display());
-                TestDb { backend, url, pg_name: None, _dir: Some(dir) }
+                let admin_url = url.clone();
+                TestDb {
+                    backend,
+                    url,
+                    admin_url,
+                    database_extra: String::new(),
+                    pg_name: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::PgBouncer => {
+                let mut db = TestDb::create(Backend::Postgres);
+                let name = db.pg_name.clone().expect("a PostgreSQL database");
+                db.url = super::pgbouncer::url_for(&name).expect("PgBouncer runs");
+                db.database_extra =
+                    format!("prepared_statements = false\nlisten_url = \"{}\"\n", db.admin_url);
+                db
             }
             Backend::Postgres => {
                 let server = pg_server_url();
@@ -51,14 +72,29 @@ impl TestDb {
                     panic!("cannot connect to Postgres at {server} (set IDBRIDGE_TEST_PG_URL): {e}")
                 });
                 conn.batch_execute(&format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
-                TestDb { backend, url: format!("{server}/{name}"), pg_name: Some(name), _dir: None }
+                let url = format!("{server}/{name}");
+                TestDb {
+                    backend,
+                    admin_url: url.clone(),
+                    url,
+                    database_extra: String::new(),
+                    pg_name: Some(name),
+                    _dir: None,
+                }
             }
         }
     }
 
     /// A handle on an existing database that is not dropped with the handle.
     pub fn attach(backend: Backend, url: &str) -> TestDb {
-        TestDb { backend, url: url.to_string(), pg_name: None, _dir: None }
+        TestDb {
+            backend,
+            url: url.to_string(),
+            admin_url: url.to_string(),
+            database_extra: String::new(),
+            pg_name: None,
+            _dir: None,
+        }
     }
 
     /// `SELECT COUNT(*) AS n FROM <rest>`, e.g. `count_sql("devices WHERE revoked_at IS NULL")`.
@@ -67,13 +103,13 @@ impl TestDb {
         let q = format!("SELECT COUNT(*) AS n FROM {from}");
         let rows: Vec<Count> = match self.backend {
             Backend::Sqlite => {
-                let path = self.url.trim_start_matches("sqlite://");
+                let path = self.admin_url.trim_start_matches("sqlite://");
                 let mut conn = SqliteConnection::establish(path).expect("open sqlite");
                 conn.batch_execute("PRAGMA busy_timeout = 10000;").expect("busy_timeout");
                 sql_query(&q).load(&mut conn).unwrap_or_else(|e| panic!("{q}: {e}"))
             }
-            Backend::Postgres => {
-                let mut conn = PgConnection::establish(&self.url).expect("connect test db");
+            Backend::Postgres | Backend::PgBouncer => {
+                let mut conn = PgConnection::establish(&self.admin_url).expect("connect test db");
                 sql_query(&q).load(&mut conn).unwrap_or_else(|e| panic!("{q}: {e}"))
             }
         };
@@ -84,13 +120,13 @@ impl TestDb {
     pub fn execute_blocking(&self, sql: &str) {
         match self.backend {
             Backend::Sqlite => {
-                let path = self.url.trim_start_matches("sqlite://");
+                let path = self.admin_url.trim_start_matches("sqlite://");
                 let mut conn = SqliteConnection::establish(path).expect("open sqlite");
                 conn.batch_execute("PRAGMA busy_timeout = 10000;").expect("busy_timeout");
                 conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
             }
-            Backend::Postgres => {
-                let mut conn = PgConnection::establish(&self.url).expect("connect test db");
+            Backend::Postgres | Backend::PgBouncer => {
+                let mut conn = PgConnection::establish(&self.admin_url).expect("connect test db");
                 conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
             }
         }
@@ -135,7 +171,7 @@ impl TestDb {
     /// Begins a transaction (SQLite: `BEGIN IMMEDIATE`, which takes the write lock), runs
     /// `sql` in it, and holds it open. Blocking; returns once `sql` ran.
     pub fn hold_blocking(&self, sql: &str) -> HeldTransaction {
-        let (backend, url, sql) = (self.backend, self.url.clone(), sql.to_string());
+        let (backend, url, sql) = (self.backend, self.admin_url.clone(), sql.to_string());
         let (ready, is_ready) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<bool>();
         let done = std::thread::spawn(move || {
@@ -154,7 +190,7 @@ impl TestDb {
                         SqliteConnection::establish(url.trim_start_matches("sqlite://")).expect("open");
                     run(&mut conn, "PRAGMA busy_timeout = 10000; BEGIN IMMEDIATE");
                 }
-                Backend::Postgres => {
+                Backend::Postgres | Backend::PgBouncer => {
                     let mut conn = PgConnection::establish(&url).expect("connect");
                     run(&mut conn, "BEGIN");
                 }
