@@ -56,6 +56,18 @@ impl From<UserKeyError> for Problem {
     }
 }
 
+impl CiphertextBody {
+    /// `context` and `user_id` as the handlers check them (the `cargo fuzz` target
+    /// `crypto_json` runs the JSON parser and this).
+    pub fn check_fields(&self) -> Result<(), Problem> {
+        context(self.context.clone())?;
+        if let Some(named) = &self.user_id {
+            uuid::Uuid::try_parse(named).map_err(|_| Problem::bad_request("user_id is not a user id"))?;
+        }
+        Ok(())
+    }
+}
+
 fn context(value: Option<String>) -> Result<String, Problem> {
     let context = value.unwrap_or_default();
     if context.len() > MAX_CONTEXT || context.contains('\0') {

@@ -48,12 +48,40 @@ pub struct TokenForm {
     code_verifier: Option<String>,
 }
 
+impl TokenForm {
+    /// Every field's length and characters, before anything else looks at the request (the
+    /// client secret is left to client authentication). The `cargo fuzz` target `token_form`
+    /// runs the form parser and this.
+    pub fn check_fields(&self) -> Result<(), OAuthError> {
+        let fields: [(&'static str, &Option<String>, usize); 13] = [
+            ("grant_type", &self.grant_type, 128),
+            ("client_id", &self.client_id, 128),
+            ("scope", &self.scope, 1024),
+            ("subject_token", &self.subject_token, MAX_TOKEN_LEN),
+            ("subject_token_type", &self.subject_token_type, 128),
+            ("provider", &self.provider, 32),
+            ("nonce", &self.nonce, 256),
+            ("device_name", &self.device_name, 400),
+            ("device_platform", &self.device_platform, 32),
+            ("refresh_token", &self.refresh_token, 512),
+            ("code", &self.code, 256),
+            ("redirect_uri", &self.redirect_uri, 2048),
+            ("code_verifier", &self.code_verifier, 128),
+        ];
+        for (name, value, max) in fields {
+            input::text(name, value.as_deref(), max)?;
+        }
+        Ok(())
+    }
+}
+
 pub async fn token(
     state: web::Data<AppState>,
     req: HttpRequest,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let form = form.into_inner();
+    form.check_fields()?;
     let grant_type =
         form.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let client =
