@@ -6,6 +6,8 @@
 
 use serde_json::json;
 
+use crate::support::private_pg;
+
 use crate::support::*;
 
 /// Backends waiting on a lock in this app's PostgreSQL database.
@@ -176,4 +178,137 @@ async fn a_full_disk_is_503_and_not_ready_and_recovers() {
     app.sign_in_as("after-full").await;
     eventually("ready once there is space", || async { app.get("/readyz").await.status.as_u16() == 200 })
         .await;
+}
+
+/// What one honest client saw.
+#[derive(Default)]
+struct ClientLog {
+    refreshed: usize,
+    retried: usize,
+    lost: Vec<String>,
+}
+
+/// Sixteen honest clients refresh in a loop against a PostgreSQL cluster of the test's own,
+/// which is stopped (as by a crash) and later frozen (SIGSTOP) for longer than the clients'
+/// timeout. A client that gets no answer, a timeout or a 503 presents the same token again, as
+/// the protocol says; none may lose its device, and no answer may be a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_clients_keep_their_devices_when_postgres_stops_or_freezes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(pg) = tokio::task::spawn_blocking(private_pg::PrivatePg::start).await.unwrap() else {
+        eprintln!(
+            "SKIPPED honest_clients_keep_their_devices…: PostgreSQL's server programs are not installed"
+        );
+        return;
+    };
+    let pg = std::sync::Arc::new(pg);
+    // The freeze (5 s) outlasts the reuse grace (3 s): a grace counted from the request's start
+    // would turn every retry of a refresh caught in it into reuse.
+    let base = spawn_app_with(Backend::Postgres, |c| {
+        c.statement_timeout = "2s".into();
+        c.refresh_reuse_grace = "3s".into();
+        c.per_ip_per_second = 0;
+    })
+    .await;
+    let app = base.start_with_toml(&base.config_text().replace(&base.db.url, &pg.url())).await;
+    let mut devices = Vec::new();
+    for n in 0..16 {
+        devices.push(app.sign_in_as(&format!("fault-{n}")).await);
+    }
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build().unwrap();
+    let done = AtomicBool::new(false);
+    let refreshed = AtomicUsize::new(0);
+
+    let client = |first: String| {
+        let (http, url, done, refreshed) = (http.clone(), app.url("/oauth/token"), &done, &refreshed);
+        async move {
+            let mut log = ClientLog::default();
+            let mut token = first;
+            while !done.load(Ordering::SeqCst) {
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", "app"),
+                ];
+                match http.post(&url).form(&form).send().await {
+                    Ok(response) => {
+                        let answer = Answer::read(response).await;
+                        match answer.status.as_u16() {
+                            200 => {
+                                token = answer.str("refresh_token").to_string();
+                                log.refreshed += 1;
+                                refreshed.fetch_add(1, Ordering::SeqCst);
+                            }
+                            503 => {
+                                assert!(answer.header("retry-after").is_some(), "503 without Retry-After");
+                                log.retried += 1;
+                                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            }
+                            _ => {
+                                log.lost.push(format!("{} {}", answer.status, answer.text));
+                                break;
+                            }
+                        }
+                    }
+                    // No answer in time: the same token again, as the protocol says.
+                    Err(_) => log.retried += 1,
+                }
+            }
+            (log, token)
+        }
+    };
+    let progress = |at_least: usize| {
+        let refreshed = &refreshed;
+        async move {
+            eventually("the clients refresh", || async move { refreshed.load(Ordering::SeqCst) >= at_least })
+                .await
+        }
+    };
+    let faults = async {
+        progress(32).await;
+        tokio::task::spawn_blocking({
+            let pg = pg.clone();
+            move || pg.stop()
+        })
+        .await
+        .unwrap();
+        // The faults' own lengths: a crash and a restart 3 s later, then a freeze of 5 s.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tokio::task::spawn_blocking({
+            let pg = pg.clone();
+            move || pg.start_again()
+        })
+        .await
+        .unwrap();
+        let after_restart = refreshed.load(Ordering::SeqCst);
+        progress(after_restart + 32).await;
+        pg.freeze();
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        pg.thaw();
+        let after_thaw = refreshed.load(Ordering::SeqCst);
+        progress(after_thaw + 32).await;
+        done.store(true, Ordering::SeqCst);
+    };
+    let clients = futures_util::future::join_all(devices.iter().map(|d| client(d.refresh_token.clone())));
+    let (logs, ()) = tokio::join!(clients, faults);
+
+    let lost: Vec<&String> = logs.iter().flat_map(|(log, _)| &log.lost).collect();
+    assert!(lost.is_empty(), "honest clients lost their devices: {lost:?}");
+    let retried: usize = logs.iter().map(|(log, _)| log.retried).sum();
+    assert!(retried > 0, "the faults never reached a client");
+    for (_, token) in &logs {
+        // As a client would: a 503 (a pooled connection found dead after the crash) is retried.
+        let mut answer = app.refresh(token).await;
+        for _ in 0..10 {
+            if answer.status.as_u16() != 503 {
+                break;
+            }
+            answer = app.refresh(token).await;
+        }
+        answer.assert_status(200);
+    }
+    let private = test_db::TestDb::attach(Backend::Postgres, &pg.url());
+    let revoked =
+        tokio::task::spawn_blocking(move || private.count_blocking("devices WHERE revoked_at IS NOT NULL"));
+    assert_eq!(revoked.await.unwrap(), 0, "no device was revoked");
 }

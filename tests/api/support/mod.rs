@@ -6,6 +6,7 @@ pub mod browser;
 pub mod fake_facebook;
 pub mod fake_google;
 pub mod pgbouncer;
+pub mod private_pg;
 pub mod test_db;
 
 use std::sync::{Arc, OnceLock};
