@@ -312,3 +312,88 @@ async fn honest_clients_keep_their_devices_when_postgres_stops_or_freezes() {
         tokio::task::spawn_blocking(move || private.count_blocking("devices WHERE revoked_at IS NOT NULL"));
     assert_eq!(revoked.await.unwrap(), 0, "no device was revoked");
 }
+
+/// Clients refresh against an `idbridge serve` process that is killed (`kill -9`, so answers in
+/// flight are lost after their commit) and started again at once. Every client retries its
+/// last token; a refresh that committed without an answer is retried within the grace and gets
+/// its successor; no device is lost.
+async fn honest_clients_keep_their_devices_across_a_kill_9(backend: Backend) {
+    use crate::support::server_process::start_replica;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let base = spawn_app_with(backend, |c| c.per_ip_per_second = 0).await;
+    let config = base.dir().join("serve.toml");
+    std::fs::write(&config, base.config_text()).unwrap();
+    let port = free_port();
+    let server = std::sync::Mutex::new(Some(start_replica(&config, port)));
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build().unwrap();
+    let token_url = format!("http://127.0.0.1:{port}/oauth/token");
+    let mut firsts = Vec::new();
+    for n in 0..16 {
+        let id_token = base.google.id_token_for(&format!("killed-{n}"));
+        let form = [
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", id_token.as_str()),
+            ("subject_token_type", ID_TOKEN_TYPE),
+            ("client_id", "app"),
+        ];
+        let signed = Answer::read(http.post(&token_url).form(&form).send().await.unwrap()).await;
+        firsts.push(signed.str("refresh_token").to_string());
+    }
+    let (done, refreshed) = (AtomicBool::new(false), AtomicUsize::new(0));
+
+    let client = |first: String| {
+        let (http, url, done, refreshed) = (http.clone(), token_url.clone(), &done, &refreshed);
+        async move {
+            let (mut token, mut lost) = (first, None);
+            while !done.load(Ordering::SeqCst) && lost.is_none() {
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", "app"),
+                ];
+                match http.post(&url).form(&form).send().await {
+                    Ok(response) => {
+                        let answer = Answer::read(response).await;
+                        match answer.status.as_u16() {
+                            200 => {
+                                token = answer.str("refresh_token").to_string();
+                                refreshed.fetch_add(1, Ordering::SeqCst);
+                            }
+                            503 => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                            _ => lost = Some(format!("{} {}", answer.status, answer.text)),
+                        }
+                    }
+                    // Refused or cut off while the server is down: the same token again.
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+            (lost, token)
+        }
+    };
+    let kill_and_restart = async {
+        for _ in 0..2 {
+            let before = refreshed.load(Ordering::SeqCst);
+            eventually("the clients refresh", || async { refreshed.load(Ordering::SeqCst) >= before + 32 })
+                .await;
+            if let Some(running) = server.lock().unwrap().take() {
+                running.kill();
+            }
+            let config = config.clone();
+            let restarted = tokio::task::spawn_blocking(move || start_replica(&config, port)).await.unwrap();
+            *server.lock().unwrap() = Some(restarted);
+        }
+        let before = refreshed.load(Ordering::SeqCst);
+        eventually("the clients refresh after the restart", || async {
+            refreshed.load(Ordering::SeqCst) >= before + 32
+        })
+        .await;
+        done.store(true, Ordering::SeqCst);
+    };
+    let clients = futures_util::future::join_all(firsts.into_iter().map(client));
+    let (outcomes, ()) = tokio::join!(clients, kill_and_restart);
+
+    let lost: Vec<&String> = outcomes.iter().filter_map(|(lost, _)| lost.as_ref()).collect();
+    assert!(lost.is_empty(), "honest clients lost their devices: {lost:?}");
+    assert_eq!(base.count("devices WHERE revoked_at IS NOT NULL").await, 0, "no device was revoked");
+}
+both_backends!(honest_clients_keep_their_devices_across_a_kill_9);

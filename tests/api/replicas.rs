@@ -3,52 +3,13 @@
 //! a revocation on a third is refused everywhere; a signing key added on one is published by
 //! all; concurrent refreshes of one token spread across replicas never fork the chain.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use futures_util::future::join_all;
 
 use crate::support::*;
 
-struct Replica {
-    child: Child,
-    address: String,
-}
+use std::process::Command;
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Replica {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
-    }
-}
-
-/// Starts `idbridge serve` with `config`; returns once it says it listens.
-fn start_replica(config: &std::path::Path, port: u16) -> Replica {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_idbridge"));
-    command.arg("serve").arg("--config").arg(config).stdout(Stdio::null()).stderr(Stdio::piped());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("IDBRIDGE") {
-            command.env_remove(k);
-        }
-    }
-    command.env("IDBRIDGE__SERVER__BIND", format!("127.0.0.1:{port}"));
-    let mut child = command.spawn().expect("start idbridge serve");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    loop {
-        let line = lines.next().expect("the replica exited before listening").expect("read its log");
-        if line.contains("idbridge listening") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Replica { child, address: format!("http://127.0.0.1:{port}") }
-}
+use crate::support::server_process::{start_replica, Replica};
 
 async fn post_form(http: &reqwest::Client, url: String, form: &[(&str, &str)]) -> Answer {
     Answer::read(http.post(url).form(form).send().await.expect("POST")).await

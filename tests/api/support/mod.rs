@@ -7,6 +7,7 @@ pub mod fake_facebook;
 pub mod fake_google;
 pub mod pgbouncer;
 pub mod private_pg;
+pub mod server_process;
 pub mod test_db;
 
 use std::sync::{Arc, OnceLock};
