@@ -21,9 +21,14 @@
 //! `pgbench -N -c 16 -j 2` on a scale-1 database of its own with every c=16 scenario as a
 //! multiple of it; and the time until a second replica refuses the access token of a device
 //! revoked on the first (1,000 revocations, p50/p99/max).
+//!
+//! With `LOAD_SOAK_SECS` set it runs the soak instead (see `load/soak.rs`): mixed traffic with
+//! periodic faults for that long, sampled every 10 s.
 
 #[path = "../tests/api/support/fake_google.rs"]
 mod fake_google;
+#[path = "load/soak.rs"]
+mod soak;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -546,7 +551,7 @@ async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
     println!("idbridge load: backend={backend}, {secs}s per scenario, concurrency {CONCURRENCIES:?}");
 
-    let google = FakeGoogle::start().await;
+    let google = Arc::new(FakeGoogle::start().await);
 
     // Database (guard declared before the child guard: the child is killed first).
     let mut _pg_guard: Option<PgDbGuard> = None;
@@ -705,6 +710,16 @@ per_client_per_second = 0
         })
         .await;
         r.print();
+    }
+
+    if let Ok(soak_secs) = std::env::var("LOAD_SOAK_SECS") {
+        let soak_secs: u64 = soak_secs.parse().expect("LOAD_SOAK_SECS: seconds");
+        let fault = match _pg_guard.as_ref() {
+            Some(_) => soak::Fault::PgTerminate(db_url.clone()),
+            None => soak::Fault::SqliteWriteLock(db_url.trim_start_matches("sqlite://").to_string()),
+        };
+        soak::run(target.clone(), google.clone(), &returning, pid, fault, soak_secs).await;
+        return;
     }
 
     let mut reports: Vec<Report> = Vec::new();
