@@ -1,7 +1,7 @@
 //! The soak run of the load benchmark (`LOAD_SOAK_SECS`, e.g. 3600): sixteen clients send mixed
 //! traffic for that long (a device each: refresh chains, `GET /v1/me`, introspection, and a
 //! sign-in now and then), following the protocol as a real app does (a 503 or no answer means
-//! the same refresh token again). Every `LOAD_SOAK_FAULT_EVERY` seconds (default 60) a fault
+//! the same refresh token again). A sign-in is one turn in fifty (each makes a device). Every `LOAD_SOAK_FAULT_EVERY` seconds (default 60) a fault
 //! is injected: on SQLite another process holds the write lock for 3 s; on PostgreSQL every
 //! connection of idbridge is terminated. Every 10 s a row is printed: requests, 503s, other
 //! errors, latency p50/p99 of that window, the server's RSS and open files, the pool, and how
@@ -87,7 +87,7 @@ async fn client(target: Target, google: Arc<FakeGoogle>, sub: String, shared: Ar
         turn += 1;
         let started = Instant::now();
         match turn % 10 {
-            0 => {
+            0 if turn % 50 == 0 => {
                 let token = google.id_token_for(&sub);
                 let status = match target.exchange(&token).await {
                     Ok(_) => Some(200),
@@ -131,6 +131,7 @@ async fn client(target: Target, google: Arc<FakeGoogle>, sub: String, shared: Ar
                 shared.record(started, status_of(me).await);
             }
             _ => {
+                // Introspection (and the sign-in turn when it is not one).
                 let introspect = target
                     .client
                     .post(format!("{}/oauth/introspect", target.base))

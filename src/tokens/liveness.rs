@@ -146,6 +146,15 @@ impl Liveness {
         Ok(n)
     }
 
+    /// Reads the revocations made at or after `since`; returns the newest time seen (or
+    /// `since`), from which the next read may start.
+    pub fn follow(&self, conn: &mut DbConnection, since: i64) -> Result<i64, DbError> {
+        let rows = Self::read_since(conn, since)?;
+        let newest = rows.iter().map(|(_, at)| *at).max().unwrap_or(since);
+        self.add(rows);
+        Ok(newest.max(since))
+    }
+
     /// Re-reads the recent revocations (heals a lost notification) and forgets old ones.
     pub fn catch_up(&self, conn: &mut DbConnection, now: i64) -> Result<(), DbError> {
         let rows = Self::read_since(conn, now - CATCH_UP_WINDOW_SECS.min(self.window()))?;
@@ -255,6 +264,9 @@ pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) ->
     let spawned = std::thread::Builder::new().name("sqlite-watcher".into()).spawn(move || {
         let mut conn: Option<diesel::SqliteConnection> = None;
         let mut seen: Option<i64> = None;
+        // Revocations are read from here on: only what is new since the last read (a second of
+        // overlap for commits within the same second), so a busy server reads little.
+        let mut since = crate::db::now() - 2;
         loop {
             std::thread::sleep(WATCH_POLL);
             if still_running.strong_count() == 0 {
@@ -289,8 +301,11 @@ pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) ->
             }
             let Some(c) = conn.take() else { continue };
             let mut wrapped = DbConnection::Sqlite(c);
-            match liveness.catch_up(&mut wrapped, crate::db::now()) {
-                Ok(()) => seen = Some(version),
+            match liveness.follow(&mut wrapped, since - 1) {
+                Ok(newest) => {
+                    seen = Some(version);
+                    since = newest;
+                }
                 Err(e) => tracing::warn!(error = %e, "the SQLite watcher cannot read revocations"),
             }
             if let DbConnection::Sqlite(c) = wrapped {
