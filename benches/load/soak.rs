@@ -87,7 +87,7 @@ async fn client(target: Target, google: Arc<FakeGoogle>, sub: String, shared: Ar
         turn += 1;
         let started = Instant::now();
         match turn % 10 {
-            0 if turn % 50 == 0 => {
+            0 if turn.is_multiple_of(50) => {
                 let token = google.id_token_for(&sub);
                 let status = match target.exchange(&token).await {
                     Ok(_) => Some(200),

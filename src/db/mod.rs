@@ -95,7 +95,9 @@ impl From<DieselError> for DbError {
     }
 }
 
-/// The signs of a database that cannot store anything now: full, or read-only.
+/// The signs of a database that cannot store anything now: full, or read-only (SQLite's
+/// SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY; PostgreSQL's 53100 disk_full and 25006
+/// read_only_sql_transaction).
 fn is_storage_refusal(message: &str) -> bool {
     const SIGNS: &[&str] = &[
         "database or disk is full",
@@ -157,26 +159,19 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
 /// server shutting down, SQLite's write lock held past `busy_timeout`. The answer is 503 with
 /// `Retry-After`, never 500.
 fn is_unavailable(message: &str) -> bool {
+    // Beyond a full or read-only database (`is_storage_refusal`): SQLite's write lock held past
+    // busy_timeout, a file that cannot be opened; PostgreSQL's 57014 query_canceled, 57P01..57P03
+    // shutdown and start-up, 53300 too_many_connections, 53200 out_of_memory.
     const SIGNS: &[&str] = &[
-        // SQLite
         "database is locked",
-        "database or disk is full",
-        "disk I/O error",
-        "attempt to write a readonly database",
         "unable to open database file",
-        // PostgreSQL (53100 disk_full, 25006 read_only_sql_transaction, 57014 query_canceled,
-        // 57P01..57P03 shutdown and start-up, 53300 too_many_connections, 53200 out_of_memory)
-        "No space left on device",
-        "could not extend file",
-        "could not write",
-        "read-only transaction",
         "canceling statement due to statement timeout",
         "terminating connection",
         "the database system is",
         "too many clients",
         "out of memory",
     ];
-    SIGNS.iter().any(|sign| message.contains(sign))
+    is_storage_refusal(message) || SIGNS.iter().any(|sign| message.contains(sign))
 }
 
 /// How connections are made and how long anything may wait for the database (`[database]`).
@@ -491,17 +486,29 @@ fn spawn_writers(
                         }
                         batch
                     };
-                    if conn.is_none() {
-                        conn = factory.connect().ok();
+                    // A connection that died while idle (the database restarted) shows itself
+                    // at BEGIN, before any job ran: the batch gets one fresh connection.
+                    let mut batch = Some(batch);
+                    for _ in 0..2 {
+                        if conn.is_none() {
+                            conn = factory.connect().ok();
+                        }
+                        let (Some(c), Some(jobs)) = (conn.as_mut(), batch.take()) else { break };
+                        match commit_batch(c, jobs) {
+                            Ok(keep) => {
+                                if !keep || factory.has_broken(c) {
+                                    conn = None;
+                                }
+                            }
+                            Err(untouched) => {
+                                batch = Some(untouched);
+                                conn = None;
+                            }
+                        }
                     }
-                    let Some(c) = conn.as_mut() else {
-                        batch.into_iter().for_each(|job| job.fail(DbError::Unavailable));
-                        continue;
-                    };
-                    let keep = commit_batch(c, batch);
                     health.take_note();
-                    if !keep || factory.has_broken(c) {
-                        conn = None;
+                    if let Some(jobs) = batch {
+                        jobs.into_iter().for_each(|job| job.fail(DbError::Unavailable));
                     }
                 }
             })
@@ -510,8 +517,13 @@ fn spawn_writers(
     jobs
 }
 
-/// Runs one batch; `false` when the connection should be replaced.
-fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> bool {
+/// Runs one batch; `false` when the connection should be replaced. When BEGIN fails on a
+/// connection that no longer answers, the jobs come back untouched (nothing ran) to be tried
+/// on a fresh one.
+fn commit_batch(
+    conn: &mut DbConnection,
+    batch: Vec<Box<dyn BatchedWrite>>,
+) -> Result<bool, Vec<Box<dyn BatchedWrite>>> {
     let begun = match conn {
         // IMMEDIATE: take SQLite's write lock now, not at the first write of some job.
         DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
@@ -519,11 +531,14 @@ fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> b
     };
     if let Err(e) = begun {
         let error = DbError::from(e);
+        if conn.batch_execute("SELECT 1").is_err() {
+            return Err(batch);
+        }
         let retry_later = matches!(error, DbError::Unavailable) || matches!(conn, DbConnection::Pg(_));
         batch
             .into_iter()
             .for_each(|job| job.fail(if retry_later { DbError::Unavailable } else { DbError::Task }));
-        return false;
+        return Ok(false);
     }
     let mut held = Vec::with_capacity(batch.len());
     for job in batch {
@@ -533,7 +548,7 @@ fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> b
             Err(_) => {
                 // The jobs not yet run are dropped: their callers see a failed task.
                 rollback_batch(conn, held, DbError::Task);
-                return false;
+                return Ok(false);
             }
         }
     }
@@ -544,7 +559,7 @@ fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> b
     match committed {
         Ok(()) => {
             held.into_iter().for_each(|answer| answer.committed());
-            true
+            Ok(true)
         }
         Err(e) => {
             tracing::error!(error = %e, "batch commit failed");
@@ -556,7 +571,7 @@ fn commit_batch(conn: &mut DbConnection, batch: Vec<Box<dyn BatchedWrite>>) -> b
                 _ => DbError::Task,
             };
             rollback_batch(conn, held, why);
-            false
+            Ok(false)
         }
     }
 }

@@ -39,21 +39,24 @@ pub enum Backend {
     PgBouncer,
 }
 
+/// One `#[tokio::test]` named `$variant` that runs `super::$name` on `$backend`.
+macro_rules! backend_test {
+    ($name:ident, $variant:ident, $backend:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $variant() {
+            super::$name(crate::support::Backend::$backend).await
+        }
+    };
+}
+
 /// `both_backends!(some_test);` for `async fn some_test(backend: Backend)` generates
 /// `some_test::sqlite` and `some_test::postgres`.
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
         $(
             mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(crate::support::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(crate::support::Backend::Postgres).await
-                }
+                backend_test!($name, sqlite, Sqlite);
+                backend_test!($name, postgres, Postgres);
             }
         )+
     };
@@ -427,20 +430,13 @@ pub fn default_retention() -> idbridge::housekeeping::Retention {
 }
 
 /// `all_backends!(some_test);` is [`both_backends!`] plus `some_test::pgbouncer`: the core
-/// flows run behind a transaction-mode pooler too.
+/// flows run behind a transaction-mode pooler too (skipped where PgBouncer is not installed).
 macro_rules! all_backends {
     ($($name:ident),+ $(,)?) => {
         $(
             mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(crate::support::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(crate::support::Backend::Postgres).await
-                }
+                backend_test!($name, sqlite, Sqlite);
+                backend_test!($name, postgres, Postgres);
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn pgbouncer() {
