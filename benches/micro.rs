@@ -19,7 +19,7 @@ fn signing_keys(alg: SigningAlg, dir: &std::path::Path) -> Arc<SigningKeys> {
     let keys = Arc::new(SigningKeys::new(keyring, alg, 600, 30 * 86_400));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let k = keys.clone();
-    runtime.block_on(db.write(move |conn| k.ensure_initial_key(conn, db::now()))).expect("key");
+    runtime.block_on(db.write(move |conn| k.ensure_initial_key(conn, idbridge::clock::now()))).expect("key");
     let k = keys.clone();
     runtime.block_on(db.run(move |conn| k.reload(conn))).expect("reload");
     keys
@@ -42,7 +42,7 @@ fn access_tokens(c: &mut Criterion) {
     };
     for alg in [SigningAlg::ES256, SigningAlg::EdDSA, SigningAlg::RS256] {
         let keys = signing_keys(alg, dir.path());
-        let now = db::now();
+        let now = idbridge::clock::now();
         c.bench_function(&format!("access_token_sign_{alg:?}"), |b| {
             b.iter(|| access::issue(&keys, &policy, &grant, now).unwrap())
         });

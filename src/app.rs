@@ -14,14 +14,14 @@ use crate::crypto::keyring::{create_key_file_if_missing, KeyringError, MasterKey
 use crate::crypto::server_secrets::{self, ServerSecret, ServerSecretError};
 use crate::crypto::signing::{SigningError, SigningKeys};
 use crate::crypto::user_keys::UserKeys;
-use crate::db::{self, Db};
-use crate::http::limits::RateLimits;
+use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
+use crate::rate_limits::RateLimits;
+use crate::sessions::{self, Liveness, SuccessorKey};
 use crate::state::AppState;
 use crate::tokens::access::AccessTokenPolicy;
 use crate::tokens::nonce::NonceKey;
-use crate::tokens::refresh::{SessionPolicy, SuccessorKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -103,7 +103,7 @@ pub async fn load_signing_keys(
         settings.keys.signing_key_rotation.as_secs() as i64,
     ));
     let k = keys.clone();
-    db.write(move |conn| k.ensure_initial_key(conn, db::now())).await?;
+    db.write(move |conn| k.ensure_initial_key(conn, crate::clock::now())).await?;
     let k = keys.clone();
     db.run(move |conn| k.reload(conn)).await?;
     Ok(keys)
@@ -128,7 +128,8 @@ pub async fn encrypt_existing_users(
     let mut moved = 0;
     loop {
         let (k, i) = (keys.clone(), index.clone());
-        let n = db.write(move |conn| profile::encrypt_existing(conn, &k, &i, 500, db::now())).await?;
+        let n =
+            db.write(move |conn| profile::encrypt_existing(conn, &k, &i, 500, crate::clock::now())).await?;
         if n == 0 {
             break;
         }
@@ -189,7 +190,7 @@ impl Application {
         {
             let max_ttl = settings.tokens.refresh_max_ttl.as_secs() as i64;
             let shortened = db
-                .write(move |conn| crate::accounts::apply_session_max(conn, max_ttl, crate::db::now()))
+                .write(move |conn| sessions::devices::apply_session_max(conn, max_ttl, crate::clock::now()))
                 .await?;
             if shortened > 0 {
                 tracing::info!(
@@ -198,14 +199,15 @@ impl Application {
                 );
             }
         }
-        let liveness = db.liveness().clone();
+        let liveness = Arc::new(Liveness::default());
+        liveness.follow(db.subscribers());
         {
             let (liveness, ttl) = (liveness.clone(), settings.tokens.access_ttl.as_secs() as i64);
             db.write(move |conn| liveness.adopt_access_ttl(conn, ttl)).await?;
         }
         {
             let liveness = liveness.clone();
-            db.run(move |conn| liveness.load(conn, crate::db::now())).await?;
+            db.run(move |conn| liveness.load(conn, crate::clock::now())).await?;
         }
         let metrics = Arc::new(Metrics::new());
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
@@ -218,7 +220,7 @@ impl Application {
                 audience: settings.audience().to_string(),
                 ttl_secs: settings.tokens.access_ttl.as_secs() as i64,
             },
-            session_policy: SessionPolicy {
+            session_policy: sessions::Policy {
                 idle_ttl_secs: settings.tokens.refresh_idle_ttl.as_secs() as i64,
                 max_ttl_secs: settings.tokens.refresh_max_ttl.as_secs() as i64,
                 reuse_grace_secs: settings.tokens.refresh_reuse_grace.as_secs() as i64,
@@ -230,6 +232,7 @@ impl Application {
             blind_index,
             metrics,
             rate_limits: rate_limits.clone(),
+            liveness: liveness.clone(),
             keys: keys.clone(),
             db: db.clone(),
             settings,
@@ -254,17 +257,14 @@ impl Application {
         .run();
         tracing::info!(%bind, port, dev = dev_enabled, "idbridge listening");
         let retention = crate::housekeeping::Retention::from_settings(&state_settings);
-        let mut background =
-            crate::housekeeping::spawn(db.clone(), keys.clone(), rate_limits, clients.clone(), retention);
-        match db.target().backend {
-            crate::db::Backend::Postgres => {
-                background.push(crate::housekeeping::follow_other_replicas(db, keys, clients));
-            }
-            crate::db::Backend::Sqlite => background.push(crate::tokens::liveness::spawn_sqlite_watcher(
-                db.target().location.clone(),
-                db.liveness().clone(),
-            )),
-        }
+        let background = crate::housekeeping::spawn(crate::housekeeping::Background {
+            db,
+            keys,
+            rate_limits,
+            clients,
+            liveness,
+            retention,
+        });
         Ok(Application { port, server, background })
     }
 

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
-use crate::accounts::{self, audit};
+use crate::audit;
 use crate::clients::ClientRegistry;
 use crate::config::Settings;
 use crate::crypto::signing::{SigningError, SigningKeys};
+use crate::db::notify::{Notice, RECONNECTED};
 use crate::db::schema::{nonces, used_assertions};
-use crate::db::{self, Db, DbError};
-use crate::http::limits::RateLimits;
-use crate::tokens::refresh;
+use crate::db::{Db, DbError};
+use crate::rate_limits::RateLimits;
+use crate::sessions::{devices, liveness, refresh, Liveness};
 
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 const CLIENTS_EVERY: Duration = Duration::from_secs(5);
@@ -54,22 +55,24 @@ pub struct Swept {
 /// Deletes spent nonces and spent assertions past their expiry, dead refresh tokens, expired
 /// browser logins and authorization codes, and devices and audit events older than their
 /// retention.
-pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbError> {
-    let liveness = db.liveness().clone();
+pub async fn sweep(
+    db: &Db,
+    liveness: &Arc<Liveness>,
+    retention: Retention,
+    now: i64,
+) -> Result<Swept, DbError> {
+    let liveness = liveness.clone();
     db.write(move |conn| {
         Ok(Swept {
             nonces: diesel::delete(nonces::table.filter(nonces::expires_at.le(now))).execute(conn)?,
             assertions: diesel::delete(used_assertions::table.filter(used_assertions::expires_at.le(now)))
                 .execute(conn)?,
             refresh_tokens: refresh::delete_expired(conn, now)?,
-            devices: accounts::delete_ended_devices(
-                conn,
-                now.saturating_sub(retention.revoked_devices_secs),
-            )?,
+            devices: devices::delete_ended(conn, now.saturating_sub(retention.revoked_devices_secs))?,
             audit_events: audit::delete_older_than(conn, now.saturating_sub(retention.audit_events_secs))?,
             logins_and_codes: crate::tokens::codes::delete_expired(conn, now)?,
             admin_sessions: crate::admin::sessions::delete_expired(conn, retention.admin_sessions, now)?,
-            revocations: crate::tokens::liveness::delete_old(conn, &liveness, now)?,
+            revocations: liveness::delete_old(conn, &liveness, now)?,
         })
     })
     .await
@@ -78,99 +81,132 @@ pub async fn sweep(db: &Db, retention: Retention, now: i64) -> Result<Swept, DbE
 /// Picks up keys added by other replicas or the CLI, and adds one when rotation is due.
 pub async fn maintain_keys(db: &Db, keys: &Arc<SigningKeys>) -> Result<(), SigningError> {
     let k = keys.clone();
-    if let Some(kid) = db.write(move |conn| k.rotate_if_due(conn, db::now())).await? {
+    if let Some(kid) = db.write(move |conn| k.rotate_if_due(conn, crate::clock::now())).await? {
         tracing::info!(%kid, "scheduled signing key rotation: new key published");
     }
     let k = keys.clone();
     db.run(move |conn| k.reload(conn)).await
 }
 
-/// Runs both loops until the process ends.
-pub fn spawn(
-    db: Db,
-    keys: Arc<SigningKeys>,
-    rate_limits: Arc<RateLimits>,
-    clients: Arc<ClientRegistry>,
-    retention: Retention,
-) -> Vec<tokio::task::JoinHandle<()>> {
+/// What the background loops look after.
+pub struct Background {
+    pub db: Db,
+    pub keys: Arc<SigningKeys>,
+    pub rate_limits: Arc<RateLimits>,
+    pub clients: Arc<ClientRegistry>,
+    pub liveness: Arc<Liveness>,
+    pub retention: Retention,
+}
+
+/// Runs the loops until the process ends: the sweep, key maintenance, the clients' reload,
+/// the revocations' catch-up, and acting on change notices (`follow_changes`).
+pub fn spawn(work: Background) -> Vec<tokio::task::JoinHandle<()>> {
+    let Background { db, keys, rate_limits, clients, liveness, retention } = work;
+    let mut tasks = vec![follow_changes(&db, &keys, &clients, &liveness)];
     // Clients made in the admin console on another replica, or disabled there.
-    let clients_db = db.clone();
-    let client_loader = tokio::spawn(async move {
+    let (clients_db, registry) = (db.clone(), clients.clone());
+    tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(CLIENTS_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let registry = clients.clone();
-            if let Err(e) = clients_db.run(move |conn| registry.reload_stored(conn)).await {
-                tracing::warn!(error = %e, "cannot reload stored clients");
-            }
+            crate::service::clients::reload(&clients_db, &registry).await;
         }
-    });
-    let sweeper_db = db.clone();
-    let liveness_db = db.clone();
-    let sweeper = tokio::spawn(async move {
+    }));
+    let (sweeper_db, swept) = (db.clone(), liveness.clone());
+    tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         loop {
             tick.tick().await;
-            match sweep(&sweeper_db, retention, db::now()).await {
+            match sweep(&sweeper_db, &swept, retention, crate::clock::now()).await {
                 Ok(swept) => tracing::info!(?swept, "sweep done"),
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
             }
         }
-    });
-    let rotator = tokio::spawn(async move {
+    }));
+    let (rotator_db, rotated) = (db.clone(), keys.clone());
+    tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEYS_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
             rate_limits.forget_idle();
-            if let Err(e) = maintain_keys(&db, &keys).await {
+            if let Err(e) = maintain_keys(&rotator_db, &rotated).await {
                 tracing::warn!(error = %e, "signing key maintenance failed");
             }
         }
-    });
+    }));
     // Revocations made on other replicas (or by the CLI), in case a notification was lost.
-    let catch_up_db = liveness_db;
-    let catch_up = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crate::tokens::liveness::CATCH_UP_EVERY);
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(liveness::CATCH_UP_EVERY);
         loop {
             tick.tick().await;
-            let liveness = catch_up_db.liveness().clone();
-            if let Err(e) = catch_up_db.run(move |conn| liveness.catch_up(conn, db::now())).await {
+            let l = liveness.clone();
+            if let Err(e) = db.run(move |conn| l.catch_up(conn, crate::clock::now())).await {
                 tracing::warn!(error = %e, "cannot catch up on revocations");
             }
         }
-    });
-    vec![sweeper, rotator, client_loader, catch_up]
+    }));
+    tasks
 }
 
-/// PostgreSQL: listens for other replicas' revocations (applied on the listener thread), new
-/// signing keys and changed clients (reloaded here).
-pub fn follow_other_replicas(
-    db: Db,
-    keys: Arc<SigningKeys>,
-    clients: Arc<ClientRegistry>,
+/// Acts on committed change notices (`db::notify`), this replica's and, on PostgreSQL, every
+/// other's (through the listener): revocations go straight into the liveness set (subscribed
+/// there); new signing keys and changed clients are reloaded here; after the listener
+/// reconnected, all three are read again. On SQLite, revocations by another process (the
+/// command line) are found by the liveness watcher.
+fn follow_changes(
+    db: &Db,
+    keys: &Arc<SigningKeys>,
+    clients: &Arc<ClientRegistry>,
+    liveness: &Arc<Liveness>,
 ) -> tokio::task::JoinHandle<()> {
-    use crate::tokens::liveness::{spawn_listener, Notice};
-    let (notices, mut inbox) = tokio::sync::mpsc::unbounded_channel();
-    spawn_listener(db.direct_url(), db.liveness().clone(), notices);
+    let (notices, mut inbox) = tokio::sync::mpsc::unbounded_channel::<Notice>();
+    for topic in [crate::crypto::signing::CHANGED, crate::clients::CHANGED, RECONNECTED] {
+        let notices = notices.clone();
+        db.subscribers().subscribe(topic, move |notice| {
+            let _ = notices.send(notice.clone());
+        });
+    }
+    let watcher = match db.target().backend {
+        crate::db::Backend::Postgres => {
+            crate::db::notify::spawn_listener(db.direct_url(), db.subscribers().clone())
+        }
+        crate::db::Backend::Sqlite => {
+            liveness::spawn_sqlite_watcher(db.target().location.clone(), liveness.clone())
+        }
+    };
+    let (db, keys, clients, liveness) = (db.clone(), keys.clone(), clients.clone(), liveness.clone());
     tokio::spawn(async move {
+        // Dropped with this task: the listener's thread then ends.
+        let _watcher = AbortOnDrop(watcher);
         while let Some(notice) = inbox.recv().await {
-            match notice {
-                Notice::KeysChanged => {
-                    let k = keys.clone();
-                    if let Err(e) = db.run(move |conn| k.reload(conn)).await {
-                        tracing::warn!(error = %e, "cannot reload signing keys");
-                    }
+            let topic = notice.topic.as_str();
+            if topic == RECONNECTED {
+                // Whatever was sent while the listener was away: read it from the table.
+                let l = liveness.clone();
+                if let Err(e) = db.run(move |conn| l.load(conn, crate::clock::now())).await {
+                    tracing::warn!(error = %e, "cannot reload revocations after reconnecting");
                 }
-                Notice::ClientsChanged => {
-                    let registry = clients.clone();
-                    if let Err(e) = db.run(move |conn| registry.reload_stored(conn)).await {
-                        tracing::warn!(error = %e, "cannot reload stored clients");
-                    }
+            }
+            if topic == crate::crypto::signing::CHANGED || topic == RECONNECTED {
+                let k = keys.clone();
+                if let Err(e) = db.run(move |conn| k.reload(conn)).await {
+                    tracing::warn!(error = %e, "cannot reload signing keys");
                 }
-                Notice::Revoked(_) => {}
+            }
+            if topic == crate::clients::CHANGED || topic == RECONNECTED {
+                crate::service::clients::reload(&db, &clients).await;
             }
         }
     })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use idbridge::app::{self, Application};
+use idbridge::audit::AuditAction;
 use idbridge::config::{Settings, DEV_DEFAULTS};
-use idbridge::{accounts, clients, crypto, db};
+use idbridge::ids::UserId;
+use idbridge::service::{self, Requester};
+use idbridge::{clients, crypto, db};
 
 #[derive(Parser)]
 #[command(
@@ -105,15 +108,13 @@ enum ClientsCommand {
 struct UserArg {
     /// The user's id: `sub` of their access tokens, or `id` in `GET /v1/me`.
     #[arg(value_name = "USER_ID", value_parser = parse_user_id)]
-    user_id: String,
+    user_id: UserId,
     #[command(flatten)]
     config: ConfigArg,
 }
 
-fn parse_user_id(text: &str) -> Result<String, String> {
-    uuid::Uuid::try_parse(text)
-        .map(|id| id.to_string())
-        .map_err(|_| "a user id is a UUID such as 0192f5e4-7c1a-7d2e-9b1f-3a4c5d6e7f80".to_string())
+fn parse_user_id(text: &str) -> Result<UserId, String> {
+    UserId::parse(text).ok_or_else(|| idbridge::ids::NOT_A_UUID.to_string())
 }
 
 #[derive(Subcommand)]
@@ -309,7 +310,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let keyring = Arc::new(app::load_keyring(&settings).map_err(start_failure)?);
             let db = open_database(&settings).await?;
             let keys = app::load_signing_keys(&settings, &db, keyring).await.map_err(start_failure)?;
-            let kid = db.write(move |conn| keys.add_key(conn, db::now())).await?;
+            let kid = service::keys::rotate_signing(&db, &keys, &Requester::cli()).await?;
             println!(
                 "added signing key {kid}; it is published now and signs in {}s",
                 crypto::signing::PUBLISH_LEAD_SECS
@@ -361,40 +362,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{}", clients::hash_secret(secret));
         }
         Command::Users { command } => {
-            let (arg, action, disable) = match command {
-                UsersCommand::RevokeAll(arg) => (arg, "user.revoke_all", None),
-                UsersCommand::Disable(arg) => (arg, "user.disable", Some(true)),
-                UsersCommand::Enable(arg) => (arg, "user.enable", Some(false)),
+            let arg = match &command {
+                UsersCommand::RevokeAll(arg) | UsersCommand::Disable(arg) | UsersCommand::Enable(arg) => arg,
             };
             let settings = load_settings(&arg.config)?;
             let db = open_database(&settings).await?;
-            let user_id = arg.user_id;
-            let count = db
-                .write(move |conn| {
-                    let now = db::now();
-                    let by = accounts::Revocation {
-                        actor: "cli",
-                        action,
-                        detail: None,
-                        origin: &Default::default(),
-                    };
-                    match disable {
-                        Some(disabled) => accounts::set_disabled(conn, &user_id, disabled, &by, now),
-                        None if accounts::user_exists(conn, &user_id)? => {
-                            accounts::end_all_devices(conn, &user_id, &by, now).map(Some)
-                        }
-                        None => Ok(None),
-                    }
-                })
-                .await?;
-            let Some(count) = count else {
-                return Err(Failure::Other(anyhow::anyhow!("no such user")));
+            let (user, by) = (&arg.user_id, Requester::cli());
+            let done = match command {
+                UsersCommand::RevokeAll(_) => {
+                    service::devices::end_all(&db, user, &by, AuditAction::UserRevokeAll, None)
+                        .await?
+                        .map(|count| format!("revoked {count} devices"))
+                }
+                UsersCommand::Disable(_) => service::users::disable(&db, user, &by, None)
+                    .await?
+                    .map(|count| format!("disabled the user; revoked {count} devices")),
+                UsersCommand::Enable(_) => service::users::enable(&db, user, &by, None)
+                    .await?
+                    .then(|| "enabled the user".to_string()),
             };
-            match disable {
-                Some(true) => println!("disabled the user; revoked {count} devices"),
-                Some(false) => println!("enabled the user"),
-                None => println!("revoked {count} devices"),
-            }
+            println!("{}", done.ok_or_else(|| Failure::Other(anyhow::anyhow!("no such user")))?);
         }
         Command::Admins { command } => {
             let (arg, grant) = match command {
@@ -403,28 +390,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             let settings = load_settings(&arg.config)?;
             let db = open_database(&settings).await?;
-            let user_id = arg.user_id;
-            let changed = db
-                .write(move |conn| {
-                    let changed = accounts::set_admin(conn, &user_id, grant)?;
-                    if changed {
-                        accounts::audit::record(
-                            conn,
-                            accounts::audit::AuditEvent {
-                                actor: "cli",
-                                action: if grant { "admin.grant" } else { "admin.revoke" },
-                                user_id: Some(&user_id),
-                                device_id: None,
-                                detail: None,
-                            },
-                            &Default::default(),
-                            db::now(),
-                        )?;
-                    }
-                    Ok::<_, db::DbError>(changed)
-                })
-                .await?;
-            if !changed {
+            if !service::users::set_admin(&db, &arg.user_id, grant, &Requester::cli()).await? {
                 return Err(Failure::Other(anyhow::anyhow!("no such user")));
             }
             println!("{} the admin role", if grant { "granted" } else { "revoked" });

@@ -1,5 +1,5 @@
-//! `AppState`: what every handler shares. Its own module, so `app` (which builds it) and
-//! `http` (which reads it) do not import each other.
+//! `AppState`: what every handler and use case shares. Its own module, so `app` (which
+//! builds it), `service` and `http` (which read it) do not import each other.
 
 use std::sync::Arc;
 
@@ -9,12 +9,12 @@ use crate::crypto::blind_index::BlindIndex;
 use crate::crypto::signing::SigningKeys;
 use crate::crypto::user_keys::UserKeys;
 use crate::db::Db;
-use crate::http::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::providers::Providers;
+use crate::rate_limits::RateLimits;
+use crate::sessions::{self, Liveness, SuccessorKey};
 use crate::tokens::access::AccessTokenPolicy;
 use crate::tokens::nonce::NonceKey;
-use crate::tokens::refresh::{SessionPolicy, SuccessorKey};
 
 pub struct AppState {
     pub settings: Settings,
@@ -23,13 +23,15 @@ pub struct AppState {
     pub providers: Providers,
     pub clients: Arc<ClientRegistry>,
     pub access_policy: AccessTokenPolicy,
-    pub session_policy: SessionPolicy,
+    pub session_policy: sessions::Policy,
     pub successor_key: SuccessorKey,
     pub nonce_key: NonceKey,
     pub user_keys: Arc<UserKeys>,
     pub blind_index: Arc<BlindIndex>,
     pub metrics: Arc<Metrics>,
     pub rate_limits: Arc<RateLimits>,
+    /// Devices revoked recently: every access-token check reads this, not the database.
+    pub liveness: Arc<Liveness>,
 }
 
 impl AppState {

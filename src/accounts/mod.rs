@@ -1,45 +1,18 @@
-//! Users, their provider identities and their devices: sign-in, listing, revocation.
-//! A user is found by `(provider, subject)`, never by email.
+//! Users and their provider identities: who a verified sign-in is (found by `(provider,
+//! subject)`, never by e-mail), created on first sign-in, disabled, made admin. Their devices
+//! are `sessions`; their encrypted profile and linking are `profile`.
 
-pub mod audit;
 pub mod profile;
-pub mod returning;
 
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
 
 use crate::crypto::blind_index::BlindIndex;
 use crate::crypto::user_keys::UserKeys;
-use crate::db::schema::{devices, identities, refresh_tokens, used_assertions, users};
+use crate::db::schema::{identities, used_assertions, users};
 use crate::db::{DbConnection, DbError};
 use crate::providers::VerifiedAssertion;
 use crate::tokens::nonce::{NonceError, NonceKey};
-use crate::tokens::refresh::{self, SessionPolicy};
-use audit::{AuditEvent, Origin};
-
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
-#[diesel(table_name = devices)]
-pub struct Device {
-    pub id: String,
-    pub user_id: String,
-    pub client_id: String,
-    pub idp: String,
-    pub scope: String,
-    pub name: Option<String>,
-    pub platform: Option<String>,
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
-    pub created_at: i64,
-    pub last_seen_at: i64,
-    pub session_expires_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
-impl Device {
-    pub fn is_live(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.session_expires_at > now
-    }
-}
 
 /// A user row. Personal data is stored only encrypted under the user's key (`*_ct`); the
 /// plain `display_name` and `email` columns are left empty (older rows are moved by
@@ -79,24 +52,6 @@ pub struct Keys<'a> {
     pub blind_index: &'a BlindIndex,
 }
 
-/// A sign-in to record: the verified assertion plus what the client asked for.
-pub struct SignIn {
-    pub assertion: VerifiedAssertion,
-    /// The nonce the request carried, already compared with the token's claim.
-    pub nonce: Option<String>,
-    pub client_id: String,
-    pub scope: String,
-    pub device_name: Option<String>,
-    pub device_platform: Option<String>,
-    pub origin: Origin,
-}
-
-pub struct SignedIn {
-    pub user_id: String,
-    pub device: Device,
-    pub refresh_token: String,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
     #[error("the nonce is unknown, expired, already used, or issued to another client")]
@@ -124,19 +79,18 @@ impl From<NonceError> for SignInError {
     }
 }
 
-/// Records a sign-in in one transaction (the caller's): spends the nonce and the assertion,
-/// finds or creates the user, opens a new device with its first refresh token, and ends the
-/// user's longest-idle device when that puts them past the device cap.
-pub fn sign_in(
+/// Admits a verified sign-in, in the caller's transaction: spends the nonce and the
+/// assertion, finds or creates the user, refuses a disabled one, and stamps the identity's
+/// last login. Returns the user's id.
+pub fn admit(
     conn: &mut DbConnection,
-    request: &SignIn,
-    policy: &SessionPolicy,
     keys: &Keys<'_>,
+    assertion: &VerifiedAssertion,
+    nonce: Option<&str>,
+    client_id: &str,
     now: i64,
-) -> Result<SignedIn, SignInError> {
-    let assertion = &request.assertion;
-    spend_proof(conn, keys, assertion, request.nonce.as_deref(), &request.client_id, now)?;
-
+) -> Result<String, SignInError> {
+    spend_proof(conn, keys, assertion, nonce, client_id, now)?;
     let provider = assertion.provider.as_str();
     let user_id = match find_identity(conn, provider, &assertion.subject)? {
         Some(identity) => identity.user_id,
@@ -160,38 +114,7 @@ pub fn sign_in(
     )
     .set(identities::last_login_at.eq(now))
     .execute(conn)?;
-
-    let device = Device {
-        id: crate::db::new_id(),
-        user_id: user_id.clone(),
-        client_id: request.client_id.clone(),
-        idp: provider.to_string(),
-        scope: request.scope.clone(),
-        name: request.device_name.clone(),
-        platform: request.device_platform.clone(),
-        user_agent: request.origin.user_agent.clone(),
-        ip: request.origin.ip.clone(),
-        created_at: now,
-        last_seen_at: now,
-        session_expires_at: now + policy.max_ttl_secs,
-        revoked_at: None,
-    };
-    diesel::insert_into(devices::table).values(&device).execute(conn)?;
-    let refresh_token = refresh::issue_first(conn, &device, policy, now)?;
-    audit::record(
-        conn,
-        AuditEvent {
-            actor: &format!("user:{user_id}"),
-            action: "sign_in",
-            user_id: Some(&user_id),
-            device_id: Some(&device.id),
-            detail: Some(&format!("provider={provider} client={}", request.client_id)),
-        },
-        &request.origin,
-        now,
-    )?;
-    enforce_device_cap(conn, &user_id, policy.max_devices_per_user, &request.origin, now)?;
-    Ok(SignedIn { user_id, device, refresh_token })
+    Ok(user_id)
 }
 
 /// Whether the user is disabled, read under a share lock on their row (PostgreSQL; SQLite's
@@ -253,39 +176,6 @@ fn record_assertion(
     }
 }
 
-/// Past `cap` live devices, the longest-idle ones are ended (audited as `device.evicted`).
-pub fn enforce_device_cap(
-    conn: &mut DbConnection,
-    user_id: &str,
-    cap: i64,
-    origin: &Origin,
-    now: i64,
-) -> Result<(), DbError> {
-    let live = devices::table
-        .filter(devices::user_id.eq(user_id))
-        .filter(devices::revoked_at.is_null())
-        .filter(devices::session_expires_at.gt(now));
-    let count: i64 = live.count().get_result(conn)?;
-    if count <= cap {
-        return Ok(());
-    }
-    let idlest: Vec<Device> = live
-        .order((devices::last_seen_at.asc(), devices::id.asc()))
-        .limit(count - cap)
-        .select(Device::as_select())
-        .load(conn)?;
-    let by = Revocation {
-        actor: "system",
-        action: "device.evicted",
-        detail: Some(&format!("the user has more than {cap} live devices; the longest-idle one ends")),
-        origin,
-    };
-    for device in &idlest {
-        end_device(conn, device, &by, now)?;
-    }
-    Ok(())
-}
-
 fn find_identity(
     conn: &mut DbConnection,
     provider: &str,
@@ -343,231 +233,6 @@ fn create_user(
     })
 }
 
-pub fn find_device(conn: &mut DbConnection, device_id: &str) -> Result<Option<Device>, DbError> {
-    Ok(devices::table.find(device_id).select(Device::as_select()).first(conn).optional()?)
-}
-
-/// A device and whether its user is disabled, in one read.
-pub fn find_device_and_user_state(
-    conn: &mut DbConnection,
-    device_id: &str,
-) -> Result<Option<(Device, bool)>, DbError> {
-    let found: Option<(Device, Option<i64>)> = devices::table
-        .inner_join(users::table)
-        .filter(devices::id.eq(device_id))
-        .select((Device::as_select(), users::disabled_at))
-        .first(conn)
-        .optional()?;
-    Ok(found.map(|(device, disabled_at)| (device, disabled_at.is_some())))
-}
-
-/// `true` while the device may use its tokens: not revoked, session not past its maximum,
-/// and its user not disabled.
-pub fn is_device_live(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
-    let live: i64 = devices::table
-        .inner_join(users::table)
-        .filter(devices::id.eq(device_id))
-        .filter(devices::revoked_at.is_null())
-        .filter(devices::session_expires_at.gt(now))
-        .filter(users::disabled_at.is_null())
-        .count()
-        .get_result(conn)?;
-    Ok(live > 0)
-}
-
-/// Who ends a session and why, for the audit trail.
-pub struct Revocation<'a> {
-    /// `user:<id>`, `client:<id>`, `admin:<id>` or `cli`.
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub detail: Option<&'a str>,
-    pub origin: &'a Origin,
-}
-
-impl Revocation<'_> {
-    /// The audit event of this change to `user_id` (and `device_id`).
-    fn record(
-        &self,
-        conn: &mut DbConnection,
-        user_id: &str,
-        device_id: Option<&str>,
-        detail: Option<&str>,
-        now: i64,
-    ) -> Result<(), DbError> {
-        let event =
-            AuditEvent { actor: self.actor, action: self.action, user_id: Some(user_id), device_id, detail };
-        audit::record(conn, event, self.origin, now)
-    }
-}
-
-/// Ends a device: its refresh tokens are deleted, its access tokens fail the liveness check,
-/// and the revocation is audited. Returns `false` (and records nothing) when it was already revoked.
-pub fn end_device(
-    conn: &mut DbConnection,
-    device: &Device,
-    by: &Revocation<'_>,
-    now: i64,
-) -> Result<bool, DbError> {
-    if !revoke_device(conn, &device.id, now)? {
-        return Ok(false);
-    }
-    by.record(conn, &device.user_id, Some(&device.id), by.detail, now)?;
-    Ok(true)
-}
-
-/// Ends every live device of a user with one audit event; returns how many.
-pub fn end_all_devices(
-    conn: &mut DbConnection,
-    user_id: &str,
-    by: &Revocation<'_>,
-    now: i64,
-) -> Result<usize, DbError> {
-    let ids: Vec<String> = devices::table
-        .filter(devices::user_id.eq(user_id))
-        .filter(devices::revoked_at.is_null())
-        .select(devices::id)
-        .load(conn)?;
-    for id in &ids {
-        revoke_device(conn, id, now)?;
-    }
-    let detail = match by.detail {
-        Some(detail) => format!("{detail}; devices={}", ids.len()),
-        None => format!("devices={}", ids.len()),
-    };
-    by.record(conn, user_id, None, Some(&detail), now)?;
-    Ok(ids.len())
-}
-
-fn revoke_device(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, DbError> {
-    let revoked = diesel::update(
-        devices::table.filter(devices::id.eq(device_id)).filter(devices::revoked_at.is_null()),
-    )
-    .set(devices::revoked_at.eq(now))
-    .execute(conn)?;
-    diesel::delete(refresh_tokens::table.filter(refresh_tokens::device_id.eq(device_id))).execute(conn)?;
-    if revoked == 1 {
-        // Its access tokens are refused from memory on every replica (tokens::liveness).
-        crate::tokens::liveness::record(conn, device_id, now)?;
-    }
-    Ok(revoked == 1)
-}
-
-/// The live devices a client holds (to end them when the client is deleted).
-pub fn live_devices_of_client(conn: &mut DbConnection, client_id: &str) -> Result<Vec<Device>, DbError> {
-    Ok(devices::table
-        .filter(devices::client_id.eq(client_id))
-        .filter(devices::revoked_at.is_null())
-        .select(Device::as_select())
-        .load(conn)?)
-}
-
-/// Deletes a device outright, with its refresh tokens (`ON DELETE CASCADE`): for a device whose
-/// tokens never left idbridge.
-pub fn delete_device(conn: &mut DbConnection, device_id: &str) -> Result<(), DbError> {
-    diesel::delete(devices::table.find(device_id)).execute(conn)?;
-    Ok(())
-}
-
-/// Where a page of devices starts: after the device with this creation time and id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceCursor {
-    pub created_at: i64,
-    pub id: String,
-}
-
-/// One page of the user's devices that can still be used, newest first, and where the next
-/// page starts (when there is one).
-pub fn list_devices(
-    conn: &mut DbConnection,
-    user_id: &str,
-    now: i64,
-    after: Option<&DeviceCursor>,
-    limit: i64,
-) -> Result<(Vec<Device>, Option<DeviceCursor>), DbError> {
-    let mut query = devices::table
-        .filter(devices::user_id.eq(user_id))
-        .filter(devices::revoked_at.is_null())
-        .filter(devices::session_expires_at.gt(now))
-        .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(
-            devices::created_at
-                .lt(after.created_at)
-                .or(devices::created_at.eq(after.created_at).and(devices::id.lt(after.id.clone()))),
-        );
-    }
-    let mut page: Vec<Device> = query
-        .order((devices::created_at.desc(), devices::id.desc()))
-        .limit(limit + 1)
-        .select(Device::as_select())
-        .load(conn)?;
-    let next = if page.len() as i64 > limit {
-        page.truncate(limit as usize);
-        page.last().map(|d| DeviceCursor { created_at: d.created_at, id: d.id.clone() })
-    } else {
-        None
-    };
-    Ok((page, next))
-}
-
-/// Disables or enables a user, audited. Disabling ends every device at once (ASVS 7.4.2);
-/// enabling lets the user sign in again. `None` when there is no such user.
-pub fn set_disabled(
-    conn: &mut DbConnection,
-    user_id: &str,
-    disabled: bool,
-    by: &Revocation<'_>,
-    now: i64,
-) -> Result<Option<usize>, DbError> {
-    if !user_exists(conn, user_id)? {
-        return Ok(None);
-    }
-    diesel::update(users::table.find(user_id))
-        .set(users::disabled_at.eq(disabled.then_some(now)))
-        .execute(conn)?;
-    if disabled {
-        crate::admin::sessions::end_for_user(conn, user_id)?;
-        return end_all_devices(conn, user_id, by, now).map(Some);
-    }
-    by.record(conn, user_id, None, by.detail, now)?;
-    Ok(Some(0))
-}
-
-/// Brings every live device's session end within today's `refresh_max_ttl`: a device signed
-/// in under a longer maximum ends `max_ttl_secs` after its sign-in, as a new one would. (A
-/// raised maximum does not lengthen sessions already begun.) A device whose session thereby
-/// ended already has its access tokens refused at once, like a revoked one's. Returns how many
-/// sessions were shortened.
-pub fn apply_session_max(conn: &mut DbConnection, max_ttl_secs: i64, now: i64) -> Result<usize, DbError> {
-    let ended_now: Vec<String> = devices::table
-        .filter(devices::revoked_at.is_null())
-        .filter(devices::session_expires_at.gt(now))
-        .filter((devices::created_at + max_ttl_secs).le(now))
-        .select(devices::id)
-        .load(conn)?;
-    for device_id in &ended_now {
-        crate::tokens::liveness::record(conn, device_id, now)?;
-    }
-    Ok(diesel::update(
-        devices::table
-            .filter(devices::revoked_at.is_null())
-            .filter(devices::session_expires_at.gt(devices::created_at + max_ttl_secs)),
-    )
-    .set(devices::session_expires_at.eq(devices::created_at + max_ttl_secs))
-    .execute(conn)?)
-}
-
-/// Deletes devices revoked, or whose session ended, before `before`; their refresh tokens go
-/// with them (`ON DELETE CASCADE`).
-pub fn delete_ended_devices(conn: &mut DbConnection, before: i64) -> Result<usize, DbError> {
-    Ok(diesel::delete(
-        devices::table
-            .filter(devices::revoked_at.lt(before))
-            .or_filter(devices::session_expires_at.lt(before)),
-    )
-    .execute(conn)?)
-}
-
 /// Locks the user's row until the caller's transaction ends (a no-op update: a row lock on
 /// PostgreSQL; SQLite's writer is serial anyway), so changes to one user's identities or keys
 /// queue instead of racing. `false` when there is no such user.
@@ -582,12 +247,28 @@ pub fn user_exists(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbErr
     Ok(n > 0)
 }
 
-/// Grants or takes away the admin role; `false` when there is no such user. Taking it away
-/// ends the user's admin console sessions.
+/// Whether the user has the admin role (`idbridge admins grant`); an error when there is no
+/// such user.
+pub fn is_admin(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
+    Ok(users::table.find(user_id).select(users::is_admin).first(conn)?)
+}
+
+/// Grants or takes away the admin role; `false` when there is no such user.
 pub fn set_admin(conn: &mut DbConnection, user_id: &str, admin: bool) -> Result<bool, DbError> {
     let n = diesel::update(users::table.find(user_id)).set(users::is_admin.eq(admin)).execute(conn)?;
-    if !admin {
-        crate::admin::sessions::end_for_user(conn, user_id)?;
-    }
+    Ok(n == 1)
+}
+
+/// Disables (from `now`) or enables a user; `false` when there is no such user. What else a
+/// disable ends is `service::users`.
+pub fn set_disabled(
+    conn: &mut DbConnection,
+    user_id: &str,
+    disabled: bool,
+    now: i64,
+) -> Result<bool, DbError> {
+    let n = diesel::update(users::table.find(user_id))
+        .set(users::disabled_at.eq(disabled.then_some(now)))
+        .execute(conn)?;
     Ok(n == 1)
 }

@@ -5,8 +5,8 @@
 use chacha20poly1305::XChaCha20Poly1305;
 use diesel::prelude::*;
 
-use super::audit::{self, AuditEvent, Origin};
 use super::{Identity, User};
+use crate::audit::{self, Actor, AuditAction, AuditEvent, Origin};
 use crate::crypto::blind_index::BlindIndex;
 use crate::crypto::user_keys::{self, UserKeyError, UserKeys};
 use crate::db::schema::{identities, users};
@@ -105,42 +105,12 @@ pub fn find_by_email(
         .load(conn)?)
 }
 
-/// Deletes a user with their identities, devices, tokens and every data key (crypto-shredding),
-/// audited. `false` when there was no such user. The caller evicts the user's cached keys
-/// once the transaction has committed.
-pub fn delete_user(
-    conn: &mut DbConnection,
-    user_id: &str,
-    actor: &str,
-    origin: &Origin,
-    now: i64,
-) -> Result<bool, DbError> {
-    // Their devices go with them; their access tokens must be refused everywhere.
-    let live: Vec<String> = crate::db::schema::devices::table
-        .filter(crate::db::schema::devices::user_id.eq(user_id))
-        .filter(crate::db::schema::devices::revoked_at.is_null())
-        .select(crate::db::schema::devices::id)
-        .load(conn)?;
-    let deleted = diesel::delete(users::table.find(user_id)).execute(conn)?;
-    if deleted == 0 {
-        return Ok(false);
-    }
-    for device_id in &live {
-        crate::tokens::liveness::record(conn, device_id, now)?;
-    }
-    audit::record(
-        conn,
-        AuditEvent {
-            actor,
-            action: "user.delete",
-            user_id: Some(user_id),
-            device_id: None,
-            detail: Some("data keys destroyed"),
-        },
-        origin,
-        now,
-    )?;
-    Ok(true)
+/// Deletes a user's row, and with it (`ON DELETE CASCADE`) their identities, devices,
+/// refresh tokens and every data key (crypto-shredding). `false` when there was no such user.
+/// The whole use case (ending the devices everywhere, the audit, the key cache) is
+/// `service::users::delete`.
+pub fn delete_user(conn: &mut DbConnection, user_id: &str) -> Result<bool, DbError> {
+    Ok(diesel::delete(users::table.find(user_id)).execute(conn)? == 1)
 }
 
 /// Moves up to `batch` users written before per-user keys: each gets key version 1, and their
@@ -298,8 +268,8 @@ pub fn link_identity(
     };
     let detail = format!("provider={provider}");
     let event = AuditEvent {
-        actor: &format!("user:{user_id}"),
-        action: "identity.link",
+        actor: &Actor::User(user_id.to_string()),
+        action: AuditAction::IdentityLink,
         user_id: Some(user_id),
         device_id: None,
         detail: Some(&detail),
@@ -342,8 +312,8 @@ pub fn unlink_identity(
     .execute(conn)?;
     let detail = format!("provider={provider}");
     let event = AuditEvent {
-        actor: &format!("user:{user_id}"),
-        action: "identity.unlink",
+        actor: &Actor::User(user_id.to_string()),
+        action: AuditAction::IdentityUnlink,
         user_id: Some(user_id),
         device_id: None,
         detail: Some(&detail),

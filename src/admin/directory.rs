@@ -7,11 +7,12 @@ use diesel::sql_types::{BigInt, Text};
 
 use super::chart::DAY_SECS;
 use crate::accounts::profile::{self, Profile};
-use crate::accounts::Device;
+use crate::audit::AuditAction;
 use crate::crypto::blind_index::BlindIndex;
 use crate::crypto::user_keys::UserKeys;
 use crate::db::schema::{admin_sessions, audit_events, devices, identities, users};
 use crate::db::{DbConnection, DbError};
+use crate::sessions::{live, Device};
 
 /// Days the overview's charts cover, today included.
 pub const CHART_DAYS: i64 = 30;
@@ -38,18 +39,15 @@ struct DayCount {
 
 pub fn overview(conn: &mut DbConnection, now: i64) -> Result<Overview, DbError> {
     let users: i64 = users::table.count().get_result(conn)?;
-    let live_devices: i64 = devices::table
-        .filter(devices::revoked_at.is_null())
-        .filter(devices::session_expires_at.gt(now))
-        .count()
-        .get_result(conn)?;
+    let live_devices: i64 = devices::table.filter(live(now)).count().get_result(conn)?;
     let today = now.div_euclid(DAY_SECS);
     let first_day = today - (CHART_DAYS - 1);
     // Grouped in the database: only 60 rows come back however busy the month was. The bound
     // is a number computed here, never input.
+    let (sign_in, reuse_action) = (AuditAction::SignIn.as_str(), AuditAction::RefreshTokenReuse.as_str());
     let query = format!(
         "SELECT at / {DAY_SECS} AS day, action, COUNT(*) AS n FROM audit_events \
-         WHERE at >= {} AND action IN ('sign_in', 'refresh_token.reuse') \
+         WHERE at >= {} AND action IN ('{sign_in}', '{reuse_action}') \
          GROUP BY at / {DAY_SECS}, action",
         first_day * DAY_SECS
     );
@@ -65,7 +63,7 @@ pub fn overview(conn: &mut DbConnection, now: i64) -> Result<Overview, DbError> 
             continue;
         };
         match row.action.as_str() {
-            "sign_in" => sign_ins[slot] += row.n,
+            action if action == sign_in => sign_ins[slot] += row.n,
             _ => reuse[slot] += row.n,
         }
     }

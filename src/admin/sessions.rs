@@ -40,8 +40,8 @@ pub struct AdminSession {
 
 impl AdminSession {
     /// `admin:<user id>`, the actor of audit events.
-    pub fn actor(&self) -> String {
-        format!("admin:{}", self.user_id)
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor::Admin(self.user_id.clone())
     }
 
     /// Constant-time comparison with the token a form sent.
@@ -99,8 +99,7 @@ pub fn find(
         .filter(admin_sessions::last_seen_at.gt(now - policy.idle_secs))
         .filter(users::is_admin.eq(true))
         .filter(users::disabled_at.is_null())
-        .filter(devices::revoked_at.is_null())
-        .filter(devices::session_expires_at.gt(now))
+        .filter(crate::sessions::live(now))
         .select((admin_sessions::user_id, admin_sessions::device_id, admin_sessions::last_seen_at))
         .first(conn)
         .optional()?;

@@ -76,7 +76,7 @@ pub fn load_or_create(
                 .values((
                     server_secrets::name.eq(name),
                     server_secrets::wrapped.eq(keyring.wrap(&fresh, aad(name).as_bytes())),
-                    server_secrets::created_at.eq(db::now()),
+                    server_secrets::created_at.eq(crate::clock::now()),
                 ))
                 .execute(conn)?;
             fresh

@@ -20,6 +20,8 @@ use crate::db::schema::signing_keys;
 use crate::db::{self, DbConnection, DbError};
 
 /// `Cache-Control: max-age` of the JWKS.
+/// The notice that signing keys changed (`db::notify`).
+pub const CHANGED: &str = "keys";
 pub const JWKS_MAX_AGE_SECS: i64 = 300;
 /// How often every replica reloads keys from the database (see `housekeeping`).
 pub const KEY_RELOAD_SECS: i64 = 60;
@@ -225,7 +227,7 @@ impl SigningKeys {
         };
         diesel::insert_into(signing_keys::table).values(&row).execute(conn)?;
         // Every replica reloads its keys now rather than at its next periodic reload.
-        crate::tokens::liveness::notify(conn, &crate::tokens::liveness::Notice::KeysChanged)?;
+        db::notify::publish(conn, CHANGED, "")?;
         Ok(kid)
     }
 

@@ -391,7 +391,7 @@ pub fn rewrap_batch(
         let dek = Zeroizing::new(keyring.unwrap(&wrapped, &aad).map_err(UserKeyError::Unwrap)?);
         rewrapped.push((user_id, version, keyring.wrap(&dek, &aad)));
     }
-    crate::db::store_rewrapped_user_keys(conn, &rewrapped, &current)?;
+    store_rewrapped(conn, &rewrapped, &current)?;
     Ok(rewrapped.len())
 }
 
@@ -402,6 +402,44 @@ pub fn count_by_wrapping_key(conn: &mut DbConnection) -> Result<Vec<(String, i64
         .select((user_keys::wrapped_by, diesel::dsl::count_star()))
         .order(user_keys::wrapped_by.asc())
         .load(conn)?)
+}
+
+/// Stores rewrapped user keys `(user_id, version, wrapped)`, all now wrapped by `wrapped_by`.
+/// PostgreSQL takes the batch in one statement (arrays through `unnest`); SQLite, whose
+/// statements cost no round trip, one `UPDATE` per row.
+fn store_rewrapped(
+    conn: &mut DbConnection,
+    rows: &[(String, i32, Vec<u8>)],
+    wrapped_by: &str,
+) -> Result<(), DbError> {
+    use diesel::prelude::*;
+    use diesel::sql_types::{Array, Binary, Integer, Text};
+
+    match conn {
+        DbConnection::Pg(c) => {
+            let users: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+            let versions: Vec<i32> = rows.iter().map(|r| r.1).collect();
+            let wrapped: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
+            diesel::sql_query(
+                "UPDATE user_keys AS k SET wrapped = v.wrapped, wrapped_by = $4 \
+                 FROM unnest($1::text[], $2::int[], $3::bytea[]) AS v(user_id, version, wrapped) \
+                 WHERE k.user_id = v.user_id AND k.version = v.version",
+            )
+            .bind::<Array<Text>, _>(users)
+            .bind::<Array<Integer>, _>(versions)
+            .bind::<Array<Binary>, _>(wrapped)
+            .bind::<Text, _>(wrapped_by)
+            .execute(c)?;
+        }
+        DbConnection::Sqlite(c) => {
+            for (user_id, version, wrapped) in rows {
+                diesel::update(user_keys::table.find((user_id, version)))
+                    .set((user_keys::wrapped.eq(wrapped), user_keys::wrapped_by.eq(wrapped_by)))
+                    .execute(c)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use base64::Engine;
 use secrecy::SecretString;
 
 use super::errors::{OAuthError, Problem};
-use crate::accounts::audit::Origin;
+use crate::audit::{Actor, AuditAction, AuditEvent, Origin};
 use crate::clients::{Client, ClientAuthError, ClientCredentials, ClientKind};
 use crate::db::DbError;
 use crate::state::AppState;
@@ -192,7 +192,7 @@ impl FromRequest for Caller {
 /// `exp`; a client that still exists; a live device of a user who is not disabled. The scope is
 /// narrowed to the client's scopes now. `None` for any token that is not live.
 pub async fn check_access_token(state: &AppState, token: &str) -> Result<Option<AccessClaims>, DbError> {
-    let now = crate::db::now();
+    let now = crate::clock::now();
     let Ok(mut claims) = access::verify(&state.keys, &state.access_policy, token, now) else {
         return Ok(None);
     };
@@ -200,8 +200,8 @@ pub async fn check_access_token(state: &AppState, token: &str) -> Result<Option<
         return Ok(None);
     };
     claims.scope = client.current_scope(&claims.scope);
-    // From memory: the devices revoked within an access token's lifetime (tokens::liveness).
-    Ok((!state.db.liveness().is_revoked(&claims.sid)).then_some(claims))
+    // From memory: the devices revoked within an access token's lifetime (`sessions::liveness`).
+    Ok((!state.liveness.is_revoked(&claims.sid)).then_some(claims))
 }
 
 /// The caller of `/v1/crypto`: a user with their own access token, or a confidential client
@@ -219,9 +219,9 @@ impl CryptoCaller {
     pub fn user_id(&self, named: Option<&str>) -> Result<String, Problem> {
         let named = named
             .map(|n| {
-                uuid::Uuid::try_parse(n)
-                    .map(|id| id.hyphenated().to_string())
-                    .map_err(|_| Problem::bad_request("user_id is not a user id"))
+                crate::ids::UserId::parse(n)
+                    .map(|id| id.to_string())
+                    .ok_or_else(|| Problem::bad_request("user_id is not a user id"))
             })
             .transpose()?;
         match (self, named) {
@@ -238,10 +238,10 @@ impl CryptoCaller {
     }
 
     /// Who the audit trail names.
-    pub fn actor(&self) -> String {
+    pub fn actor(&self) -> crate::audit::Actor {
         match self {
-            CryptoCaller::User { user_id } => format!("user:{user_id}"),
-            CryptoCaller::Service { client_id } => format!("client:{client_id}"),
+            CryptoCaller::User { user_id } => crate::audit::Actor::User(user_id.clone()),
+            CryptoCaller::Service { client_id } => crate::audit::Actor::Client(client_id.clone()),
         }
     }
 }
@@ -297,18 +297,18 @@ impl FromRequest for CryptoCaller {
                 .map_err(|_| Problem::too_many_requests())?;
             if !client.scopes.iter().any(|s| s == CRYPTO_SCOPE) {
                 let detail = format!("{path}: this client is not granted scope crypto");
-                let actor = format!("client:{}", client.id);
+                let actor = Actor::Client(client.id.clone());
                 let audited = state
                     .db
                     .write(move |conn| {
-                        let event = crate::accounts::audit::AuditEvent {
+                        let event = AuditEvent {
                             actor: &actor,
-                            action: "crypto.refused",
+                            action: AuditAction::CryptoRefused,
                             user_id: None,
                             device_id: None,
                             detail: Some(&detail),
                         };
-                        crate::accounts::audit::record(conn, event, &origin, crate::db::now())
+                        crate::audit::record(conn, event, &origin, crate::clock::now())
                     })
                     .await;
                 if let Err(e) = audited {

@@ -73,12 +73,12 @@ fn error_page(status: StatusCode, message: &str) -> HttpResponse {
 }
 
 /// The 429 page, with the `Retry-After` the limiter gave.
-fn too_many(limited: &super::errors::OAuthError) -> HttpResponse {
+fn too_many(limited: &crate::rate_limits::RetryAfter) -> HttpResponse {
     let mut response = error_page(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many sign-in attempts from your address. Wait a little and try again.",
     );
-    let secs = limited.retry_after().unwrap_or(1);
+    let secs = limited.0;
     if let Ok(value) = header::HeaderValue::from_str(&secs.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
@@ -294,7 +294,7 @@ pub async fn authorize(
         provider: provider.as_str().to_string(),
         upstream_nonce: None,
         upstream_verifier: None,
-        expires_at: crate::db::now() + codes::LOGIN_TTL_SECS,
+        expires_at: crate::clock::now() + codes::LOGIN_TTL_SECS,
     };
     let next = if provider == ProviderKind::Dev {
         None
@@ -390,7 +390,7 @@ async fn take_login(
             ));
         }
     }
-    match state.db.write(move |conn| codes::take_login(conn, &id, &hash, crate::db::now())).await {
+    match state.db.write(move |conn| codes::take_login(conn, &id, &hash, crate::clock::now())).await {
         Ok(Some(login)) => Ok(login),
         Ok(None) => Err(unknown()),
         Err(e) => {
@@ -410,22 +410,7 @@ async fn finish(
     assertion: VerifiedAssertion,
 ) -> HttpResponse {
     let issuer = state.settings.issuer().to_string();
-    let app = state.clone();
-    let (row, proof) = (login.clone(), assertion.clone());
-    let issued = state
-        .db
-        .write(move |conn| {
-            let now = crate::db::now();
-            crate::accounts::spend_proof(conn, &app.sign_in_keys(), &proof, None, &row.client_id, now)?;
-            Ok::<_, crate::accounts::SignInError>(codes::issue_code(
-                conn,
-                app.user_keys.keyring(),
-                &row,
-                &proof,
-                now,
-            )?)
-        })
-        .await;
+    let issued = crate::service::identities::issue_code(state, login.clone(), assertion).await;
     match issued {
         Ok(code) => {
             to_client(&login.redirect_uri, &[("code", &code)], login.client_state.as_deref(), &issuer)
@@ -529,7 +514,7 @@ pub async fn dev_login(
         name: Some(name),
         nonce: None,
         assertion_hash: None,
-        expires_at: crate::db::now() + codes::CODE_TTL_SECS,
+        expires_at: crate::clock::now() + codes::CODE_TTL_SECS,
     };
     finish(&state, login, assertion).await
 }

@@ -10,9 +10,10 @@ use serde_json::json;
 
 use super::auth::{origin, CryptoCaller};
 use super::errors::Problem;
-use crate::accounts::audit::{self, AuditEvent, Origin};
-use crate::crypto::user_keys::{KeyVersion, UserKeyError, UserKeys};
-use crate::db::{DbConnection, DbError};
+use crate::audit::AuditAction;
+use crate::crypto::user_keys::UserKeyError;
+use crate::ids::UserId;
+use crate::service::{self, crypto::Call};
 use crate::state::AppState;
 
 /// Longest `context` accepted.
@@ -62,7 +63,7 @@ impl CiphertextBody {
     pub fn check_fields(&self) -> Result<(), Problem> {
         context(self.context.clone())?;
         if let Some(named) = &self.user_id {
-            uuid::Uuid::try_parse(named).map_err(|_| Problem::bad_request("user_id is not a user id"))?;
+            UserId::parse(named).ok_or_else(|| Problem::bad_request("user_id is not a user id"))?;
         }
         Ok(())
     }
@@ -78,31 +79,14 @@ fn context(value: Option<String>) -> Result<String, Problem> {
     Ok(context)
 }
 
-/// Who a call acts as and for whom, for its audit event.
-struct CallAudit {
-    actor: String,
-    user_id: Option<String>,
-    origin: Origin,
-}
-
-impl CallAudit {
-    fn record(&self, conn: &mut DbConnection, action: &str, detail: Option<&str>) -> Result<(), DbError> {
-        let user_id = self.user_id.as_deref();
-        let event = AuditEvent { actor: &self.actor, action, user_id, device_id: None, detail };
-        audit::record(conn, event, &self.origin, crate::db::now())
-    }
-}
-
 /// A service call refused after its client proved its secret (a bad `user_id`, context or
-/// ciphertext, another user's data, a deleted user) is audited as `crypto.refused`, with the
-/// reason; nothing else of it was committed. A failure to write that event is logged and the
-/// refusal still answered.
+/// ciphertext, another user's data, a deleted user) is audited (`service::crypto`).
 async fn audit_refusal<T>(
     state: &web::Data<AppState>,
     caller: &CryptoCaller,
     named: Option<String>,
     req: &HttpRequest,
-    action: &'static str,
+    action: AuditAction,
     result: Result<T, Problem>,
 ) -> Result<T, Problem> {
     let (Err(problem), CryptoCaller::Service { .. }) = (&result, caller) else {
@@ -111,42 +95,15 @@ async fn audit_refusal<T>(
     if !problem.status_code().is_client_error() {
         return result;
     }
-    let user_id = named.and_then(|n| uuid::Uuid::try_parse(&n).ok()).map(|id| id.hyphenated().to_string());
-    let audit = CallAudit { actor: caller.actor(), user_id, origin: origin(req) };
-    let detail = format!("{action}: {}", problem.detail());
-    if let Err(e) = state.db.write(move |conn| audit.record(conn, "crypto.refused", Some(&detail))).await {
-        tracing::warn!(error = %e, "cannot audit a refused crypto call");
-    }
+    let user_id = named.and_then(|n| UserId::parse(&n)).map(|id| id.to_string());
+    let reason = problem.detail().to_string();
+    service::crypto::record_refusal(&state.db, caller.actor(), user_id, action, reason, origin(req)).await;
     result
 }
 
-/// Runs `op` with the user's keys: a read for the user themself; for a service, a write that
-/// also records the audit event, so no service call goes unaudited. (A refused one is undone
-/// and audited by [`audit_refusal`].)
-async fn with_user_keys<T: Send + 'static>(
-    state: &web::Data<AppState>,
-    caller: &CryptoCaller,
-    user_id: String,
-    action: &'static str,
-    origin: Origin,
-    op: impl FnOnce(&mut DbConnection, &UserKeys, &str) -> Result<T, UserKeyError> + Send + 'static,
-) -> Result<T, Problem> {
-    let app = state.clone();
-    match caller {
-        CryptoCaller::User { .. } => Ok(state.db.run(move |conn| op(conn, &app.user_keys, &user_id)).await?),
-        CryptoCaller::Service { .. } => {
-            let audit = CallAudit { actor: caller.actor(), user_id: Some(user_id), origin };
-            Ok(state
-                .db
-                .write(move |conn| {
-                    let user_id = audit.user_id.as_deref().unwrap_or_default();
-                    let result = op(conn, &app.user_keys, user_id)?;
-                    audit.record(conn, action, None)?;
-                    Ok::<_, UserKeyError>(result)
-                })
-                .await?)
-        }
-    }
+/// The call a request makes, once its user is known.
+fn call(caller: &CryptoCaller, req: &HttpRequest, user_id: String) -> Call {
+    Call { actor: caller.actor(), user_id, origin: origin(req) }
 }
 
 pub async fn encrypt(
@@ -158,7 +115,7 @@ pub async fn encrypt(
     let body = body.into_inner();
     let named = body.user_id.clone();
     let result = encrypt_for(&state, &caller, &req, body).await;
-    audit_refusal(&state, &caller, named, &req, "crypto.encrypt", result).await
+    audit_refusal(&state, &caller, named, &req, AuditAction::CryptoEncrypt, result).await
 }
 
 async fn encrypt_for(
@@ -175,10 +132,7 @@ async fn encrypt_for(
             .map_err(|_| Problem::bad_request("plaintext must be base64"))?,
     );
     let (ciphertext, version) =
-        with_user_keys(state, caller, user_id, "crypto.encrypt", origin(req), move |conn, keys, user| {
-            keys.encrypt(conn, user, &context, &plaintext)
-        })
-        .await?;
+        service::crypto::encrypt(state, call(caller, req, user_id), context, plaintext).await?;
     Ok(HttpResponse::Ok().json(json!({ "ciphertext": ciphertext, "key_version": version })))
 }
 
@@ -191,7 +145,7 @@ pub async fn decrypt(
     let body = body.into_inner();
     let named = body.user_id.clone();
     let result = decrypt_for(&state, &caller, &req, body).await;
-    audit_refusal(&state, &caller, named, &req, "crypto.decrypt", result).await
+    audit_refusal(&state, &caller, named, &req, AuditAction::CryptoDecrypt, result).await
 }
 
 async fn decrypt_for(
@@ -202,21 +156,8 @@ async fn decrypt_for(
 ) -> Result<HttpResponse, Problem> {
     let user_id = caller.user_id(body.user_id.as_deref())?;
     let context = context(body.context)?;
-    let ciphertext = body.ciphertext;
-    // The user's own token was just checked live, so a cached key needs no database read.
-    let cached = match caller {
-        CryptoCaller::User { .. } => state.user_keys.decrypt_cached(&user_id, &context, &ciphertext),
-        CryptoCaller::Service { .. } => None,
-    };
-    let plaintext = match cached {
-        Some(result) => result?,
-        None => {
-            with_user_keys(state, caller, user_id, "crypto.decrypt", origin(req), move |conn, keys, user| {
-                keys.decrypt(conn, user, &context, &ciphertext)
-            })
-            .await?
-        }
-    };
+    let plaintext =
+        service::crypto::decrypt(state, call(caller, req, user_id), context, body.ciphertext).await?;
     Ok(HttpResponse::Ok().json(json!({ "plaintext": STANDARD.encode(&*plaintext) })))
 }
 
@@ -229,7 +170,7 @@ pub async fn rewrap(
     let body = body.into_inner();
     let named = body.user_id.clone();
     let result = rewrap_for(&state, &caller, &req, body).await;
-    audit_refusal(&state, &caller, named, &req, "crypto.rewrap", result).await
+    audit_refusal(&state, &caller, named, &req, AuditAction::CryptoRewrap, result).await
 }
 
 async fn rewrap_for(
@@ -240,12 +181,8 @@ async fn rewrap_for(
 ) -> Result<HttpResponse, Problem> {
     let user_id = caller.user_id(body.user_id.as_deref())?;
     let context = context(body.context)?;
-    let ciphertext = body.ciphertext;
     let (ciphertext, version) =
-        with_user_keys(state, caller, user_id, "crypto.rewrap", origin(req), move |conn, keys, user| {
-            keys.rewrap(conn, user, &context, &ciphertext)
-        })
-        .await?;
+        service::crypto::rewrap(state, call(caller, req, user_id), context, body.ciphertext).await?;
     Ok(HttpResponse::Ok().json(json!({ "ciphertext": ciphertext, "key_version": version })))
 }
 
@@ -259,7 +196,7 @@ pub async fn rotate(
     let body = body.map(web::Json::into_inner).unwrap_or_default();
     let named = body.user_id.clone();
     let result = rotate_for(&state, &caller, &req, body).await;
-    audit_refusal(&state, &caller, named, &req, "crypto.rotate", result).await
+    audit_refusal(&state, &caller, named, &req, AuditAction::CryptoRotate, result).await
 }
 
 async fn rotate_for(
@@ -269,21 +206,6 @@ async fn rotate_for(
     body: RotateBody,
 ) -> Result<HttpResponse, Problem> {
     let user_id = caller.user_id(body.user_id.as_deref())?;
-    let audit = CallAudit { actor: caller.actor(), user_id: Some(user_id.clone()), origin: origin(req) };
-    let app = state.clone();
-    let evict = user_id.clone();
-    let version: KeyVersion = state
-        .db
-        .write(move |conn| {
-            // Concurrent rotations of one user queue here instead of racing for the same version.
-            if !crate::accounts::lock_user(conn, &user_id)? {
-                return Err(UserKeyError::UserGone);
-            }
-            let version = app.user_keys.rotate(conn, &user_id, crate::db::now())?;
-            audit.record(conn, "crypto.rotate", Some(&format!("key_version={version}")))?;
-            Ok::<_, UserKeyError>(version)
-        })
-        .await?;
-    state.user_keys.forget(&evict);
+    let version = service::crypto::rotate(state, call(caller, req, user_id)).await?;
     Ok(HttpResponse::Ok().json(json!({ "key_version": version })))
 }

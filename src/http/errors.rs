@@ -248,3 +248,9 @@ impl From<DbError> for Problem {
         }
     }
 }
+
+impl From<crate::rate_limits::RetryAfter> for OAuthError {
+    fn from(limited: crate::rate_limits::RetryAfter) -> Self {
+        OAuthError::too_many_requests(limited.0)
+    }
+}

@@ -22,11 +22,6 @@ pub fn text<'a>(
     }
 }
 
-/// `true` for a device or user id as idbridge makes them (a UUID); anything else cannot exist.
-pub fn is_uuid(id: &str) -> bool {
-    uuid::Uuid::try_parse(id).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

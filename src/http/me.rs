@@ -9,11 +9,15 @@ use serde_json::json;
 use super::auth::{origin, Caller};
 use super::errors::OAuthError;
 use super::errors::Problem;
-use super::input::{self, is_uuid};
+use super::input;
 use super::oauth::{verify_subject_token, SubjectRefused, SubjectToken};
-use crate::accounts::SignInError;
-use crate::accounts::{self, profile, DeviceCursor, Revocation};
+use crate::accounts::{profile, SignInError};
+use crate::audit::{Actor, AuditAction};
+use crate::ids::{DeviceId, UserId};
 use crate::providers::ProviderKind;
+use crate::service::devices::Owner;
+use crate::service::{self, Requester};
+use crate::sessions::{devices, DeviceCursor};
 use crate::state::AppState;
 
 fn rfc3339(unix: i64) -> String {
@@ -66,7 +70,7 @@ fn decode_cursor(text: &str) -> Option<DeviceCursor> {
     let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
     let (created_at, id) = raw.split_once(':')?;
     let created_at = created_at.parse().ok()?;
-    is_uuid(id).then(|| DeviceCursor { created_at, id: id.to_string() })
+    DeviceId::parse(id).map(|id| DeviceCursor { created_at, id: id.to_string() })
 }
 
 pub async fn devices(
@@ -89,7 +93,7 @@ pub async fn devices(
     let user_id = caller.claims.sub.clone();
     let (devices, next) = state
         .db
-        .run(move |conn| accounts::list_devices(conn, &user_id, crate::db::now(), after.as_ref(), limit))
+        .run(move |conn| devices::list(conn, &user_id, crate::clock::now(), after.as_ref(), limit))
         .await?;
     let devices: Vec<_> = devices
         .iter()
@@ -114,36 +118,24 @@ pub async fn revoke_device(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let device_id = path.into_inner();
-    if !is_uuid(&device_id) {
-        return Err(Problem::not_found("no such device"));
-    }
-    let user_id = caller.claims.sub.clone();
-    let origin = origin(&req);
-    let revoked = state
-        .db
-        .write(move |conn| {
-            let now = crate::db::now();
-            let owned =
-                accounts::find_device(conn, &device_id)?.filter(|d| d.user_id == user_id && d.is_live(now));
-            let Some(device) = owned else {
-                return Ok(false);
-            };
-            let by = Revocation {
-                actor: &format!("user:{user_id}"),
-                action: "device.revoke",
-                detail: None,
-                origin: &origin,
-            };
-            accounts::end_device(conn, &device, &by, now)?;
-            Ok::<_, crate::db::DbError>(true)
-        })
-        .await?;
-    if revoked {
+    let device = DeviceId::parse(&path.into_inner()).ok_or_else(|| Problem::not_found("no such device"))?;
+    let (user, by) = caller_as_user(&caller, &req);
+    let owner = Owner::LiveOfUser(user);
+    if service::devices::end(&state.db, &device, &owner, &by, AuditAction::DeviceRevoke, None)
+        .await?
+        .is_some()
+    {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(Problem::not_found("no such device"))
     }
+}
+
+/// The user an access token names, acting for themselves.
+fn caller_as_user(caller: &Caller, req: &HttpRequest) -> (UserId, Requester) {
+    let user = UserId::trusted(caller.claims.sub.clone());
+    let by = Requester::new(Actor::User(user.to_string()), origin(req));
+    (user, by)
 }
 
 pub async fn logout_all(
@@ -151,21 +143,8 @@ pub async fn logout_all(
     caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    let user_id = caller.claims.sub.clone();
-    let origin = origin(&req);
-    state
-        .db
-        .write(move |conn| {
-            let now = crate::db::now();
-            let by = Revocation {
-                actor: &format!("user:{user_id}"),
-                action: "user.logout_all",
-                detail: None,
-                origin: &origin,
-            };
-            accounts::end_all_devices(conn, &user_id, &by, now)
-        })
-        .await?;
+    let (user, by) = caller_as_user(&caller, &req);
+    service::devices::end_all(&state.db, &user, &by, AuditAction::UserLogoutAll, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -175,19 +154,8 @@ pub async fn delete_me(
     caller: Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    let user_id = caller.claims.sub.clone();
-    let origin = origin(&req);
-    let deleted = {
-        let user_id = user_id.clone();
-        state
-            .db
-            .write(move |conn| {
-                profile::delete_user(conn, &user_id, &format!("user:{user_id}"), &origin, crate::db::now())
-            })
-            .await?
-    };
-    state.user_keys.forget(&user_id);
-    if !deleted {
+    let (user, by) = caller_as_user(&caller, &req);
+    if !service::users::delete(&state.db, &state.user_keys, &user, &by).await? {
         return Err(Problem::not_found("the user no longer exists"));
     }
     Ok(HttpResponse::NoContent().finish())
@@ -233,26 +201,20 @@ pub async fn link_identity(
         SubjectRefused::Refused(m) => Problem::bad_request(m),
     })?;
     let (provider, subject) = (assertion.provider.as_str(), assertion.subject.clone());
-    let (user_id, client_id) = (caller.claims.sub.clone(), caller.claims.client_id.clone());
-    let origin = origin(&req);
-    let app = state.clone();
-    let linked = state
-        .db
-        .write(move |conn| {
-            let link = profile::Link {
-                user_id: &user_id,
-                client_id: &client_id,
-                assertion: &assertion,
-                nonce: nonce.as_deref(),
-                origin: &origin,
-            };
-            profile::link_identity(conn, &app.sign_in_keys(), &link, crate::db::now())
-        })
-        .await
-        .map_err(|e| match e {
-            SignInError::Db(db) => Problem::from(db),
-            other => Problem::bad_request(other.to_string()),
-        })?;
+    let (user, by) = caller_as_user(&caller, &req);
+    let linked = service::identities::link(
+        &state,
+        &user,
+        caller.claims.client_id.clone(),
+        assertion,
+        nonce,
+        by.origin,
+    )
+    .await
+    .map_err(|e| match e {
+        SignInError::Db(db) => Problem::from(db),
+        other => Problem::bad_request(other.to_string()),
+    })?;
     let body = json!({ "provider": provider, "subject": subject });
     match linked {
         profile::Linked::Created => Ok(HttpResponse::Created().json(body)),
@@ -270,14 +232,8 @@ pub async fn unlink_identity(
 ) -> Result<HttpResponse, Problem> {
     let provider =
         ProviderKind::parse(&path.into_inner()).ok_or_else(|| Problem::not_found("no such identity"))?;
-    let user_id = caller.claims.sub.clone();
-    let origin = origin(&req);
-    let outcome = state
-        .db
-        .write(move |conn| {
-            profile::unlink_identity(conn, &user_id, provider.as_str(), &origin, crate::db::now())
-        })
-        .await?;
+    let (user, by) = caller_as_user(&caller, &req);
+    let outcome = service::identities::unlink(&state, &user, provider, by.origin).await?;
     match outcome {
         profile::Unlinked::Removed => Ok(HttpResponse::NoContent().finish()),
         profile::Unlinked::NotLinked => Err(Problem::not_found("the user has no identity of this provider")),

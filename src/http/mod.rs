@@ -1,5 +1,6 @@
 //! HTTP: the route table, body limits, error mapping and the request log.
-//! Each route names its handler; each handler calls one domain function.
+//! Each route names its handler. A handler parses the request, calls one use case of
+//! `service` (a read may call one domain query instead), and answers.
 
 pub mod admin;
 pub mod auth;
@@ -8,7 +9,6 @@ pub mod crypto;
 pub mod dev;
 pub mod errors;
 pub mod input;
-pub mod limits;
 pub mod me;
 pub mod oauth;
 pub mod ops;
@@ -133,35 +133,35 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
     cfg.service(
         web::scope("/admin")
             .wrap(security_headers)
-            .service(resource("").route(web::get().to(admin::overview)))
-            .service(resource("/login").route(web::get().to(admin::login)))
-            .service(resource("/callback").route(web::get().to(admin::callback)))
-            .service(resource("/logout").route(web::post().to(admin::logout)))
+            .service(resource("").route(web::get().to(admin::overview::page)))
+            .service(resource("/login").route(web::get().to(admin::session::login)))
+            .service(resource("/callback").route(web::get().to(admin::session::callback)))
+            .service(resource("/logout").route(web::post().to(admin::session::logout)))
             .service(resource("/static/admin.css").route(web::get().to(admin::stylesheet)))
-            .service(resource("/users").route(web::get().to(admin::users)))
-            .service(resource("/users/{id}").route(web::get().to(admin::user)))
-            .service(resource("/users/{id}/confirm").route(web::get().to(admin::confirm_user_action)))
+            .service(resource("/users").route(web::get().to(admin::users::list)))
+            .service(resource("/users/{id}").route(web::get().to(admin::users::detail)))
+            .service(resource("/users/{id}/confirm").route(web::get().to(admin::users::confirm)))
             .service(
-                resource("/users/{id}/devices/{device}/revoke").route(web::post().to(admin::revoke_device)),
+                resource("/users/{id}/devices/{device}/revoke").route(web::post().to(admin::users::change)),
             )
-            .service(resource("/users/{id}/revoke-all").route(web::post().to(admin::revoke_all)))
-            .service(resource("/users/{id}/disable").route(web::post().to(admin::disable_user)))
-            .service(resource("/users/{id}/enable").route(web::post().to(admin::enable_user)))
-            .service(resource("/users/{id}/delete").route(web::post().to(admin::delete_user)))
-            .service(resource("/audit").route(web::get().to(admin::audit_log)))
-            .service(resource("/keys").route(web::get().to(admin::keys)))
-            .service(resource("/keys/rotate").route(web::post().to(admin::rotate_key)))
+            .service(resource("/users/{id}/revoke-all").route(web::post().to(admin::users::change)))
+            .service(resource("/users/{id}/disable").route(web::post().to(admin::users::change)))
+            .service(resource("/users/{id}/enable").route(web::post().to(admin::users::change)))
+            .service(resource("/users/{id}/delete").route(web::post().to(admin::users::change)))
+            .service(resource("/audit").route(web::get().to(admin::audit::log)))
+            .service(resource("/keys").route(web::get().to(admin::keys::list)))
+            .service(resource("/keys/rotate").route(web::post().to(admin::keys::rotate)))
             .service(
                 resource("/clients")
-                    .route(web::get().to(admin::clients_list))
-                    .route(web::post().to(admin::create_client)),
+                    .route(web::get().to(admin::clients::list))
+                    .route(web::post().to(admin::clients::create)),
             )
             .service(
-                resource("/clients/{id}/confirm-delete").route(web::get().to(admin::confirm_delete_client)),
+                resource("/clients/{id}/confirm-delete").route(web::get().to(admin::clients::confirm_delete)),
             )
-            .service(resource("/clients/{id}/disable").route(web::post().to(admin::disable_client)))
-            .service(resource("/clients/{id}/enable").route(web::post().to(admin::enable_client)))
-            .service(resource("/clients/{id}/delete").route(web::post().to(admin::delete_client))),
+            .service(resource("/clients/{id}/disable").route(web::post().to(admin::clients::change)))
+            .service(resource("/clients/{id}/enable").route(web::post().to(admin::clients::change)))
+            .service(resource("/clients/{id}/delete").route(web::post().to(admin::clients::change))),
     );
     if dev_enabled {
         cfg.service(resource("/dev/id-token").route(web::post().to(dev::id_token)));

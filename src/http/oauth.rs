@@ -1,5 +1,5 @@
 //! `/oauth`: token (token exchange, refresh), nonce, revocation and introspection.
-//! Handlers parse and answer; the rules live in `accounts` and `tokens`.
+//! Handlers parse and answer; each request is one use case of `service`.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,14 +9,17 @@ use serde_json::json;
 use super::auth::{authenticate_client, check_access_token, origin};
 use super::errors::OAuthError;
 use super::input;
-use crate::accounts::{self, SignIn, SignInError};
+use crate::accounts::SignInError;
+use crate::audit::Actor;
 use crate::clients::{Client, ClientKind};
 use crate::providers::{AssertionError, ProviderKind, VerifiedAssertion};
+use crate::service::sign_in::{CodeOutcome, CodeRedemption};
+use crate::service::{self, Requester};
+use crate::sessions::{Device, Rotation, SignIn};
 use crate::state::AppState;
 use crate::tokens::access::{self, Grant};
+use crate::tokens::id_token;
 use crate::tokens::nonce::NONCE_TTL_SECS;
-use crate::tokens::refresh::{self, RefreshRequest, Rotation};
-use crate::tokens::{codes, id_token};
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
@@ -152,63 +155,13 @@ async fn token_exchange(
         device_platform: form.device_platform,
         origin: origin(&req),
     };
-    let app = state.clone();
-    // PostgreSQL: a returning user's sign-in in one statement, committed on return.
-    let on_postgres = state.db.target().backend == crate::db::Backend::Postgres;
-    let (sign_in, quick) = if on_postgres && sign_in.nonce.is_none() {
-        let app = app.clone();
-        let (sign_in, quick) = state
-            .db
-            .run(move |conn| {
-                let now = crate::db::now();
-                let mut quick =
-                    accounts::returning::sign_in_returning(conn, &sign_in, &app.session_policy, now)?;
-                if quick.is_none() {
-                    quick = accounts::returning::sign_in_new_user(
-                        conn,
-                        &sign_in,
-                        &app.session_policy,
-                        &app.sign_in_keys(),
-                        now,
-                    )?
-                    .map(|signed_in| (signed_in, false));
-                }
-                Ok::<_, crate::db::DbError>((sign_in, quick))
-            })
-            .await
-            .inspect_err(|_| count(provider_label, "error"))?;
-        (sign_in, quick)
-    } else {
-        (sign_in, None)
-    };
-    if let Some((signed_in, over_cap)) = quick {
-        if over_cap {
-            let (user_id, origin, cap) =
-                (signed_in.user_id.clone(), sign_in.origin.clone(), app.session_policy.max_devices_per_user);
-            state
-                .db
-                .write(move |conn| {
-                    accounts::enforce_device_cap(conn, &user_id, cap, &origin, crate::db::now())
-                })
-                .await?;
+    let signed_in = service::sign_in::sign_in(&state, sign_in).await.map_err(|e| {
+        count(provider_label, if matches!(e, SignInError::Db(_)) { "error" } else { "refused" });
+        match e {
+            SignInError::Db(db) => OAuthError::from(db),
+            other => OAuthError::invalid_request(other.to_string()),
         }
-        count(provider_label, "ok");
-        tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
-        return token_response(&state, &signed_in.device, &signed_in.device.scope, &signed_in.refresh_token);
-    }
-    let signed_in = state
-        .db
-        .write(move |conn| {
-            accounts::sign_in(conn, &sign_in, &app.session_policy, &app.sign_in_keys(), crate::db::now())
-        })
-        .await
-        .map_err(|e| {
-            count(provider_label, if matches!(e, SignInError::Db(_)) { "error" } else { "refused" });
-            match e {
-                SignInError::Db(db) => OAuthError::from(db),
-                other => OAuthError::invalid_request(other.to_string()),
-            }
-        })?;
+    })?;
     count(provider_label, "ok");
     tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
     token_response(&state, &signed_in.device, &signed_in.device.scope, &signed_in.refresh_token)
@@ -304,53 +257,8 @@ async fn refresh_grant(
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?
         .to_string();
     input::text("scope", form.scope.as_deref(), 1024)?;
-    let origin = origin(&req);
-    let app = state.clone();
-    let scope = form.scope;
-    // PostgreSQL's common case: one statement, committed on return (no transaction round trips).
-    let on_postgres = state.db.target().backend == crate::db::Backend::Postgres;
-    let common = if !on_postgres {
-        None
-    } else {
-        let (app, client, presented, origin, scope) =
-            (app.clone(), client.clone(), presented.clone(), origin.clone(), scope.clone());
-        state
-            .db
-            .run(move |conn| {
-                let request = RefreshRequest {
-                    token: &presented,
-                    client_id: &client.id,
-                    client_scopes: &client.scopes,
-                    scope: scope.as_deref(),
-                    origin: &origin,
-                };
-                refresh::rotate_common_case(
-                    conn,
-                    &app.successor_key,
-                    &request,
-                    &app.session_policy,
-                    crate::db::now(),
-                )
-            })
-            .await
-            .inspect_err(|_| state.metrics.refreshes.with_label_values(&["error"]).inc())?
-    };
-    if let Some(Rotation::Rotated { device, refresh_token, scope }) = common {
-        state.metrics.refreshes.with_label_values(&["ok"]).inc();
-        return token_response(&state, &device, &scope, &refresh_token);
-    }
-    let rotation = state
-        .db
-        .write(move |conn| {
-            let request = RefreshRequest {
-                token: &presented,
-                client_id: &client.id,
-                client_scopes: &client.scopes,
-                scope: scope.as_deref(),
-                origin: &origin,
-            };
-            refresh::rotate(conn, &app.successor_key, &request, &app.session_policy, crate::db::now())
-        })
+    let presented = service::refresh::Refresh { token: presented, scope: form.scope, origin: origin(&req) };
+    let rotation = service::refresh::refresh(&state, client, presented)
         .await
         .inspect_err(|_| state.metrics.refreshes.with_label_values(&["error"]).inc())?;
     let outcome = |label: &str| state.metrics.refreshes.with_label_values(&[label]).inc();
@@ -379,7 +287,7 @@ async fn refresh_grant(
 /// The answer to a successful sign-in or refresh, built only after the transaction committed.
 fn token_response(
     state: &AppState,
-    device: &accounts::Device,
+    device: &Device,
     scope: &str,
     refresh_token: &str,
 ) -> Result<HttpResponse, OAuthError> {
@@ -390,7 +298,7 @@ fn token_response(
 /// The token answer's JSON, and the access token in it.
 fn token_body(
     state: &AppState,
-    device: &accounts::Device,
+    device: &Device,
     scope: &str,
     refresh_token: &str,
 ) -> Result<(serde_json::Value, String), OAuthError> {
@@ -402,8 +310,8 @@ fn token_body(
         idp: &device.idp,
         session_expires_at: device.session_expires_at,
     };
-    let access_token =
-        access::issue(&state.keys, &state.access_policy, &grant, crate::db::now()).map_err(|e| {
+    let access_token = access::issue(&state.keys, &state.access_policy, &grant, crate::clock::now())
+        .map_err(|e| {
             tracing::error!(error = %e, "cannot sign an access token");
             OAuthError::server_error()
         })?;
@@ -419,83 +327,8 @@ fn token_body(
     Ok((body, access_token))
 }
 
-/// What redeeming a code came to, inside its transaction.
-pub enum CodeOutcome {
-    Signed(Box<accounts::SignedIn>, Box<codes::Redeemed>),
-    Refused(&'static str),
-}
-
-/// A code to redeem, as the token endpoint (or the admin console) received it.
-pub struct CodeRedemption {
-    pub code: String,
-    pub redirect_uri: String,
-    pub verifier: String,
-    pub device_name: Option<String>,
-    pub device_platform: Option<String>,
-    pub origin: accounts::audit::Origin,
-}
-
-/// Redeems a code in the caller's write transaction and records the sign-in it proves, as
-/// token exchange records one. A code used twice revokes the device it made (RFC 6749 §4.1.2).
-pub fn redeem_code(
-    conn: &mut crate::db::DbConnection,
-    app: &AppState,
-    client: &Client,
-    request: &CodeRedemption,
-    now: i64,
-) -> Result<CodeOutcome, SignInError> {
-    let redeemed = match codes::redeem(
-        conn,
-        app.user_keys.keyring(),
-        &request.code,
-        &client.id,
-        &request.redirect_uri,
-        &request.verifier,
-        now,
-    )? {
-        Ok(redeemed) => redeemed,
-        Err(codes::CodeRefused::Reused { device_id }) => {
-            if let Some(device) = device_id.map(|id| accounts::find_device(conn, &id)).transpose()?.flatten()
-            {
-                let by = accounts::Revocation {
-                    actor: &format!("client:{}", client.id),
-                    action: "authorization_code.reuse",
-                    detail: Some("an authorization code was redeemed twice; its device is revoked"),
-                    origin: &request.origin,
-                };
-                accounts::end_device(conn, &device, &by, now)?;
-            }
-            return Ok(CodeOutcome::Refused("the code was already used; the tokens it gave are revoked"));
-        }
-        Err(codes::CodeRefused::PkceMismatch) => {
-            return Ok(CodeOutcome::Refused("the code_verifier does not match"))
-        }
-        Err(codes::CodeRefused::RedirectMismatch) => {
-            return Ok(CodeOutcome::Refused("redirect_uri is not the one the code was issued for"))
-        }
-        Err(_) => return Ok(CodeOutcome::Refused("the code is invalid or expired")),
-    };
-    let sign_in = SignIn {
-        assertion: redeemed.assertion.clone(),
-        nonce: None,
-        client_id: client.id.clone(),
-        // What the client may still grant now, of what was asked at /authorize.
-        scope: client.current_scope(&redeemed.scope),
-        device_name: request.device_name.clone(),
-        device_platform: request.device_platform.clone(),
-        origin: request.origin.clone(),
-    };
-    let signed_in = match accounts::sign_in(conn, &sign_in, &app.session_policy, &app.sign_in_keys(), now) {
-        Ok(signed_in) => signed_in,
-        Err(SignInError::Db(e)) => return Err(SignInError::Db(e)),
-        Err(_) => return Ok(CodeOutcome::Refused("the account cannot sign in")),
-    };
-    codes::attach_device(conn, &redeemed.code_hash, &signed_in.device.id)?;
-    Ok(CodeOutcome::Signed(Box::new(signed_in), Box::new(redeemed)))
-}
-
 /// `grant_type=authorization_code` (RFC 6749 §4.1.3, PKCE per RFC 7636): the code is redeemed
-/// once (`redeem_code`), so a device made in the browser is like any other. With `openid` in
+/// once (`service::sign_in::redeem`), so a device made in the browser is like any other. With `openid` in
 /// scope the answer carries an ID token.
 async fn code_grant(
     state: web::Data<AppState>,
@@ -516,15 +349,10 @@ async fn code_grant(
         device_platform: None,
         origin: origin(&req),
     };
-    let app = state.clone();
-    let outcome = state
-        .db
-        .write(move |conn| redeem_code(conn, &app, &client, &request, crate::db::now()))
-        .await
-        .map_err(|e| match e {
-            SignInError::Db(db) => OAuthError::from(db),
-            other => OAuthError::invalid_grant(other.to_string()),
-        })?;
+    let outcome = service::sign_in::redeem(&state, client, request).await.map_err(|e| match e {
+        SignInError::Db(db) => OAuthError::from(db),
+        other => OAuthError::invalid_grant(other.to_string()),
+    })?;
     let (signed_in, redeemed) = match outcome {
         CodeOutcome::Signed(signed_in, redeemed) => (signed_in, redeemed),
         CodeOutcome::Refused(why) => return Err(OAuthError::invalid_grant(why)),
@@ -543,7 +371,7 @@ async fn code_grant(
             access_token: &access_token,
             ttl_secs: state.access_policy.ttl_secs,
         };
-        let token = id_token::issue(&state.keys, &grant, crate::db::now()).map_err(|e| {
+        let token = id_token::issue(&state.keys, &grant, crate::clock::now()).map_err(|e| {
             tracing::error!(error = %e, "cannot sign an ID token");
             OAuthError::server_error()
         })?;
@@ -569,7 +397,7 @@ pub async fn nonce(
     form: web::Form<NonceForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let client = authenticate_client(&state, &req, form.client_id.as_deref(), None).await?;
-    let nonce = state.nonce_key.issue(&client.id, crate::db::now());
+    let nonce = state.nonce_key.issue(&client.id, crate::clock::now());
     Ok(no_store().json(json!({ "nonce": nonce, "expires_in": NONCE_TTL_SECS })))
 }
 
@@ -599,7 +427,7 @@ pub async fn revoke(
         return Ok(no_store().finish());
     };
     let token = token.to_string();
-    let now = crate::db::now();
+    let now = crate::clock::now();
     let access_device = if access::looks_like_jwt(&token) {
         access::verify(&state.keys, &state.access_policy, &token, now)
             .ok()
@@ -608,27 +436,12 @@ pub async fn revoke(
     } else {
         None
     };
-    let origin = origin(&req);
-    state
-        .db
-        .write(move |conn| {
-            let device = match access_device {
-                Some(id) => accounts::find_device(conn, &id)?,
-                None => refresh::device_of(conn, &token)?,
-            };
-            let Some(device) = device.filter(|d| d.client_id == client.id) else {
-                return Ok(());
-            };
-            let by = accounts::Revocation {
-                actor: &format!("client:{}", client.id),
-                action: "device.revoke",
-                detail: Some("token revocation (RFC 7009)"),
-                origin: &origin,
-            };
-            accounts::end_device(conn, &device, &by, now)?;
-            Ok::<_, crate::db::DbError>(())
-        })
-        .await?;
+    let presented = match access_device {
+        Some(device_id) => service::devices::Presented::DeviceOfAccessToken(device_id),
+        None => service::devices::Presented::Other(token),
+    };
+    let by = Requester::new(Actor::Client(client.id.clone()), origin(&req));
+    service::devices::revoke_token(&state.db, &client.id, presented, &by).await?;
     Ok(no_store().finish())
 }
 
@@ -658,10 +471,10 @@ pub async fn introspect(
             "aud": claims.aud, "token_type": "Bearer", "idp": claims.idp,
         })));
     }
-    let now = crate::db::now();
+    let now = crate::clock::now();
     let token = token.to_string();
     let Some((device, issued_at, expires_at)) =
-        state.db.run(move |conn| refresh::find_live(conn, &token, now)).await?
+        state.db.run(move |conn| crate::sessions::refresh::find_live(conn, &token, now)).await?
     else {
         return inactive();
     };

@@ -41,7 +41,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let pool = &state.metrics.db_pool_connections;
     pool.with_label_values(&["idle"]).set(i64::from(idle));
     pool.with_label_values(&["in_use"]).set(i64::from(connections.saturating_sub(idle)));
-    let now = crate::db::now();
+    let now = crate::clock::now();
     if let Some(key) = state.keys.current(now) {
         state.metrics.signing_key_age.set(now - key.activates_at);
     }

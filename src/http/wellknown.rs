@@ -42,5 +42,5 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECS}")))
-        .json(state.keys.jwks(crate::db::now()))
+        .json(state.keys.jwks(crate::clock::now()))
 }

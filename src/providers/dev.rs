@@ -57,7 +57,7 @@ impl DevProvider {
 
     /// An ID token for `name`, whose subject is the name itself.
     pub fn mint(&self, name: &str, nonce: Option<&str>) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = crate::db::now();
+        let now = crate::clock::now();
         let mut claims = json!({
             "iss": self.issuer,
             "aud": DEV_PUBLIC_CLIENT,

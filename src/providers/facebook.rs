@@ -227,7 +227,7 @@ impl Facebook {
         if data.kind.as_deref() != Some("USER") {
             return Err(AssertionError::Refused("the access token is not a user access token"));
         }
-        let now = crate::db::now();
+        let now = crate::clock::now();
         let expires_at = data.expires_at.unwrap_or(0);
         if expires_at != 0 && expires_at <= now {
             return Err(AssertionError::Expired);

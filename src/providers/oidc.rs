@@ -121,7 +121,7 @@ impl OidcVerifier {
         if !claims.aud.all().iter().all(|a| self.policy.audiences.contains(a)) {
             return Err(AssertionError::Audience);
         }
-        let now = crate::db::now();
+        let now = crate::clock::now();
         if claims.iat > now + LEEWAY_SECS as i64 {
             return Err(AssertionError::IssuedInFuture);
         }

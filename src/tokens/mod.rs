@@ -4,6 +4,4 @@
 pub mod access;
 pub mod codes;
 pub mod id_token;
-pub mod liveness;
 pub mod nonce;
-pub mod refresh;

@@ -208,7 +208,9 @@ async fn the_sweep_deletes_audit_events_and_ended_devices_past_their_retention(b
 
     let db = idbridge::db::Db::new(&app.db.url, 1).expect("open the database");
     let retention = default_retention();
-    let swept = idbridge::housekeeping::sweep(&db, retention, fake_google::now()).await.expect("sweep");
+    let swept = idbridge::housekeeping::sweep(&db, &Default::default(), retention, fake_google::now())
+        .await
+        .expect("sweep");
 
     assert_eq!(swept.devices, 1, "{swept:?}");
     assert_eq!(app.count(&format!("devices WHERE id = '{}'", ended.device_id)).await, 0);

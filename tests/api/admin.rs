@@ -489,6 +489,33 @@ async fn rotating_the_signing_key_publishes_a_new_key_first(backend: Backend) {
 }
 both_backends!(rotating_the_signing_key_publishes_a_new_key_first);
 
+/// The command line rotates through the same use case as the console, so it is audited too
+/// (naming the command line and the new key), as granting the admin role is.
+async fn the_command_line_is_audited_like_the_console(backend: Backend) {
+    let app = dev_app(backend).await;
+    let out = app.run_cli(&["keys", "rotate-signing"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let kid = between(&printed, "added signing key ", ";");
+    assert_eq!(
+        app.count(&format!(
+            "audit_events WHERE action = 'signing_key.rotate' AND actor = 'cli' AND detail = 'kid={kid}'"
+        ))
+        .await,
+        1,
+        "{printed}"
+    );
+    let signed = app.sign_in().await;
+    let out = app.run_cli(&["admins", "grant", &signed.user_id]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let granted = format!(
+        "audit_events WHERE action = 'admin.grant' AND actor = 'cli' AND user_id = '{}'",
+        signed.user_id
+    );
+    assert_eq!(app.count(&granted).await, 1);
+}
+both_backends!(the_command_line_is_audited_like_the_console);
+
 async fn clients_made_in_the_console_work_at_oauth_like_configured_ones(backend: Backend) {
     let app = dev_app(backend).await;
     let (mut browser, admin_id) = signed_in_admin(&app, "ada").await;

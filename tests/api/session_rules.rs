@@ -165,9 +165,10 @@ async fn a_disabled_users_token_stays_refused_after_access_ttl_is_lowered_and_ra
     let lowered = app.restart_with(|c| c.access_ttl = "5s".into()).await;
     // The lowered server's sweep must not forget what a 10-minute token needs.
     let db = idbridge::db::Db::new(&app.db.url, 1).expect("open the database");
-    db.liveness().set_access_ttl(5);
+    let liveness = std::sync::Arc::new(idbridge::sessions::Liveness::default());
+    liveness.set_access_ttl(5);
     let retention = default_retention();
-    idbridge::housekeeping::sweep(&db, retention, idbridge::db::now()).await.expect("sweep");
+    idbridge::housekeeping::sweep(&db, &liveness, retention, idbridge::clock::now()).await.expect("sweep");
     let raised = app.restart_with(|c| c.access_ttl = "10m".into()).await;
 
     assert_refused_everywhere(&lowered, &signed.access_token).await;

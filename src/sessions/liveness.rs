@@ -5,13 +5,12 @@
 //! the only devices an access-token check must refuse are those revoked within the last
 //! `access_ttl`: every replica keeps that set in memory.
 //!
-//! - Each revocation writes a `revocations` row in the revoking transaction (`record`), and on
-//!   PostgreSQL a `NOTIFY idbridge` with the device id, delivered to every replica at commit.
-//! - The revoking replica applies it to its own set as the transaction commits (the write path
-//!   of `db` drains what `record` noted on that thread), so a revocation holds at once here.
-//! - Other replicas apply the notification as it arrives (a listener thread polls its
-//!   connection every 50 ms), and every `CATCH_UP_EVERY` re-read the recent rows, so a lost
-//!   notification (or one sent while a replica was reconnecting) heals within seconds.
+//! - Each revocation writes a `revocations` row in the revoking transaction (`record`) and
+//!   publishes a [`REVOKED`] notice (`db::notify`): this replica's set takes it as the
+//!   transaction commits, so a revocation holds at once here; on PostgreSQL every other
+//!   replica's listener gets it as a `NOTIFY` at commit.
+//! - Every `CATCH_UP_EVERY` each replica re-reads the recent rows, so a lost notification (or
+//!   one sent while a replica was reconnecting) heals within seconds.
 //! - On SQLite another process (the command line) cannot notify: a watcher thread asks
 //!   SQLite's `PRAGMA data_version` every 100 ms and re-reads the recent rows when it moved.
 //! - At start the set is loaded from the rows of the last access-token lifetime: the longest
@@ -19,10 +18,7 @@
 //!   lowering the setting never lets an older, longer-lived token of a revoked device back in.
 //!   Verification also refuses a token whose own lifetime (`exp - iat`) exceeds the current
 //!   `access_ttl` (`tokens::access`).
-//!
-//! The same channel tells replicas to reload signing keys and the console's clients.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::RwLock;
@@ -30,48 +26,20 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
+use crate::db::notify::{self, Subscribers};
 use crate::db::schema::{revocations, server_state};
 use crate::db::{DbConnection, DbError};
 
-/// The NOTIFY channel replicas share.
-pub const CHANNEL: &str = "idbridge";
+/// The notice of a revoked device; its body is the device id.
+pub const REVOKED: &str = "revoked";
 /// Extra seconds kept past `access_ttl` (clock skew between replicas, `exp` leeway).
 const LEEWAY_SECS: i64 = 120;
 /// How often every replica re-reads recent revocations.
 pub const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 /// How far back a catch-up reads: covers transactions that committed late.
 const CATCH_UP_WINDOW_SECS: i64 = 60;
-/// How often the listener looks for notifications.
-const LISTEN_POLL: Duration = Duration::from_millis(50);
 /// The `server_state` row holding the longest access-token lifetime ever issued with.
 const ACCESS_TTL_MAX: &str = "access_ttl_max";
-
-/// What a notification on [`CHANNEL`] asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
-    Revoked(String),
-    KeysChanged,
-    ClientsChanged,
-}
-
-impl Notice {
-    fn payload(&self) -> String {
-        match self {
-            Notice::Revoked(device_id) => format!("revoked:{device_id}"),
-            Notice::KeysChanged => "keys".into(),
-            Notice::ClientsChanged => "clients".into(),
-        }
-    }
-
-    fn parse(payload: &str) -> Option<Self> {
-        match payload {
-            "keys" => Some(Notice::KeysChanged),
-            "clients" => Some(Notice::ClientsChanged),
-            other => other.strip_prefix("revoked:").map(|id| Notice::Revoked(id.to_string())),
-        }
-    }
-}
-
 /// The devices revoked within the last access-token lifetime.
 pub struct Liveness {
     revoked: RwLock<HashMap<String, i64>>,
@@ -85,6 +53,14 @@ impl Default for Liveness {
 }
 
 impl Liveness {
+    /// Takes every committed revocation [`REVOKED`] notice: this replica's as it commits,
+    /// the others' as they arrive.
+    pub fn follow(self: &std::sync::Arc<Self>, subscribers: &Subscribers) {
+        let liveness = self.clone();
+        subscribers
+            .subscribe(REVOKED, move |notice| liveness.add([(notice.body.clone(), crate::clock::now())]));
+    }
+
     /// Sets how long a revocation matters: the access-token lifetime (plus leeway).
     pub fn set_access_ttl(&self, access_ttl_secs: i64) {
         self.window_secs.store(access_ttl_secs + LEEWAY_SECS, Ordering::Relaxed);
@@ -148,7 +124,7 @@ impl Liveness {
 
     /// Reads the revocations made at or after `since`; returns the newest time seen (or
     /// `since`), from which the next read may start.
-    pub fn follow(&self, conn: &mut DbConnection, since: i64) -> Result<i64, DbError> {
+    pub fn read_new(&self, conn: &mut DbConnection, since: i64) -> Result<i64, DbError> {
         let rows = Self::read_since(conn, since)?;
         let newest = rows.iter().map(|(_, at)| *at).max().unwrap_or(since);
         self.add(rows);
@@ -164,19 +140,8 @@ impl Liveness {
     }
 }
 
-thread_local! {
-    /// Devices revoked by the write transaction running on this thread, applied to the
-    /// replica's set once it commits (see `db`).
-    static PENDING: RefCell<Vec<(String, i64)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// What the transaction just run on this thread revoked; clears the list.
-pub fn take_pending() -> Vec<(String, i64)> {
-    PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()))
-}
-
-/// Records a device's revocation in the caller's transaction: the row, a notification to the
-/// other replicas (PostgreSQL; sent at commit), and a note for this replica's set.
+/// Records a device's revocation in the caller's transaction: the row, and the notice that
+/// puts it in every replica's set once committed.
 pub fn record(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<(), DbError> {
     match conn {
         DbConnection::Pg(c) => {
@@ -191,20 +156,7 @@ pub fn record(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<(), 
                 .execute(c)?;
         }
     }
-    notify(conn, &Notice::Revoked(device_id.to_string()))?;
-    PENDING.with(|p| p.borrow_mut().push((device_id.to_string(), now)));
-    Ok(())
-}
-
-/// Tells every replica (PostgreSQL: at the caller's commit; SQLite has one replica).
-pub fn notify(conn: &mut DbConnection, notice: &Notice) -> Result<(), DbError> {
-    if let DbConnection::Pg(c) = conn {
-        diesel::sql_query("SELECT pg_notify($1, $2)")
-            .bind::<diesel::sql_types::Text, _>(CHANNEL)
-            .bind::<diesel::sql_types::Text, _>(notice.payload())
-            .execute(c)?;
-    }
-    Ok(())
+    notify::publish(conn, REVOKED, device_id)
 }
 
 /// Stores `access_ttl_secs` as issued with, unless a longer one was; returns the longest.
@@ -259,17 +211,15 @@ struct DataVersion {
 /// then the recent revocations are re-read. The thread ends soon after the returned task is
 /// aborted or dropped (the server stopped).
 pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) -> tokio::task::JoinHandle<()> {
-    let running = std::sync::Arc::new(());
-    let still_running = std::sync::Arc::downgrade(&running);
-    let spawned = std::thread::Builder::new().name("sqlite-watcher".into()).spawn(move || {
+    notify::spawn_watcher("sqlite-watcher", move |still_running| {
         let mut conn: Option<diesel::SqliteConnection> = None;
         let mut seen: Option<i64> = None;
         // Revocations are read from here on: only what is new since the last read (a second of
         // overlap for commits within the same second), so a busy server reads little.
-        let mut since = crate::db::now() - 2;
+        let mut since = crate::clock::now() - 2;
         loop {
             std::thread::sleep(WATCH_POLL);
-            if still_running.strong_count() == 0 {
+            if !still_running.is_running() {
                 return;
             }
             if conn.is_none() {
@@ -301,7 +251,7 @@ pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) ->
             }
             let Some(c) = conn.take() else { continue };
             let mut wrapped = DbConnection::Sqlite(c);
-            match liveness.follow(&mut wrapped, since - 1) {
+            match liveness.read_new(&mut wrapped, since - 1) {
                 Ok(newest) => {
                     seen = Some(version);
                     since = newest;
@@ -312,78 +262,7 @@ pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) ->
                 conn = Some(c);
             }
         }
-    });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the SQLite watcher");
-    }
-    tokio::spawn(async move {
-        let _running = running;
-        std::future::pending::<()>().await
     })
-}
-
-/// Listens on [`CHANNEL`] on a connection of its own (PostgreSQL), on a thread of its own:
-/// revocations go straight into `liveness`; other notices are handed to `others`. After the
-/// connection breaks it reconnects, reloads the revocations it may have missed, and says so
-/// with `KeysChanged` and `ClientsChanged`.
-pub fn spawn_listener(
-    url: String,
-    liveness: std::sync::Arc<Liveness>,
-    others: tokio::sync::mpsc::UnboundedSender<Notice>,
-) {
-    let spawned = std::thread::Builder::new().name("pg-listener".into()).spawn(move || {
-        let mut first = true;
-        while !others.is_closed() {
-            let mut conn = match diesel::PgConnection::establish(&url) {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e.to_string().trim(), "the notification listener cannot connect; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            if let Err(e) = diesel::connection::SimpleConnection::batch_execute(&mut conn, &format!("LISTEN {CHANNEL}"))
-            {
-                tracing::warn!(error = %e, "LISTEN failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-            if !first {
-                // Whatever was sent while we were away: read it from the table.
-                let mut wrapped = DbConnection::Pg(conn);
-                if let Err(e) = liveness.load(&mut wrapped, crate::db::now()) {
-                    tracing::warn!(error = %e, "cannot reload revocations after reconnecting");
-                }
-                let _ = others.send(Notice::KeysChanged);
-                let _ = others.send(Notice::ClientsChanged);
-                let DbConnection::Pg(c) = wrapped else { unreachable!("wrapped above") };
-                conn = c;
-            }
-            first = false;
-            'listen: while !others.is_closed() {
-                for notification in conn.notifications_iter() {
-                    let notification = match notification {
-                        Ok(n) => n,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the notification listener lost its connection");
-                            break 'listen;
-                        }
-                    };
-                    match Notice::parse(&notification.payload) {
-                        Some(Notice::Revoked(device_id)) => liveness.add([(device_id, crate::db::now())]),
-                        Some(other) => {
-                            let _ = others.send(other);
-                        }
-                        None => {}
-                    }
-                }
-                std::thread::sleep(LISTEN_POLL);
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the notification listener");
-    }
 }
 
 #[cfg(test)]
@@ -401,17 +280,12 @@ mod tests {
     }
 
     #[test]
-    fn notices_round_trip_and_garbage_is_ignored() {
-        for notice in [Notice::Revoked("d1".into()), Notice::KeysChanged, Notice::ClientsChanged] {
-            assert_eq!(Notice::parse(&notice.payload()), Some(notice));
-        }
-        assert_eq!(Notice::parse("nonsense"), None);
-    }
-
-    #[test]
-    fn pending_revocations_are_taken_once() {
-        PENDING.with(|p| p.borrow_mut().push(("x".into(), 1)));
-        assert_eq!(take_pending(), vec![("x".to_string(), 1)]);
-        assert!(take_pending().is_empty());
+    fn a_committed_revocation_notice_reaches_the_set() {
+        let liveness = std::sync::Arc::new(Liveness::default());
+        let subscribers = Subscribers::default();
+        liveness.follow(&subscribers);
+        subscribers.deliver(&[notify::Notice::new(REVOKED, "d1"), notify::Notice::new("keys", "")]);
+        assert!(liveness.is_revoked("d1"));
+        assert_eq!(liveness.len(), 1);
     }
 }

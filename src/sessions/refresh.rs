@@ -13,22 +13,13 @@ use sha2::Sha256;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use crate::accounts::audit::Origin;
-use crate::accounts::{self, Device, Revocation};
+use super::devices::touch;
+use super::{narrowed_scope, Device, Policy};
+use crate::audit::{Actor, Attribution, AuditAction, Origin};
 use crate::crypto::server_secrets::ServerSecret;
 use crate::crypto::{random_token, sha256_b64};
 use crate::db::schema::{devices, refresh_tokens};
 use crate::db::{DbConnection, DbError};
-
-/// Lifetimes that bound a device's refresh tokens.
-#[derive(Debug, Clone)]
-pub struct SessionPolicy {
-    pub idle_ttl_secs: i64,
-    pub max_ttl_secs: i64,
-    pub reuse_grace_secs: i64,
-    /// Live devices a user may have (`tokens.max_devices_per_user`).
-    pub max_devices_per_user: i64,
-}
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = refresh_tokens)]
@@ -86,7 +77,7 @@ fn insert_token(
     device: &Device,
     token: &str,
     parent_id: Option<String>,
-    policy: &SessionPolicy,
+    policy: &Policy,
     now: i64,
 ) -> Result<(), DbError> {
     let row = RefreshTokenRow {
@@ -95,7 +86,7 @@ fn insert_token(
         token_hash: sha256_b64(token.as_bytes()),
         parent_id,
         issued_at: now,
-        expires_at: (now + policy.idle_ttl_secs).min(device.session_expires_at),
+        expires_at: policy.token_expiry(now, device.session_expires_at),
         spent_at: None,
         successor_hash: None,
     };
@@ -112,7 +103,7 @@ pub fn new_token() -> String {
 pub fn issue_first(
     conn: &mut DbConnection,
     device: &Device,
-    policy: &SessionPolicy,
+    policy: &Policy,
     now: i64,
 ) -> Result<String, DbError> {
     let token = random_token::<32>();
@@ -125,7 +116,7 @@ pub fn rotate(
     conn: &mut DbConnection,
     key: &SuccessorKey,
     request: &RefreshRequest<'_>,
-    policy: &SessionPolicy,
+    policy: &Policy,
     now: i64,
 ) -> Result<Rotation, DbError> {
     let (presented, client_id, origin) = (request.token, request.client_id, request.origin);
@@ -136,19 +127,14 @@ pub fn rotate(
     let Some(row) = find_by_hash(conn, &hash)? else {
         return Ok(Rotation::Refused);
     };
-    let Some((device, user_disabled)) = accounts::find_device_and_user_state(conn, &row.device_id)? else {
+    let Some((device, user_disabled)) = super::find_with_user_state(conn, &row.device_id)? else {
         return Ok(Rotation::Refused);
     };
     if device.client_id != client_id || !device.is_live(now) || user_disabled {
         return Ok(Rotation::Refused);
     }
     // What the device was granted, narrowed to what its client may grant now.
-    let allowed: Vec<String> = device
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty() && request.client_scopes.iter().any(|c| c == s))
-        .map(str::to_string)
-        .collect();
+    let allowed = narrowed_scope(&device.scope, request.client_scopes);
     let Ok(scope) = crate::clients::resolve_scope(&allowed, request.scope) else {
         return Ok(Rotation::InvalidScope);
     };
@@ -199,7 +185,7 @@ pub fn rotate(
 
     // A retry within the grace gets the same successor, but only while that successor is
     // unspent: otherwise a stale token would walk the chain to the live one (RFC 9700 §4.14.2).
-    let in_grace = spent.spent_at.is_some_and(|at| now < at.saturating_add(policy.reuse_grace_secs));
+    let in_grace = spent.spent_at.is_some_and(|at| policy.in_grace(at, now));
     if in_grace && spent.successor_hash.as_deref() == Some(successor_hash.as_str()) {
         let successor_unspent = find_by_hash(conn, &successor_hash)?.is_some_and(|s| s.spent_at.is_none());
         if successor_unspent {
@@ -209,26 +195,14 @@ pub fn rotate(
     }
     // Reuse: the device keeps its own last-seen, address and user agent; the replaying
     // request's go on the audit event (`by.origin`).
-    let by = Revocation {
-        actor: &format!("client:{client_id}"),
-        action: "refresh_token.reuse",
+    let by = Attribution {
+        actor: &Actor::Client(client_id.to_string()),
+        action: AuditAction::RefreshTokenReuse,
         detail: Some("a spent refresh token was presented again after the grace or after its successor was used; device revoked"),
         origin,
     };
-    accounts::end_device(conn, &device, &by, now)?;
+    super::devices::end(conn, &device, &by, now)?;
     Ok(Rotation::Reused)
-}
-
-/// Records a successful use of the device: when, from where, with what.
-fn touch(conn: &mut DbConnection, device_id: &str, origin: &Origin, now: i64) -> Result<(), DbError> {
-    diesel::update(devices::table.find(device_id))
-        .set((
-            devices::last_seen_at.eq(now),
-            devices::ip.eq(&origin.ip),
-            devices::user_agent.eq(&origin.user_agent),
-        ))
-        .execute(conn)?;
-    Ok(())
 }
 
 /// PostgreSQL: the common case of `rotate` (an unspent token of a live device, no narrower
@@ -240,7 +214,7 @@ pub fn rotate_common_case(
     conn: &mut DbConnection,
     key: &SuccessorKey,
     request: &RefreshRequest<'_>,
-    policy: &SessionPolicy,
+    policy: &Policy,
     now: i64,
 ) -> Result<Option<Rotation>, DbError> {
     let (DbConnection::Pg(pg), None) = (conn, request.scope) else {
@@ -264,7 +238,7 @@ fn rotate_in_one_statement(
     key: &SuccessorKey,
     request: &RefreshRequest<'_>,
     hash: &str,
-    policy: &SessionPolicy,
+    policy: &Policy,
     now: i64,
 ) -> Result<Option<Rotation>, DbError> {
     let successor = key.successor_of(request.token);
@@ -283,13 +257,7 @@ fn rotate_in_one_statement(
     let Some(device) = rotated else {
         return Ok(None);
     };
-    let allowed: Vec<String> = device
-        .scope
-        .split(' ')
-        .filter(|s| !s.is_empty() && request.client_scopes.iter().any(|c| c == s))
-        .map(str::to_string)
-        .collect();
-    let scope = allowed.join(" ");
+    let scope = narrowed_scope(&device.scope, request.client_scopes).join(" ");
     Ok(Some(Rotation::Rotated { device: Box::new(device), refresh_token: successor, scope }))
 }
 
@@ -402,7 +370,7 @@ pub fn find_live(
     if row.spent_at.is_some() || row.expires_at <= now {
         return Ok(None);
     }
-    let device = accounts::find_device_and_user_state(conn, &row.device_id)?;
+    let device = super::find_with_user_state(conn, &row.device_id)?;
     Ok(device.filter(|(d, user_disabled)| d.is_live(now) && !user_disabled).map(|(d, _)| {
         let expires_at = row.expires_at.min(d.session_expires_at);
         (d, row.issued_at, expires_at)
@@ -412,7 +380,7 @@ pub fn find_live(
 /// The device a refresh token (spent or not) belongs to, for revocation.
 pub fn device_of(conn: &mut DbConnection, token: &str) -> Result<Option<Device>, DbError> {
     match find_by_hash(conn, &sha256_b64(token.as_bytes()))? {
-        Some(row) => accounts::find_device(conn, &row.device_id),
+        Some(row) => super::find(conn, &row.device_id),
         None => Ok(None),
     }
 }

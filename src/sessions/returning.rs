@@ -1,14 +1,16 @@
-//! PostgreSQL: a returning user's sign-in as one statement in autocommit (CTEs with
-//! `RETURNING`), one round trip instead of a dozen. It does what `sign_in` does for a known
-//! identity of an enabled user and a request without a nonce: spend the assertion (single use),
-//! record the login, open the device with its first refresh token, audit. Anything else (a new
-//! user, a disabled one, a replayed assertion, a nonce) comes back as `None`, and the caller
-//! runs `sign_in` in a write transaction, which tells those cases apart.
+//! PostgreSQL: a sign-in as one statement in autocommit (CTEs with `RETURNING`), one round
+//! trip instead of a dozen. It does what the general sign-in (`accounts::admit`, then
+//! `devices::open`) does for a request without a nonce: spend the assertion (single use),
+//! record the login, open the device with its first refresh token, audit; for a known identity
+//! of an enabled user (`sign_in_returning`) or a new one (`sign_in_new_user`). Anything else (a
+//! disabled user, a replayed assertion, a race) comes back as `None`, and the caller
+//! (`service::sign_in`) takes the general path in a write transaction, which tells those
+//! cases apart.
 //!
 //! The identity is found first, so a new user's assertion is not spent here (the general path
 //! spends it). A replay meets the unique key of `used_assertions` and does nothing.
 //!
-//! The user's row is read `FOR SHARE`, as `sign_in` reads it: a concurrent disable either waits
+//! The user's row is read `FOR SHARE`, as `accounts::admit` reads it: a concurrent disable either waits
 //! for this statement and then revokes its device, or makes it find the user disabled.
 
 use diesel::pg::Pg;
@@ -16,9 +18,9 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Nullable, Text};
 
-use super::{Device, SignIn, SignedIn};
+use super::{refresh, Device, Policy, SignIn, SignedIn};
+use crate::audit::AuditAction;
 use crate::db::{DbConnection, DbError};
-use crate::tokens::refresh::{self, SessionPolicy};
 
 #[derive(QueryableByName)]
 struct Opened {
@@ -54,7 +56,7 @@ struct ReturningSignIn<'a> {
 impl<'a> ReturningSignIn<'a> {
     /// The binds of a sign-in of `request`: a new device with the first refresh token (of
     /// which only the hash is bound) and its audit event.
-    fn new(request: &'a SignIn, policy: &SessionPolicy, refresh_token: &str, now: i64) -> Self {
+    fn new(request: &'a SignIn, policy: &Policy, refresh_token: &str, now: i64) -> Self {
         let assertion = &request.assertion;
         ReturningSignIn {
             provider: assertion.provider.as_str(),
@@ -69,7 +71,7 @@ impl<'a> ReturningSignIn<'a> {
             platform: request.device_platform.as_deref(),
             user_agent: request.origin.user_agent.as_deref(),
             ip: request.origin.ip.as_deref(),
-            session_expires_at: now + policy.max_ttl_secs,
+            session_expires_at: policy.session_end(now),
             token_id: crate::db::new_id(),
             token_hash: crate::crypto::sha256_b64(refresh_token.as_bytes()),
             idle_ttl_secs: policy.idle_ttl_secs,
@@ -129,7 +131,11 @@ impl ReturningSignIn<'_> {
         out.push_bind_param::<Text, _>(&self.audit_id)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(", 'user:' || dev.user_id, 'sign_in', dev.user_id, dev.id, ");
+        // The actor and action as `audit::Actor::User` and `AuditAction::SignIn` name them.
+        out.push_sql(&format!(
+            ", 'user:' || dev.user_id, '{}', dev.user_id, dev.id, ",
+            AuditAction::SignIn.as_str()
+        ));
         out.push_bind_param::<Nullable<Text>, _>(&self.ip)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Text>, _>(&self.user_agent)?;
@@ -200,11 +206,11 @@ impl QueryFragment<Pg> for ReturningSignIn<'_> {
 
 /// A returning user's sign-in in one statement (PostgreSQL, no nonce); `None` when the case is
 /// not that (see the module). The second value is `true` when this device puts the user past
-/// the device cap: the caller then runs `enforce_device_cap` in a transaction of its own.
+/// the device cap: the caller then runs `devices::enforce_cap` in a transaction of its own.
 pub fn sign_in_returning(
     conn: &mut DbConnection,
     request: &SignIn,
-    policy: &SessionPolicy,
+    policy: &Policy,
     now: i64,
 ) -> Result<Option<(SignedIn, bool)>, DbError> {
     let DbConnection::Pg(pg) = conn else {
@@ -217,7 +223,7 @@ pub fn sign_in_returning(
     let statement = ReturningSignIn::new(request, policy, &refresh_token, now);
     let opened: Option<Opened> = statement.get_result(pg).optional()?;
     Ok(opened.map(|o| {
-        let over_cap = o.live_before + 1 > policy.max_devices_per_user;
+        let over_cap = policy.over_cap(o.live_before + 1);
         let signed_in = SignedIn { user_id: o.device.user_id.clone(), device: o.device, refresh_token };
         (signed_in, over_cap)
     }))
@@ -325,8 +331,8 @@ impl QueryFragment<Pg> for NewUserSignIn<'_> {
 pub fn sign_in_new_user(
     conn: &mut DbConnection,
     request: &SignIn,
-    policy: &SessionPolicy,
-    keys: &super::Keys<'_>,
+    policy: &Policy,
+    keys: &crate::accounts::Keys<'_>,
     now: i64,
 ) -> Result<Option<SignedIn>, DbError> {
     let DbConnection::Pg(pg) = conn else {
@@ -340,7 +346,7 @@ pub fn sign_in_new_user(
     let (dek, wrapped, wrapped_by) = keys.user_keys.new_key(&user_id, 1);
     let cipher =
         <chacha20poly1305::XChaCha20Poly1305 as chacha20poly1305::KeyInit>::new(dek.as_slice().into());
-    let sealed = super::profile::seal_profile(
+    let sealed = crate::accounts::profile::seal_profile(
         &cipher,
         &user_id,
         assertion.name.as_deref(),

@@ -1,7 +1,7 @@
 //! Rate limits on the `/oauth` endpoints (GCRA, the `governor` crate): per peer address for
 //! public clients and failed client authentications, per client for authenticated
 //! confidential clients (see `auth::authenticate_client`). A refused request gets `429` with
-//! `Retry-After`.
+//! `Retry-After` (`http::errors` turns a [`RetryAfter`] into that answer).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -9,9 +9,12 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::errors::OAuthError;
 use crate::config::RateLimitSettings;
 use crate::metrics::Metrics;
+
+/// A refused request: how many seconds until it may be tried again (at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub u64);
 
 pub struct RateLimits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -33,7 +36,7 @@ impl RateLimits {
     }
 
     /// Counts a request from `ip`; `429` when that address is over its rate.
-    pub fn check_ip(&self, ip: Option<IpAddr>, metrics: &Metrics) -> Result<(), OAuthError> {
+    pub fn check_ip(&self, ip: Option<IpAddr>, metrics: &Metrics) -> Result<(), RetryAfter> {
         match (&self.per_ip, ip) {
             (Some(limiter), Some(ip)) => refuse_if_over(limiter.check_key(&ip), "ip", metrics),
             _ => Ok(()),
@@ -41,7 +44,7 @@ impl RateLimits {
     }
 
     /// Counts a request of an authenticated client; `429` when the client is over its rate.
-    pub fn check_client(&self, client_id: &str, metrics: &Metrics) -> Result<(), OAuthError> {
+    pub fn check_client(&self, client_id: &str, metrics: &Metrics) -> Result<(), RetryAfter> {
         match &self.per_client {
             Some(limiter) => refuse_if_over(limiter.check_key(&client_id.to_string()), "client", metrics),
             None => Ok(()),
@@ -65,10 +68,10 @@ fn refuse_if_over(
     outcome: Result<(), governor::NotUntil<<DefaultClock as Clock>::Instant>>,
     limit: &'static str,
     metrics: &Metrics,
-) -> Result<(), OAuthError> {
+) -> Result<(), RetryAfter> {
     outcome.map_err(|not_until| {
         metrics.rate_limited.with_label_values(&[limit]).inc();
         let wait = not_until.wait_time_from(DefaultClock::default().now());
-        OAuthError::too_many_requests(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        RetryAfter((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
     })
 }

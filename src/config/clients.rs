@@ -1,0 +1,27 @@
+//! `[[clients]]`: the OAuth clients the file declares (the `clients` module builds its registry from them).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    Public,
+    Confidential,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub client_id: String,
+    pub kind: ClientKind,
+    #[serde(default)]
+    pub secret_hash: String,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "api".into()]
+}

@@ -1,0 +1,85 @@
+//! The audit log, `/admin/audit`: every event, filtered and paged.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{bad_request, event_rows, failed, html, AdminPage, EventRow, Layout, PAGE_SIZE};
+use crate::admin::directory::{self, AuditFilter, Cursor};
+use crate::audit::AuditAction;
+use crate::state::AppState;
+
+struct ActionChoice {
+    name: &'static str,
+    selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/audit.html")]
+struct AuditPage {
+    layout: Layout,
+    user: String,
+    actor: String,
+    actions: Vec<ActionChoice>,
+    events: Vec<EventRow>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    user: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    before: Option<String>,
+}
+
+/// The events, newest first, filtered by user, actor and action, a page at a time.
+pub async fn log(
+    state: web::Data<AppState>,
+    query: web::Query<AuditQuery>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    let q = query.into_inner();
+    let clean = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let filter = AuditFilter { user: clean(q.user), actor: clean(q.actor), action: clean(q.action) };
+    let too_long = [&filter.user, &filter.actor, &filter.action]
+        .iter()
+        .any(|f| f.as_ref().is_some_and(|v| v.len() > 200 || v.contains(char::is_control)));
+    if too_long {
+        return bad_request(&session, "A filter is too long or contains control characters.");
+    }
+    let before = match q.before.as_deref().map(Cursor::parse) {
+        Some(None) => return bad_request(&session, "That page link is malformed."),
+        other => other.flatten(),
+    };
+    let f = filter.clone();
+    let found = state.db.run(move |conn| directory::audit_page(conn, &f, before.as_ref(), PAGE_SIZE)).await;
+    let (events, next) = match found {
+        Ok(found) => found,
+        Err(e) => return failed(e),
+    };
+    let next = next.map(|cursor| {
+        let mut link = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [("user", &filter.user), ("actor", &filter.actor), ("action", &filter.action)] {
+            if let Some(value) = value {
+                link.append_pair(key, value);
+            }
+        }
+        link.append_pair("before", &cursor.encode());
+        format!("/admin/audit?{}", link.finish())
+    });
+    let page = AuditPage {
+        layout: Layout::of(&session, "audit"),
+        actions: AuditAction::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .map(|name| ActionChoice { name, selected: filter.action.as_deref() == Some(name) })
+            .collect(),
+        user: filter.user.unwrap_or_default(),
+        actor: filter.actor.unwrap_or_default(),
+        events: event_rows(events),
+        next,
+    };
+    html(StatusCode::OK, page.render())
+}

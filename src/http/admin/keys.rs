@@ -1,0 +1,72 @@
+//! Signing keys, `/admin/keys`: the published keys, and rotating to a new one.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::{failed, html, requester, see_other, when, AdminForm, AdminPage, CsrfForm, DoneQuery, Layout};
+use crate::crypto::signing::SigningError;
+use crate::db::DbError;
+use crate::service;
+use crate::state::AppState;
+
+struct KeyRow {
+    kid: String,
+    alg: String,
+    state: &'static str,
+    created: String,
+    activates: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/keys.html")]
+struct KeysPage {
+    layout: Layout,
+    keys: Vec<KeyRow>,
+}
+
+/// The signing keys and their states (published, signing, retired, withdrawn).
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<DoneQuery>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    // Keys another replica or the CLI added since the last reload are shown too.
+    let keys = state.keys.clone();
+    if let Err(e) = state.db.run(move |conn| keys.reload(conn)).await {
+        tracing::warn!(error = %e, "cannot reload signing keys");
+    }
+    let rows = state
+        .keys
+        .summary(crate::clock::now())
+        .into_iter()
+        .map(|k| KeyRow {
+            kid: k.kid,
+            alg: k.alg,
+            state: k.state.as_str(),
+            created: when(k.created_at),
+            activates: when(k.activates_at),
+        })
+        .collect();
+    let page =
+        KeysPage { layout: Layout::of(&session, "keys").with_notice(query.done.as_deref()), keys: rows };
+    html(StatusCode::OK, page.render())
+}
+
+/// Publishes a new signing key now (it signs after the publish lead), audited.
+pub async fn rotate(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    AdminForm { session, .. }: AdminForm<CsrfForm>,
+) -> HttpResponse {
+    let rotated = service::keys::rotate_signing(&state.db, &state.keys, &requester(&session, &req)).await;
+    match rotated {
+        Ok(_) => {}
+        Err(SigningError::Db(e)) => return failed(e),
+        Err(other) => {
+            tracing::error!(error = %other, "cannot add a signing key");
+            return failed(DbError::Task);
+        }
+    }
+    see_other("/admin/keys?done=key-added")
+}

@@ -1,0 +1,191 @@
+//! Admin sign-in and sign-out: the browser flow as client `idbridge-admin`, and the cookies.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{current_session, failed, forbidden, html, message, see_other, session_policy};
+use super::{AdminForm, CsrfForm, Layout, MessagePage, Refusal};
+use crate::admin::sessions;
+use crate::clients::{ADMIN_CALLBACK_PATH, ADMIN_CLIENT};
+use crate::crypto::random_token;
+use crate::http::auth::origin;
+use crate::http::input;
+use crate::service::console::{self, AdminSignIn};
+use crate::service::sign_in::CodeRedemption;
+use crate::state::AppState;
+
+fn callback_uri(state: &AppState) -> String {
+    format!("{}{ADMIN_CALLBACK_PATH}", state.settings.issuer())
+}
+
+fn cookie(name: &'static str, value: String, same_site: SameSite, max_age_secs: i64) -> Cookie<'static> {
+    Cookie::build(name, value)
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(same_site)
+        .max_age(actix_web::cookie::time::Duration::seconds(max_age_secs))
+        .finish()
+}
+
+fn removal(name: &'static str, same_site: SameSite) -> Cookie<'static> {
+    cookie(name, String::new(), same_site, 0)
+}
+
+/// Starts a sign-in: `state` and the PKCE verifier go into a short-lived cookie (Lax: it must
+/// come back on the provider's top-level redirect), and the browser goes to `/oauth/authorize`.
+pub async fn login(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if let Ok(Some(_)) = current_session(&state, &req).await {
+        return see_other("/admin");
+    }
+    let (flow_state, verifier) = (random_token::<16>(), random_token::<32>());
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("response_type", "code")
+        .append_pair("client_id", ADMIN_CLIENT)
+        .append_pair("redirect_uri", &callback_uri(&state))
+        .append_pair("scope", "openid")
+        .append_pair("state", &flow_state)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let mut response = see_other(&format!("/oauth/authorize?{}", query.finish()));
+    let value = format!("{flow_state}.{verifier}");
+    let _ = response.add_cookie(&cookie(sessions::LOGIN_COOKIE, value, SameSite::Lax, 600));
+    response
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/signed_in.html")]
+struct SignedInPage;
+
+/// The browser flow's return: redeem the code (in-process, as client `idbridge-admin`), and
+/// open a session when the person is an admin. Anyone else gets a 403 page naming their user
+/// id (for `idbridge admins grant`); the device the sign-in made is deleted at once.
+pub async fn callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+) -> HttpResponse {
+    let restart = || {
+        message(
+            StatusCode::BAD_REQUEST,
+            Layout::signed_out(),
+            "Sign-in expired",
+            "This sign-in is unknown or expired. Start again.",
+        )
+    };
+    let Some((expected_state, verifier)) = req
+        .cookie(sessions::LOGIN_COOKIE)
+        .and_then(|c| c.value().split_once('.').map(|(s, v)| (s.to_string(), v.to_string())))
+    else {
+        return restart();
+    };
+    let state_ok = query.state.as_deref().is_some_and(|s| {
+        use subtle::ConstantTimeEq;
+        bool::from(s.as_bytes().ct_eq(expected_state.as_bytes()))
+    });
+    if !state_ok {
+        return restart();
+    }
+    if query.error.is_some() {
+        let mut page = forbidden("Sign-in cancelled", "The sign-in was declined or failed. Start again.");
+        let _ = page.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
+        return page;
+    }
+    let Ok(Some(code)) = input::text("code", query.code.as_deref(), 256).map(|c| c.map(str::to_string))
+    else {
+        return restart();
+    };
+    let Some(client) = state.clients.get(ADMIN_CLIENT) else {
+        return restart();
+    };
+    let request = CodeRedemption {
+        code,
+        redirect_uri: callback_uri(&state),
+        verifier,
+        device_name: Some("Admin console".into()),
+        device_platform: Some("web".into()),
+        origin: origin(&req),
+    };
+    let policy = session_policy(&state);
+    let outcome = console::sign_in(&state, client, request, policy).await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => return failed(e),
+    };
+    match outcome {
+        AdminSignIn::Started(token) => {
+            // A page, not a redirect: the Strict cookie is then sent on the same-site
+            // navigation it starts, even when the sign-in came back from another site.
+            let mut response = html(StatusCode::OK, SignedInPage.render());
+            let max = policy.max_secs;
+            let _ = response.add_cookie(&cookie(sessions::COOKIE, token, SameSite::Strict, max));
+            let _ = response.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
+            response
+        }
+        AdminSignIn::NotAdmin { user_id } => {
+            let text = "You signed in, but your account does not have the admin role. An admin can grant it \
+                        with `idbridge admins grant` and your user id:";
+            let page = MessagePage {
+                layout: Layout::signed_out(),
+                heading: "Not an admin",
+                message: text,
+                detail: Some(&user_id),
+                link: None,
+            };
+            let mut response = html(StatusCode::FORBIDDEN, page.render());
+            let _ = response.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
+            response
+        }
+        AdminSignIn::Refused(why) => {
+            let mut page = forbidden("Sign-in refused", why);
+            let _ = page.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
+            page
+        }
+    }
+}
+
+/// Ends this session (and revokes the device it rode on).
+pub async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    change: Result<AdminForm<CsrfForm>, actix_web::Error>,
+) -> actix_web::Result<HttpResponse> {
+    let session = match change {
+        Ok(AdminForm { session, .. }) => session,
+        Err(refused) if refused.as_error::<Refusal>().is_some_and(Refusal::is_signed_out) => {
+            // A session that already ended: the browser may drop its cookie too.
+            let mut page = refused.error_response();
+            let _ = page.add_cookie(&removal(sessions::COOKIE, SameSite::Strict));
+            return Ok(page);
+        }
+        Err(refused) => return Err(refused),
+    };
+    let ended = console::sign_out(&state.db, &session, &super::requester(&session, &req)).await;
+    if let Err(e) = ended {
+        return Ok(failed(e));
+    }
+    let mut response = message(
+        StatusCode::OK,
+        Layout::signed_out(),
+        "Signed out",
+        "You are signed out of the admin console.",
+    );
+    let _ = response.add_cookie(&removal(sessions::COOKIE, SameSite::Strict));
+    Ok(response)
+}

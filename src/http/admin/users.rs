@@ -1,0 +1,406 @@
+//! Users: the list and search, a user's page, and the changes an admin makes to a user
+//! (revoke a device or all, disable, enable, delete), each confirmed first.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{bad_request, event_rows, failed, html, not_found, see_other, when, PAGE_SIZE};
+use super::{
+    AdminForm, AdminPage, ConfirmPage, CsrfForm, DoneQuery, EventRow, FromRoute, Layout, RouteAction,
+};
+use crate::accounts::profile;
+use crate::admin::directory::{self, Cursor};
+use crate::audit::AuditAction;
+use crate::db::DbError;
+use crate::ids::{DeviceId, UserId};
+use crate::service::devices::Owner;
+use crate::service::{self, BY_CONSOLE};
+use crate::state::AppState;
+
+struct UserRow {
+    id: String,
+    display_name: Option<String>,
+    providers: Vec<String>,
+    created: String,
+    disabled: bool,
+    is_admin: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/users.html")]
+struct UsersPage {
+    layout: Layout,
+    q: String,
+    searching: bool,
+    users: Vec<UserRow>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct UsersQuery {
+    q: Option<String>,
+    after: Option<String>,
+    done: Option<String>,
+}
+
+/// The users, newest first, or those a search finds.
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<UsersQuery>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    let query = query.into_inner();
+    let q = query.q.unwrap_or_default().trim().to_string();
+    if q.len() > 320 || q.contains(char::is_control) {
+        return bad_request(&session, "The search text is too long or contains control characters.");
+    }
+    let after = match query.after.as_deref().map(Cursor::parse) {
+        Some(None) => return bad_request(&session, "That page link is malformed."),
+        other => other.flatten(),
+    };
+    let app = state.clone();
+    let searching = !q.is_empty();
+    let needle = q.clone();
+    let found = state
+        .db
+        .run(move |conn| {
+            if searching {
+                directory::search_users(conn, &app.user_keys, &app.blind_index, &needle)
+                    .map(|list| (list, None))
+            } else {
+                directory::list_users(conn, &app.user_keys, after.as_ref(), PAGE_SIZE)
+            }
+        })
+        .await;
+    let (list, next) = match found {
+        Ok(found) => found,
+        Err(e) => return failed(e),
+    };
+    let page = UsersPage {
+        layout: Layout::of(&session, "users").with_notice(query.done.as_deref()),
+        q,
+        searching,
+        users: list
+            .into_iter()
+            .map(|u| UserRow {
+                created: when(u.created_at),
+                id: u.id,
+                display_name: u.display_name,
+                providers: u.providers,
+                disabled: u.disabled,
+                is_admin: u.is_admin,
+            })
+            .collect(),
+        next: next.map(|c| c.encode()),
+    };
+    html(StatusCode::OK, page.render())
+}
+
+struct IdentityRow {
+    provider: String,
+    subject: String,
+    linked: String,
+    last_login: String,
+}
+
+struct DeviceRow {
+    id: String,
+    name: Option<String>,
+    platform: Option<String>,
+    client_id: String,
+    created: String,
+    last_seen: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    live: bool,
+    state: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "admin/user.html")]
+struct UserPage {
+    layout: Layout,
+    id: String,
+    name: Option<String>,
+    email: Option<String>,
+    created: String,
+    disabled: bool,
+    is_admin: bool,
+    identities: Vec<IdentityRow>,
+    devices: Vec<DeviceRow>,
+    events: Vec<EventRow>,
+}
+
+/// One user: profile, identities, devices and recent events.
+pub async fn detail(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<DoneQuery>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    let Some(user_id) = UserId::parse(&path.into_inner()).map(|id| id.to_string()) else {
+        return not_found(&session, "There is no such user.");
+    };
+    let app = state.clone();
+    let found = state.db.run(move |conn| directory::user_detail(conn, &app.user_keys, &user_id)).await;
+    let detail = match found {
+        Ok(Some(detail)) => detail,
+        Ok(None) => return not_found(&session, "There is no such user. They may have been deleted."),
+        Err(crate::crypto::user_keys::UserKeyError::Db(e)) => return failed(e),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a user's profile");
+            return failed(DbError::Task);
+        }
+    };
+    let now = crate::clock::now();
+    let profile = detail.profile;
+    let page = UserPage {
+        layout: Layout::of(&session, "users").with_notice(query.done.as_deref()),
+        id: profile.user.id.clone(),
+        name: profile.display_name,
+        email: profile.email,
+        created: when(profile.user.created_at),
+        disabled: profile.user.disabled_at.is_some(),
+        is_admin: profile.user.is_admin,
+        identities: profile
+            .identities
+            .into_iter()
+            .map(|i| IdentityRow {
+                provider: i.provider,
+                subject: i.subject,
+                linked: when(i.linked_at),
+                last_login: when(i.last_login_at),
+            })
+            .collect(),
+        devices: detail
+            .devices
+            .into_iter()
+            .map(|d| DeviceRow {
+                live: d.is_live(now),
+                state: if d.revoked_at.is_some() { "revoked" } else { "expired" },
+                created: when(d.created_at),
+                last_seen: when(d.last_seen_at),
+                id: d.id,
+                name: d.name,
+                platform: d.platform,
+                client_id: d.client_id,
+                ip: d.ip,
+                user_agent: d.user_agent,
+            })
+            .collect(),
+        events: event_rows(detail.events),
+    };
+    html(StatusCode::OK, page.render())
+}
+
+/// What an action on a user does, by its name in the URL.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum UserAction {
+    RevokeDevice,
+    RevokeAll,
+    Disable,
+    Enable,
+    Delete,
+}
+
+impl UserAction {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "revoke-device" => UserAction::RevokeDevice,
+            "revoke-all" => UserAction::RevokeAll,
+            "disable" => UserAction::Disable,
+            "enable" => UserAction::Enable,
+            "delete" => UserAction::Delete,
+            _ => return None,
+        })
+    }
+}
+
+impl FromRoute for UserAction {
+    /// `…/devices/{device}/revoke` is `revoke-device`; the others are named as in `?action=`.
+    fn from_route(last_segment: &str) -> Option<Self> {
+        match last_segment {
+            "revoke" => Some(UserAction::RevokeDevice),
+            other => UserAction::parse(other),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmQuery {
+    action: Option<String>,
+    device: Option<String>,
+}
+
+/// The confirmation step before an action on a user: what will happen, and the form that does it.
+pub async fn confirm(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<ConfirmQuery>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    let Some(action) = query.action.as_deref().and_then(UserAction::parse) else {
+        return bad_request(&session, "Unknown action.");
+    };
+    let Some(user_id) = UserId::parse(&path.into_inner()).map(|id| id.to_string()) else {
+        return not_found(&session, "There is no such user.");
+    };
+    let device = match (action, query.device.as_deref().map(DeviceId::parse)) {
+        (UserAction::RevokeDevice, Some(Some(d))) => Some(d.to_string()),
+        (UserAction::RevokeDevice, _) => {
+            return bad_request(&session, "Which device? The link is malformed.")
+        }
+        _ => None,
+    };
+    let app = state.clone();
+    let (uid, did) = (user_id.clone(), device.clone());
+    let found = state
+        .db
+        .run(move |conn| {
+            let name = match profile::profile(conn, &app.user_keys, &uid) {
+                Ok(Some(p)) => Some(p.display_name.unwrap_or_else(|| "(no name)".into())),
+                Ok(None) => None,
+                Err(crate::crypto::user_keys::UserKeyError::Db(e)) => return Err(e),
+                Err(_) => Some("(no name)".into()),
+            };
+            let device = match did {
+                Some(d) => crate::sessions::find(conn, &d)?.filter(|d| d.user_id == uid),
+                None => None,
+            };
+            Ok((name, device))
+        })
+        .await;
+    let (name, device) = match found {
+        Ok((Some(name), device)) => (name, device),
+        Ok((None, _)) => return not_found(&session, "There is no such user."),
+        Err(e) => return failed(e),
+    };
+    let base = format!("/admin/users/{user_id}");
+    let (question, consequence, button, target) = match action {
+        UserAction::RevokeDevice => {
+            let Some(device) = device else {
+                return not_found(&session, "This user has no such device.");
+            };
+            let label = device.name.clone().unwrap_or_else(|| "this device".into());
+            (
+                format!("Revoke “{label}” of {name}?"),
+                "Its refresh token and access tokens stop working at once. The user must sign in again on that device."
+                    .to_string(),
+                "Revoke device",
+                format!("{base}/devices/{}/revoke", device.id),
+            )
+        }
+        UserAction::RevokeAll => (
+            format!("Revoke every device of {name}?"),
+            "Every refresh token and access token of this user stops working at once. They can sign in again."
+                .to_string(),
+            "Revoke all devices",
+            format!("{base}/revoke-all"),
+        ),
+        UserAction::Disable => (
+            format!("Disable {name}?"),
+            "They cannot sign in or refresh, and every device of theirs stops working at once.".to_string(),
+            "Disable user",
+            format!("{base}/disable"),
+        ),
+        UserAction::Enable => (
+            format!("Enable {name}?"),
+            "They can sign in again. Devices revoked when they were disabled stay revoked.".to_string(),
+            "Enable user",
+            format!("{base}/enable"),
+        ),
+        UserAction::Delete => (
+            format!("Delete {name} for good?"),
+            "The user, their identities, devices and tokens are deleted, and their data keys destroyed: data \
+             encrypted for them can never be decrypted again. This cannot be undone."
+                .to_string(),
+            "Delete user",
+            format!("{base}/delete"),
+        ),
+    };
+    let page = ConfirmPage {
+        layout: Layout::of(&session, "users"),
+        question: &question,
+        consequence: &consequence,
+        button,
+        action: target,
+        cancel: base,
+    };
+    html(StatusCode::OK, page.render())
+}
+
+enum Changed {
+    Done(&'static str),
+    Missing(&'static str),
+}
+
+/// The user (and device) a change names in its path.
+#[derive(Deserialize)]
+pub struct UserTarget {
+    id: String,
+    device: Option<String>,
+}
+
+/// Runs an audited change on a user for an admin, then sends them back to the user's page.
+/// The route names the change (`…/revoke`, `revoke-all`, `disable`, `enable`, `delete`).
+pub async fn change(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    RouteAction(action): RouteAction<UserAction>,
+    path: web::Path<UserTarget>,
+    AdminForm { session, .. }: AdminForm<CsrfForm>,
+) -> HttpResponse {
+    let UserTarget { id: user_id, device: device_id } = path.into_inner();
+    let (Some(user), Ok(device)) =
+        (UserId::parse(&user_id), device_id.as_deref().map(|d| DeviceId::parse(d).ok_or(())).transpose())
+    else {
+        return not_found(&session, "There is no such user or device.");
+    };
+    if user.as_str() == session.user_id && matches!(action, UserAction::Disable | UserAction::Delete) {
+        return bad_request(
+            &session,
+            "You cannot disable or delete your own account here. Another admin can, or use the command line.",
+        );
+    }
+    let (db, by, detail) = (&state.db, super::requester(&session, &req), Some(BY_CONSOLE));
+    let missing_user = Changed::Missing("There is no such user.");
+    let changed = match (action, device) {
+        (UserAction::RevokeDevice, Some(device)) => {
+            let owner = Owner::User(user.clone());
+            service::devices::end(db, &device, &owner, &by, AuditAction::DeviceRevoke, detail).await.map(
+                |ended| {
+                    ended.map_or(Changed::Missing("This user has no such device."), |_| {
+                        Changed::Done("device-revoked")
+                    })
+                },
+            )
+        }
+        (UserAction::RevokeDevice, None) => Ok(Changed::Missing("This user has no such device.")),
+        (UserAction::RevokeAll, _) => {
+            service::devices::end_all(db, &user, &by, AuditAction::UserRevokeAll, detail)
+                .await
+                .map(|ended| ended.map_or(missing_user, |_| Changed::Done("all-revoked")))
+        }
+        (UserAction::Disable, _) => service::users::disable(db, &user, &by, detail)
+            .await
+            .map(|ended| ended.map_or(missing_user, |_| Changed::Done("disabled"))),
+        (UserAction::Enable, _) => service::users::enable(db, &user, &by, detail).await.map(|found| {
+            if found {
+                Changed::Done("enabled")
+            } else {
+                missing_user
+            }
+        }),
+        (UserAction::Delete, _) => service::users::delete(db, &state.user_keys, &user, &by)
+            .await
+            .map(|found| if found { Changed::Done("deleted") } else { missing_user }),
+    };
+    match changed {
+        Ok(Changed::Done("deleted")) => see_other("/admin/users?done=deleted"),
+        Ok(Changed::Done(done)) => see_other(&format!("/admin/users/{user}?done={done}")),
+        Ok(Changed::Missing(what)) => not_found(&session, what),
+        Err(e) => failed(e),
+    }
+}
