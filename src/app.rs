@@ -174,6 +174,9 @@ impl Application {
         let clients = Arc::new(ClientRegistry::from_settings(&settings)?);
         let keyring = Arc::new(load_keyring(&settings)?);
         let db = open_database(&settings, settings.database.auto_migrate).await?;
+        // Before any write that may revoke (`apply_session_max` below).
+        let liveness = Arc::new(Liveness::default());
+        liveness.follow(db.subscribers());
         check_master_keys_in_use(&db, &keyring).await?;
         let keys = load_signing_keys(&settings, &db, keyring.clone()).await?;
         let successor_key =
@@ -199,8 +202,6 @@ impl Application {
                 );
             }
         }
-        let liveness = Arc::new(Liveness::default());
-        liveness.follow(db.subscribers());
         {
             let (liveness, ttl) = (liveness.clone(), settings.tokens.access_ttl.as_secs() as i64);
             db.write(move |conn| liveness.adopt_access_ttl(conn, ttl)).await?;

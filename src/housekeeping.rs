@@ -168,18 +168,18 @@ fn follow_changes(
             let _ = notices.send(notice.clone());
         });
     }
-    let watcher = match db.target().backend {
+    let watcher = AbortOnDrop(match db.target().backend {
         crate::db::Backend::Postgres => {
             crate::db::notify::spawn_listener(db.direct_url(), db.subscribers().clone())
         }
         crate::db::Backend::Sqlite => {
             liveness::spawn_sqlite_watcher(db.target().location.clone(), liveness.clone())
         }
-    };
+    });
     let (db, keys, clients, liveness) = (db.clone(), keys.clone(), clients.clone(), liveness.clone());
     tokio::spawn(async move {
         // Dropped with this task: the listener's thread then ends.
-        let _watcher = AbortOnDrop(watcher);
+        let _watcher = watcher;
         while let Some(notice) = inbox.recv().await {
             let topic = notice.topic.as_str();
             if topic == RECONNECTED {

@@ -19,9 +19,9 @@ use crate::config::SigningAlg;
 use crate::db::schema::signing_keys;
 use crate::db::{self, DbConnection, DbError};
 
-/// `Cache-Control: max-age` of the JWKS.
 /// The notice that signing keys changed (`db::notify`).
 pub const CHANGED: &str = "keys";
+/// `Cache-Control: max-age` of the JWKS.
 pub const JWKS_MAX_AGE_SECS: i64 = 300;
 /// How often every replica reloads keys from the database (see `housekeeping`).
 pub const KEY_RELOAD_SECS: i64 = 60;

@@ -205,4 +205,44 @@ mod tests {
         assert_eq!(take_pending(), vec![Notice::new("x", "1")]);
         assert!(take_pending().is_empty());
     }
+
+    /// What a write publishes reaches this replica's subscribers only when it committed:
+    /// through `Db::write` or `Db::run`; never from a write that failed or panicked, and
+    /// never carried over to the next job on the same thread.
+    #[tokio::test]
+    async fn notices_arrive_after_a_commit_only_whichever_helper_wrote() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = crate::db::Db::new(&format!("sqlite://{}/n.db", dir.path().display()), 1).expect("url");
+        db.migrate().expect("migrations");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        db.subscribers().subscribe("t", move |n| s.lock().unwrap().push(n.body.clone()));
+
+        let failed: Result<(), DbError> = db
+            .write(|c| {
+                publish(c, "t", "failed write")?;
+                Err(DbError::Task)
+            })
+            .await;
+        assert!(failed.is_err());
+        let panicked: Result<(), DbError> = db
+            .write(|c| {
+                publish(c, "t", "panicked write")?;
+                panic!("a job that panics after publishing")
+            })
+            .await;
+        assert!(panicked.is_err());
+        db.write(|c| publish(c, "t", "written")).await.expect("write");
+        db.run(|c| publish(c, "t", "ran")).await.expect("run");
+        let failed_run: Result<(), DbError> = db
+            .run(|c| {
+                publish(c, "t", "failed run")?;
+                Err(DbError::Task)
+            })
+            .await;
+        assert!(failed_run.is_err());
+        db.run(|_| Ok::<_, DbError>(())).await.expect("run");
+
+        assert_eq!(*seen.lock().unwrap(), vec!["written".to_string(), "ran".to_string()]);
+    }
 }

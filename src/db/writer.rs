@@ -67,8 +67,10 @@ where
         if state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return None;
         }
+        // Cleared first (a job that panicked left its notices behind), and taken whatever the
+        // outcome, so nothing carries over from one job to the next.
+        notify::take_pending();
         let result = span.in_scope(|| write_transaction(conn, work));
-        // Taken whatever the outcome, so nothing carries over to the next job.
         let published = notify::take_pending();
         let published = if result.is_ok() { published } else { Vec::new() };
         health.take_note();

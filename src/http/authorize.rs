@@ -18,6 +18,7 @@ use super::input;
 use crate::clients::Client;
 use crate::crypto::{random_token, sha256_b64};
 use crate::providers::{AssertionError, ProviderKind, VerifiedAssertion};
+use crate::service;
 use crate::state::AppState;
 use crate::tokens::codes::{self, LoginState};
 
@@ -315,8 +316,7 @@ pub async fn authorize(
             Err(e) => return fail("server_error", &e.to_string()),
         }
     };
-    let saved = login.clone();
-    if let Err(e) = state.db.write(move |conn| codes::save_login(conn, &saved)).await {
+    if let Err(e) = service::identities::save_login(&state, login.clone()).await {
         tracing::warn!(error = %e, "cannot save a login");
         return fail("temporarily_unavailable", "idbridge cannot save the sign-in right now");
     }
@@ -376,21 +376,8 @@ async fn take_login(
     if let Err(e) = state.rate_limits.check_ip(req.peer_addr().map(|a| a.ip()), &state.metrics) {
         return Err(too_many(&e));
     }
-    let (id, hash) = (id.to_string(), sha256_b64(browser.as_bytes()));
-    // A read first: a made-up state costs no write.
-    let (probe_id, probe_hash) = (id.clone(), hash.clone());
-    match state.db.run(move |conn| codes::login_exists(conn, &probe_id, &probe_hash)).await {
-        Ok(true) => {}
-        Ok(false) => return Err(unknown()),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read a login");
-            return Err(error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "idbridge cannot finish the sign-in right now. Try again shortly.",
-            ));
-        }
-    }
-    match state.db.write(move |conn| codes::take_login(conn, &id, &hash, crate::clock::now())).await {
+    let hash = sha256_b64(browser.as_bytes());
+    match service::identities::take_login(state, id.to_string(), hash).await {
         Ok(Some(login)) => Ok(login),
         Ok(None) => Err(unknown()),
         Err(e) => {

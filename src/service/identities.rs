@@ -1,5 +1,6 @@
 //! A user's provider identities: linking one proven by a fresh assertion, unlinking one
-//! (never the last), and the browser flow's authorization code for a verified sign-in.
+//! (never the last); and the browser flow's logins (kept server-side while the person is at
+//! the provider, taken once) and its authorization code for a verified sign-in.
 
 use std::sync::Arc;
 
@@ -64,4 +65,23 @@ pub async fn issue_code(
             Ok(codes::issue_code(conn, a.user_keys.keyring(), &login, &assertion, now)?)
         })
         .await
+}
+
+/// Keeps a browser login while the person is at the provider.
+pub async fn save_login(app: &AppState, login: LoginState) -> Result<(), crate::db::DbError> {
+    app.db.write(move |conn| codes::save_login(conn, &login)).await
+}
+
+/// Takes the login `id` bound to this browser (the hash of its cookie), once: a read first,
+/// so a made-up id costs no write. `None` when it is unknown, expired or already taken.
+pub async fn take_login(
+    app: &AppState,
+    id: String,
+    browser_hash: String,
+) -> Result<Option<LoginState>, crate::db::DbError> {
+    let (probe_id, probe_hash) = (id.clone(), browser_hash.clone());
+    if !app.db.run(move |conn| codes::login_exists(conn, &probe_id, &probe_hash)).await? {
+        return Ok(None);
+    }
+    app.db.write(move |conn| codes::take_login(conn, &id, &browser_hash, crate::clock::now())).await
 }

@@ -101,11 +101,7 @@ pub fn end_all(
     by: &Attribution<'_>,
     now: i64,
 ) -> Result<usize, DbError> {
-    let ids: Vec<String> = devices::table
-        .filter(devices::user_id.eq(user_id))
-        .filter(devices::revoked_at.is_null())
-        .select(devices::id)
-        .load(conn)?;
+    let ids = unrevoked_of_user(conn, user_id)?;
     for id in &ids {
         revoke(conn, id, now)?;
     }
