@@ -18,7 +18,9 @@ impl std::error::Error for ConfigError {}
 
 /// Settings whose values are secrets (or verify them): never quoted in an error.
 fn is_secret_key(key: &str) -> bool {
-    ["app_secret", "client_secret", "secret_hash", "master_keys"].iter().any(|name| key.contains(name))
+    ["app_secret", "client_secret", "secret_hash", "master_keys", "private_key"]
+        .iter()
+        .any(|name| key.contains(name))
 }
 
 /// Builds the dotted key from serde's path and, for unknown or missing fields, the field name.

@@ -19,7 +19,9 @@ mod tokens;
 pub use clients::{ClientKind, ClientSettings};
 pub use database::{DatabaseSettings, RetentionSettings};
 pub use error::ConfigError;
-pub use providers::{FacebookSettings, GoogleSettings, ProviderSettings};
+pub use providers::{
+    FacebookSettings, GoogleSettings, OidcProviderSettings, ProviderSettings, BUILT_IN_PROVIDERS,
+};
 pub use server::{AdminSettings, DevSettings, RateLimitSettings, ServerSettings};
 pub use tokens::{KeySettings, SigningAlg, TokenSettings};
 
@@ -206,6 +208,9 @@ impl Settings {
                     return Err(err(key, "must be an http(s) URL"));
                 }
             }
+        }
+        if let Some((key, why)) = self.providers.oidc_problem() {
+            return Err(err(&key, why));
         }
         self.check_dev_bind()?;
         let mut seen = std::collections::HashSet::new();

@@ -35,7 +35,7 @@ struct ChoosePage<'a> {
 
 struct ProviderLink {
     href: String,
-    label: &'static str,
+    label: String,
 }
 
 #[derive(Template)]
@@ -269,8 +269,8 @@ pub async fn authorize(
     };
     let available = state.providers.browser_providers();
     let provider = match q.provider.as_deref().filter(|p| !p.is_empty()) {
-        None => return choose_page(&req, &client, &available),
-        Some(name) => match ProviderKind::parse(name).filter(|k| available.contains(k)) {
+        None => return choose_page(&state, &req, &client, &available),
+        Some(name) => match state.providers.kind(name).filter(|k| available.contains(k)) {
             Some(kind) => kind,
             None => {
                 let name: String = name.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
@@ -334,7 +334,12 @@ pub async fn authorize(
 }
 
 /// The provider choice: one link per provider, the same request with `provider` added.
-fn choose_page(req: &HttpRequest, client: &Client, available: &[ProviderKind]) -> HttpResponse {
+fn choose_page(
+    state: &AppState,
+    req: &HttpRequest,
+    client: &Client,
+    available: &[ProviderKind],
+) -> HttpResponse {
     // The request as it came, less any `provider`, plus the chosen one.
     let kept: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
@@ -348,11 +353,7 @@ fn choose_page(req: &HttpRequest, client: &Client, available: &[ProviderKind]) -
                 query.extend_pairs(&kept).append_pair("provider", kind.as_str());
                 format!("/oauth/authorize?{}", query.finish())
             },
-            label: match kind {
-                ProviderKind::Google => "Google",
-                ProviderKind::Facebook => "Facebook",
-                ProviderKind::Dev => "the dev provider",
-            },
+            label: state.providers.display_name(*kind).to_string(),
         })
         .collect();
     page(StatusCode::OK, ChoosePage { client_id: &client.id, providers }.render())
@@ -429,7 +430,7 @@ pub async fn callback(
     path: web::Path<String>,
     query: web::Query<CallbackQuery>,
 ) -> HttpResponse {
-    let Some(kind) = ProviderKind::parse(&path.into_inner()).filter(|k| *k != ProviderKind::Dev) else {
+    let Some(kind) = state.providers.kind(&path.into_inner()).filter(|k| *k != ProviderKind::Dev) else {
         return error_page(StatusCode::NOT_FOUND, "There is no such provider.");
     };
     let login = match take_login(&state, &req, query.state.as_deref()).await {

@@ -14,7 +14,6 @@ use super::oauth::{verify_subject_token, SubjectRefused, SubjectToken};
 use crate::accounts::{profile, SignInError};
 use crate::audit::{Actor, AuditAction};
 use crate::ids::{DeviceId, UserId};
-use crate::providers::ProviderKind;
 use crate::service::devices::Owner;
 use crate::service::{self, Requester};
 use crate::sessions::{devices, DeviceCursor};
@@ -190,7 +189,7 @@ pub async fn link_identity(
     let provider = match input::text("provider", form.provider.as_deref(), 32).map_err(bad)? {
         None => None,
         Some(name) => {
-            Some(ProviderKind::parse(name).ok_or_else(|| Problem::bad_request("unknown provider"))?)
+            Some(state.providers.kind(name).ok_or_else(|| Problem::bad_request("unknown provider"))?)
         }
     };
     let subject = SubjectToken {
@@ -234,7 +233,7 @@ pub async fn unlink_identity(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let provider =
-        ProviderKind::parse(&path.into_inner()).ok_or_else(|| Problem::not_found("no such identity"))?;
+        state.providers.kind(&path.into_inner()).ok_or_else(|| Problem::not_found("no such identity"))?;
     let (user, by) = caller_as_user(&caller, &req);
     let outcome = service::identities::unlink(&state, &user, provider, by.origin).await?;
     match outcome {

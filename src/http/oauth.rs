@@ -43,6 +43,8 @@ pub struct TokenForm {
     nonce: Option<String>,
     device_name: Option<String>,
     device_platform: Option<String>,
+    /// Sign in with Apple: the person's name as the app got it (Apple gives it only once).
+    display_name: Option<String>,
     // refresh
     refresh_token: Option<String>,
     // authorization code
@@ -56,7 +58,7 @@ impl TokenForm {
     /// client secret is left to client authentication). The `cargo fuzz` target `token_form`
     /// runs the form parser and this.
     pub fn check_fields(&self) -> Result<(), OAuthError> {
-        let fields: [(&'static str, &Option<String>, usize); 13] = [
+        let fields: [(&'static str, &Option<String>, usize); 14] = [
             ("grant_type", &self.grant_type, 128),
             ("client_id", &self.client_id, 128),
             ("scope", &self.scope, 1024),
@@ -66,6 +68,7 @@ impl TokenForm {
             ("nonce", &self.nonce, 256),
             ("device_name", &self.device_name, 400),
             ("device_platform", &self.device_platform, 32),
+            ("display_name", &self.display_name, 400),
             ("refresh_token", &self.refresh_token, 512),
             ("code", &self.code, 256),
             ("redirect_uri", &self.redirect_uri, 2048),
@@ -113,7 +116,7 @@ async fn token_exchange(
     let requested_provider = match form.provider.as_deref() {
         None | Some("") => None,
         Some(name) => {
-            Some(ProviderKind::parse(name).ok_or_else(|| OAuthError::invalid_request("unknown provider"))?)
+            Some(state.providers.kind(name).ok_or_else(|| OAuthError::invalid_request("unknown provider"))?)
         }
     };
     if let Some(platform) = form.device_platform.as_deref() {
@@ -145,6 +148,17 @@ async fn token_exchange(
         }
     };
     let provider_label = assertion.provider.as_str();
+    // Apple puts no name in its ID tokens: the app sends the one it got, kept for a new user
+    // only (a returning user's profile is not changed by a sign-in).
+    let mut assertion = assertion;
+    if assertion.provider == ProviderKind::Apple {
+        if let Some(name) = form.display_name.as_deref().filter(|n| !n.trim().is_empty()) {
+            if name.chars().count() > 100 {
+                return Err(OAuthError::invalid_request("display_name is longer than 100 characters"));
+            }
+            assertion.name = Some(name.trim().to_string());
+        }
+    }
 
     let sign_in = SignIn {
         assertion,
@@ -236,11 +250,20 @@ pub async fn verify_subject_token(
     };
     let nonce_required = match assertion.provider {
         ProviderKind::Google => state.google_requires_nonce(),
-        ProviderKind::Facebook => true,
+        ProviderKind::Facebook | ProviderKind::Apple => true,
         ProviderKind::Dev => false,
+        ProviderKind::Oidc(_) => state.providers.generic(assertion.provider).is_some_and(|p| p.require_nonce),
+    };
+    // Apple advises apps to put the SHA-256 of the nonce (hex) into its request.
+    let hashed = |sent: &str| {
+        use sha2::Digest;
+        sha2::Sha256::digest(sent.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     match (assertion.nonce.as_deref(), subject.nonce) {
         (Some(claim), Some(sent)) if claim == sent => Ok(assertion),
+        (Some(claim), Some(sent)) if assertion.provider == ProviderKind::Apple && claim == hashed(sent) => {
+            Ok(assertion)
+        }
         (None, None) if !nonce_required => Ok(assertion),
         (None, None) => Err(SubjectRefused::Refused("a nonce is required".into())),
         _ => Err(SubjectRefused::Refused("the nonce does not match the subject_token".into())),

@@ -1,6 +1,7 @@
 //! Identity providers behind one entry point: an ID token goes in, a verified
-//! `(provider, subject)` comes out. Google and the dev provider are OpenID Connect issuers
-//! checked by [`oidc::OidcVerifier`]; which one verifies a token is told by its `iss`.
+//! `(provider, subject)` comes out. Google, every `[[providers.oidc]]` entry and the dev
+//! provider are OpenID Connect issuers checked by [`oidc::OidcVerifier`]; which one verifies a
+//! token is told by its `iss`.
 
 pub mod dev;
 pub mod facebook;
@@ -19,7 +20,10 @@ use oidc::{IdTokenPolicy, KeySource, OidcVerifier};
 pub enum ProviderKind {
     Google,
     Facebook,
+    Apple,
     Dev,
+    /// A `[[providers.oidc]]` entry, by its configured name (see [`Providers::kind`]).
+    Oidc(&'static str),
 }
 
 impl ProviderKind {
@@ -27,14 +31,41 @@ impl ProviderKind {
         match self {
             ProviderKind::Google => "google",
             ProviderKind::Facebook => "facebook",
+            ProviderKind::Apple => "apple",
             ProviderKind::Dev => "dev",
+            ProviderKind::Oidc(name) => name,
         }
     }
 
+    /// The provider a stored row names (a login or code in flight, written by this service):
+    /// a built-in one, else a `[[providers.oidc]]` name. Such names are kept once for the
+    /// life of the process (they come from the configuration, so there are few).
+    pub fn from_stored(name: &str) -> Option<Self> {
+        static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        if let Some(kind) = Self::parse(name) {
+            return Some(kind);
+        }
+        if name.is_empty() || name.len() > 32 {
+            return None;
+        }
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        let interned = match names.iter().find(|n| **n == name) {
+            Some(n) => *n,
+            None => {
+                let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+                names.push(leaked);
+                leaked
+            }
+        };
+        Some(ProviderKind::Oidc(interned))
+    }
+
+    /// A built-in provider's name; a configured one's is known to [`Providers::kind`].
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "google" => Some(ProviderKind::Google),
             "facebook" => Some(ProviderKind::Facebook),
+            "apple" => Some(ProviderKind::Apple),
             "dev" => Some(ProviderKind::Dev),
             _ => None,
         }
@@ -100,24 +131,34 @@ pub enum AssertionError {
     ProviderUnavailable,
 }
 
+/// A `[[providers.oidc]]` entry as sign-in needs it.
+pub struct GenericOidc {
+    pub kind: ProviderKind,
+    pub display_name: String,
+    pub require_nonce: bool,
+}
+
 /// Every configured provider.
 pub struct Providers {
     verifiers: Vec<OidcVerifier>,
+    /// The `[[providers.oidc]]` entries, in configuration order.
+    pub oidc: Vec<GenericOidc>,
     pub dev: Option<Arc<dev::DevProvider>>,
     pub facebook: Option<facebook::Facebook>,
-    /// Google's browser flow, when `client_secret` is set.
-    pub google_web: Option<upstream::GoogleWeb>,
+    /// The browser flows of Google and `[[providers.oidc]]` entries with a `client_secret`.
+    web: Vec<upstream::OidcWeb>,
     http: reqwest::Client,
 }
 
 impl Providers {
     pub fn new(settings: &Settings, http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
         let mut verifiers = Vec::new();
-        let mut google_web = None;
+        let mut web = Vec::new();
         if let Some(google) = &settings.providers.google {
             let keys = jwks::JwksCache::new(http.clone(), google.issuer.clone(), "google", metrics.clone());
             if !secrecy::ExposeSecret::expose_secret(&google.client_secret).is_empty() {
-                google_web = Some(upstream::GoogleWeb {
+                web.push(upstream::OidcWeb {
+                    kind: ProviderKind::Google,
                     client_id: google.client_ids[0].clone(),
                     client_secret: google.client_secret.clone(),
                     keys: keys.clone(),
@@ -139,6 +180,39 @@ impl Providers {
                 )),
             ));
         }
+        if let Some(apple) = &settings.providers.apple {
+            let policy = IdTokenPolicy {
+                issuers: vec![apple.issuer.trim_end_matches('/').to_string()],
+                audiences: apple.client_ids.clone(),
+                hosted_domain: None,
+                algorithm: jsonwebtoken::Algorithm::RS256,
+            };
+            let keys = jwks::JwksCache::new(http.clone(), apple.issuer.clone(), "apple", metrics.clone());
+            verifiers.push(OidcVerifier::new(ProviderKind::Apple, policy, KeySource::Remote(keys)));
+        }
+        let mut oidc = Vec::new();
+        for p in &settings.providers.oidc {
+            let Some(kind) = ProviderKind::from_stored(&p.name) else { continue };
+            let policy = IdTokenPolicy {
+                issuers: vec![p.issuer.trim_end_matches('/').to_string()],
+                audiences: p.client_ids.clone(),
+                hosted_domain: None,
+                algorithm: jsonwebtoken::Algorithm::RS256,
+            };
+            let keys = jwks::JwksCache::new(http.clone(), p.issuer.clone(), kind.as_str(), metrics.clone());
+            if !secrecy::ExposeSecret::expose_secret(&p.client_secret).is_empty() {
+                web.push(upstream::OidcWeb {
+                    kind,
+                    client_id: p.client_ids[0].clone(),
+                    client_secret: p.client_secret.clone(),
+                    keys: keys.clone(),
+                });
+            }
+            verifiers.push(OidcVerifier::new(kind, policy, KeySource::Remote(keys)));
+            let display_name =
+                if p.display_name.is_empty() { p.name.clone() } else { p.display_name.clone() };
+            oidc.push(GenericOidc { kind, display_name, require_nonce: p.require_nonce });
+        }
         let facebook = settings.providers.facebook.as_ref().map(|fb| {
             verifiers.push(facebook::limited_login_verifier(fb, http.clone(), metrics.clone()));
             facebook::Facebook::new(fb, http.clone())
@@ -147,15 +221,12 @@ impl Providers {
         if let Some(dev) = &dev {
             verifiers.push(dev.verifier());
         }
-        Self { verifiers, dev, facebook, google_web, http }
+        Self { verifiers, oidc, dev, facebook, web, http }
     }
 
     /// The providers a person can sign in with in the browser.
     pub fn browser_providers(&self) -> Vec<ProviderKind> {
-        let mut kinds = Vec::new();
-        if self.google_web.is_some() {
-            kinds.push(ProviderKind::Google);
-        }
+        let mut kinds: Vec<ProviderKind> = self.web.iter().map(|w| w.kind).collect();
         if self.facebook.is_some() {
             kinds.push(ProviderKind::Facebook);
         }
@@ -170,8 +241,36 @@ impl Providers {
         match kind {
             ProviderKind::Facebook => self.facebook.is_some(),
             ProviderKind::Dev => self.dev.is_some(),
-            ProviderKind::Google => self.verifiers.iter().any(|v| v.kind() == ProviderKind::Google),
+            ProviderKind::Google | ProviderKind::Apple | ProviderKind::Oidc(_) => {
+                self.verifiers.iter().any(|v| v.kind() == kind)
+            }
         }
+    }
+
+    /// The provider a request names: a built-in one, or a configured `[[providers.oidc]]`.
+    pub fn kind(&self, name: &str) -> Option<ProviderKind> {
+        ProviderKind::parse(name).or_else(|| self.oidc.iter().map(|p| p.kind).find(|k| k.as_str() == name))
+    }
+
+    /// The browser-flow client of an OpenID Connect provider, when it has one.
+    pub(crate) fn web(&self, kind: ProviderKind) -> Option<&upstream::OidcWeb> {
+        self.web.iter().find(|w| w.kind == kind)
+    }
+
+    /// What the provider-choice page calls a provider.
+    pub fn display_name(&self, kind: ProviderKind) -> &str {
+        match kind {
+            ProviderKind::Google => "Google",
+            ProviderKind::Facebook => "Facebook",
+            ProviderKind::Apple => "Apple",
+            ProviderKind::Dev => "the dev provider",
+            ProviderKind::Oidc(name) => self.generic(kind).map_or(name, |p| p.display_name.as_str()),
+        }
+    }
+
+    /// A configured OIDC provider's entry.
+    pub fn generic(&self, kind: ProviderKind) -> Option<&GenericOidc> {
+        self.oidc.iter().find(|p| p.kind == kind)
     }
 
     /// Verifies a Facebook user access token (`debug_token`, then `me` with `appsecret_proof`).

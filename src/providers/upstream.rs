@@ -1,6 +1,7 @@
 //! The browser flow's upstream half: idbridge signs in with the provider on the person's
-//! behalf. Google through the openidconnect crate (code flow with PKCE, nonce and state; the
-//! returned ID token goes through the same verifier as token exchange), Facebook through the
+//! behalf. Google and every `[[providers.oidc]]` entry with a `client_secret` through the
+//! openidconnect crate (code flow with PKCE, nonce and state; the returned ID token goes
+//! through the same verifier as token exchange), Facebook through the
 //! oauth2 crate (code flow with PKCE and state, then `debug_token` and `me` as for an access
 //! token). The redirect back is `{public_url}/oauth/callback/{provider}`.
 
@@ -14,8 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use super::jwks::JwksCache;
 use super::{AssertionError, ProviderKind, Providers, VerifiedAssertion};
 
-/// Google's browser-flow client: the first of `client_ids` with `client_secret`.
-pub struct GoogleWeb {
+/// An OpenID Connect provider's browser-flow client (Google, `[[providers.oidc]]`): the first
+/// of its `client_ids` with its `client_secret`.
+pub struct OidcWeb {
+    pub kind: ProviderKind,
     pub client_id: String,
     pub client_secret: SecretString,
     pub keys: JwksCache,
@@ -51,9 +54,10 @@ fn exchange_failed<RE: std::error::Error + 'static, T: oauth2::ErrorResponse + '
 }
 
 impl Providers {
-    /// Google's OpenID Connect client, from its discovery document.
-    async fn google_client(
+    /// An OpenID Connect provider's client, from its discovery document.
+    async fn oidc_client(
         &self,
+        kind: ProviderKind,
         redirect: RedirectUrl,
     ) -> Result<
         CoreClient<
@@ -66,12 +70,12 @@ impl Providers {
         >,
         AssertionError,
     > {
-        let google = self.google_web.as_ref().ok_or(AssertionError::NotConfigured("google"))?;
-        let metadata = google.keys.metadata().await?;
+        let web = self.web(kind).ok_or(AssertionError::NotConfigured(kind.as_str()))?;
+        let metadata = web.keys.metadata().await?;
         Ok(CoreClient::from_provider_metadata(
             metadata,
-            ClientId::new(google.client_id.clone()),
-            Some(ClientSecret::new(google.client_secret.expose_secret().to_string())),
+            ClientId::new(web.client_id.clone()),
+            Some(ClientSecret::new(web.client_secret.expose_secret().to_string())),
         )
         .set_redirect_uri(redirect))
     }
@@ -88,8 +92,8 @@ impl Providers {
         let redirect = RedirectUrl::new(callback.to_string()).map_err(unavailable("bad callback URL"))?;
         let state = state.to_string();
         match provider {
-            ProviderKind::Google => {
-                let client = self.google_client(redirect).await?;
+            ProviderKind::Google | ProviderKind::Oidc(_) => {
+                let client = self.oidc_client(provider, redirect).await?;
                 let mut request = client
                     .authorize_url(
                         CoreAuthenticationFlow::AuthorizationCode,
@@ -129,6 +133,8 @@ impl Providers {
                 Ok(UpstreamStart { url: url.to_string(), nonce: None, verifier: verifier.secret().clone() })
             }
             ProviderKind::Dev => Err(AssertionError::NotConfigured("dev")),
+            // Apple's browser flow (form_post) is not offered yet.
+            ProviderKind::Apple => Err(AssertionError::NotConfigured("apple")),
         }
     }
 
@@ -145,8 +151,8 @@ impl Providers {
         let code = AuthorizationCode::new(code.to_string());
         let verifier = PkceCodeVerifier::new(verifier.to_string());
         match provider {
-            ProviderKind::Google => {
-                let client = self.google_client(redirect).await?;
+            ProviderKind::Google | ProviderKind::Oidc(_) => {
+                let client = self.oidc_client(provider, redirect).await?;
                 let http = self.http.clone();
                 let as_post = move |request: oauth2::HttpRequest| send(http.clone(), request, Method::AsIs);
                 let response = client
@@ -159,7 +165,7 @@ impl Providers {
                 let id_token = openidconnect::TokenResponse::id_token(&response)
                     .ok_or(AssertionError::Refused("the provider sent no ID token"))?
                     .to_string();
-                let assertion = self.verify_id_token(&id_token, Some(ProviderKind::Google)).await?;
+                let assertion = self.verify_id_token(&id_token, Some(provider)).await?;
                 if assertion.nonce.as_deref() != nonce || nonce.is_none() {
                     return Err(AssertionError::Refused("the ID token's nonce is not this sign-in's"));
                 }
@@ -185,6 +191,8 @@ impl Providers {
                 facebook.verify_access_token(response.access_token().secret()).await
             }
             ProviderKind::Dev => Err(AssertionError::NotConfigured("dev")),
+            // Apple's browser flow (form_post) is not offered yet.
+            ProviderKind::Apple => Err(AssertionError::NotConfigured("apple")),
         }
     }
 }

@@ -248,7 +248,7 @@ pub fn redeem(
         .and_then(|wrapped| keyring.unwrap(wrapped, profile_aad(&row.code_hash).as_bytes()).ok())
         .and_then(|plain| serde_json::from_slice(&plain).ok())
         .unwrap_or(CarriedProfile { name: None, email: None });
-    let provider = ProviderKind::parse(&row.provider).ok_or(DbError::Task)?;
+    let provider = ProviderKind::from_stored(&row.provider).ok_or(DbError::Task)?;
     Ok(Ok(Redeemed {
         assertion: VerifiedAssertion {
             provider,

@@ -161,6 +161,41 @@ async fn google_behind_the_flow_signs_in(backend: Backend) {
 }
 both_backends!(google_behind_the_flow_signs_in);
 
+/// A `[[providers.oidc]]` entry with a `client_secret` is offered by its `display_name` and
+/// signs in through the flow as Google does; its name is the `idp`.
+async fn a_generic_provider_behind_the_flow_signs_in(backend: Backend) {
+    let entra = FakeGoogle::start().await;
+    let entry = format!(
+        "\n[[providers.oidc]]\nname = \"entra\"\ndisplay_name = \"Contoso Login\"\nissuer = \"{}\"\nclient_ids = [\"google-client-1\"]\nclient_secret = \"{}\"\n",
+        entra.issuer(),
+        crate::support::fake_google::CLIENT_SECRET
+    );
+    let app = spawn_app_with(backend, |c| c.extra = entry).await;
+    let rp = RelyingParty::new(&app, "https://app.example/cb").await;
+    let mut browser = Browser::new(&app);
+    let choice = browser.get(&rp.start(&[]).url).await;
+    assert!(
+        choice.body.contains("provider=entra") && choice.body.contains("Contoso Login"),
+        "{}",
+        choice.body
+    );
+    let started = rp.start(&[("provider", "entra"), ("login_hint", "e-42")]);
+
+    let first = browser.get(&started.url).await;
+    assert_eq!(first.status, 302, "{}", first.body);
+    assert!(first.location.as_deref().unwrap().starts_with(entra.issuer()), "to the provider");
+    let back = browser.follow(first, "https://app.example/cb").await;
+
+    let params = query_of(back.location.as_deref().expect("back to the app"));
+    assert!(params.contains_key("code"), "{params:?}");
+    let (access, _, id_claims) = rp.redeem(started, &params["code"]).await;
+    assert_eq!(id_claims["idp"], json!("entra"));
+    let me = app.get_me(&access).await;
+    assert_eq!(me.body["identities"][0]["provider"], json!("entra"), "{}", me.text);
+    assert_eq!(me.body["identities"][0]["subject"], json!("e-42"));
+}
+both_backends!(a_generic_provider_behind_the_flow_signs_in);
+
 async fn facebook_behind_the_flow_signs_in(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.facebook = true).await;
     let rp = RelyingParty::new(&app, "https://app.example/cb").await;

@@ -315,3 +315,39 @@ fn a_device_cap_of_zero_is_refused_naming_the_key() {
 
     assert_refused_naming(outcome, "tokens.max_devices_per_user");
 }
+
+/// A `[[providers.oidc]]` name is `[a-z0-9-]{1,32}`, not a built-in provider's, and unique.
+#[test]
+fn bad_oidc_provider_names_exit_2_naming_the_key() {
+    let entry = |name: &str| {
+        format!("\n[[providers.oidc]]\nname = \"{name}\"\nissuer = \"https://login.example\"\nclient_ids = [\"c\"]\n")
+    };
+    for (entries, key) in [
+        (entry("Entra"), "providers.oidc[0].name"),
+        (entry("google"), "providers.oidc[0].name"),
+        (entry("apple"), "providers.oidc[0].name"),
+        (format!("{}{}", entry("entra"), entry("entra")), "providers.oidc[1].name"),
+        (entry("entra").replace("https://login.example", "not a url"), "providers.oidc[0].issuer"),
+        (entry("entra").replace("[\"c\"]", "[]"), "providers.oidc[0].client_ids"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!("{}{entries}", valid_config(dir.path()));
+
+        assert_refused_naming(serve_with(dir.path(), &toml, &[]), key);
+    }
+}
+
+#[test]
+fn an_incomplete_apple_section_exits_2_naming_the_key() {
+    let section = "\n[providers.apple]\nclient_ids = [\"com.example.app\"]\nteam_id = \"T\"\nkey_id = \"K\"\nprivate_key = \"file:/k.p8\"\n";
+    for (broken, key) in [
+        (section.replace("team_id = \"T\"", "team_id = \"\""), "providers.apple.team_id"),
+        (section.replace("[\"com.example.app\"]", "[]"), "providers.apple.client_ids"),
+        (section.replace("file:/k.p8", "-----BEGIN PRIVATE KEY-----"), "providers.apple.private_key"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!("{}{broken}", valid_config(dir.path()));
+
+        assert_refused_naming(serve_with(dir.path(), &toml, &[]), key);
+    }
+}

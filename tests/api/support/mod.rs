@@ -116,6 +116,8 @@ pub struct TestConfig {
     pub statement_timeout: String,
     /// More `[database]` lines (the pooler's `prepared_statements` and `listen_url`).
     pub database_extra: String,
+    /// Appended to the configuration as it is (more sections, e.g. `[[providers.oidc]]`).
+    pub extra: String,
 }
 
 impl Default for TestConfig {
@@ -140,6 +142,7 @@ impl Default for TestConfig {
             graph_url: None,
             statement_timeout: "10s".into(),
             database_extra: String::new(),
+            extra: String::new(),
         }
     }
 }
@@ -247,6 +250,7 @@ scopes = [{svc_scopes}]
         if self.dev {
             t.push_str("\n[dev]\nenabled = true\n");
         }
+        t.push_str(&self.extra);
         t
     }
 }
