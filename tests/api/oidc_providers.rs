@@ -87,3 +87,43 @@ async fn an_unreachable_generic_provider_answers_503_and_stops_nothing(backend: 
     assert_eq!(app.exchange(&app.google.id_token(json!({})), &[]).await.status, 200);
 }
 both_backends!(an_unreachable_generic_provider_answers_503_and_stops_nothing);
+
+/// Linking and unlinking treat a configured provider as a built-in one: the link needs a
+/// fresh token of it, signs in to the same user afterwards, and is removed by its name.
+async fn a_generic_provider_links_signs_in_and_unlinks_like_the_others(backend: Backend) {
+    let (app, entra) = app_with_entra(backend, false).await;
+    let google_user = app.sign_in().await;
+    let sub = fake_google::random_sub();
+    let form = [
+        ("subject_token", entra.id_token_for(&sub)),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token".to_string()),
+        ("provider", "entra".to_string()),
+    ];
+
+    let linked = app
+        .client
+        .post(app.url("/v1/me/identities"))
+        .bearer_auth(&google_user.access_token)
+        .form(&form)
+        .send()
+        .await
+        .expect("link");
+    assert_eq!(linked.status(), 201);
+    let via_entra = app.exchange(&entra.id_token_for(&sub), &[("provider", "entra")]).await;
+    assert_eq!(
+        jwt_claims(via_entra.body["access_token"].as_str().unwrap())["sub"],
+        json!(google_user.user_id)
+    );
+    let unlinked = app
+        .client
+        .delete(app.url("/v1/me/identities/entra"))
+        .bearer_auth(&google_user.access_token)
+        .send()
+        .await
+        .expect("unlink");
+    assert_eq!(unlinked.status(), 204);
+    assert_eq!(app.count("audit_events WHERE action IN ('identity.link', 'identity.unlink')").await, 2);
+    let after = app.exchange(&entra.id_token_for(&sub), &[("provider", "entra")]).await;
+    assert_ne!(jwt_claims(after.body["access_token"].as_str().unwrap())["sub"], json!(google_user.user_id));
+}
+both_backends!(a_generic_provider_links_signs_in_and_unlinks_like_the_others);
