@@ -15,6 +15,12 @@ macro_rules! uuid_id {
                 uuid::Uuid::try_parse(text).ok().map(|id| Self(id.to_string()))
             }
 
+            /// The id in `text` only when it is spelled as idbridge writes it (an API that
+            /// always matched ids exactly keeps doing so).
+            pub fn parse_exact(text: &str) -> Option<Self> {
+                Self::parse(text).filter(|id| id.0 == text)
+            }
+
             /// An id read from idbridge's own storage or tokens, already canonical.
             pub fn trusted(id: impl Into<String>) -> Self {
                 Self(id.into())
@@ -55,5 +61,7 @@ mod tests {
         assert_eq!(id.as_str(), "0192f5e4-7c1a-7d2e-9b1f-3a4c5d6e7f80");
         assert!(DeviceId::parse("not-a-uuid").is_none());
         assert!(DeviceId::parse("").is_none());
+        assert!(UserId::parse_exact("0192F5E4-7C1A-7D2E-9B1F-3A4C5D6E7F80").is_none());
+        assert!(UserId::parse_exact("0192f5e4-7c1a-7d2e-9b1f-3a4c5d6e7f80").is_some());
     }
 }

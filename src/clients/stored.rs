@@ -24,11 +24,7 @@ pub struct StoredClient {
 
 impl StoredClient {
     pub(super) fn to_client(&self) -> Option<Client> {
-        let kind = match self.kind.as_str() {
-            "public" => ClientKind::Public,
-            "confidential" => ClientKind::Confidential,
-            _ => return None,
-        };
+        let kind = ClientKind::parse(&self.kind)?;
         let secret = match kind {
             ClientKind::Public => None,
             ClientKind::Confidential => Some(SecretCheck::parse(self.secret_hash.as_deref()?)?),
@@ -156,10 +152,7 @@ pub fn insert_stored(
     let secret = (client.kind == ClientKind::Confidential).then(crate::crypto::random_token::<32>);
     let row = StoredClient {
         client_id: client.client_id.clone(),
-        kind: match client.kind {
-            ClientKind::Public => "public".into(),
-            ClientKind::Confidential => "confidential".into(),
-        },
+        kind: client.kind.as_str().into(),
         secret_hash: secret.as_deref().map(hash_secret),
         redirect_uris: serde_json::to_string(&client.redirect_uris).map_err(|_| DbError::Task)?,
         scopes: serde_json::to_string(&client.scopes).map_err(|_| DbError::Task)?,

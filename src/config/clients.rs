@@ -9,6 +9,20 @@ pub enum ClientKind {
     Confidential,
 }
 
+impl ClientKind {
+    /// The name in the configuration, the database and the console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Public => "public",
+            ClientKind::Confidential => "confidential",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [ClientKind::Public, ClientKind::Confidential].into_iter().find(|k| k.as_str() == name)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {

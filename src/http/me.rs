@@ -118,9 +118,8 @@ pub async fn revoke_device(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     // Only the id as idbridge wrote it names the device (another spelling never did).
-    let raw = path.into_inner();
-    let device = DeviceId::parse(&raw).filter(|id| id.as_str() == raw);
-    let device = device.ok_or_else(|| Problem::not_found("no such device"))?;
+    let device =
+        DeviceId::parse_exact(&path.into_inner()).ok_or_else(|| Problem::not_found("no such device"))?;
     let (user, by) = caller_as_user(&caller, &req);
     let owner = Owner::LiveOfUser(user);
     if service::devices::end(&state.db, &device, &owner, &by, AuditAction::DeviceRevoke, None)

@@ -4,18 +4,11 @@
 use secrecy::SecretString;
 
 use crate::audit::AuditAction;
-use crate::clients::{self, ClientKind, ClientRegistry, NewClient, NewClientError};
+use crate::clients::{self, ClientRegistry, NewClient, NewClientError};
 use crate::db::{Db, DbError};
 use crate::sessions::devices;
 
 use super::Requester;
-
-pub fn kind_name(kind: ClientKind) -> &'static str {
-    match kind {
-        ClientKind::Public => "public",
-        ClientKind::Confidential => "confidential",
-    }
-}
 
 /// Stores a new client; a confidential one's secret is returned once (only a hash is kept).
 pub async fn create(
@@ -36,7 +29,7 @@ pub async fn create(
             let now = crate::clock::now();
             let made = clients::insert_stored(conn, &new, now)?;
             if made.is_ok() {
-                let detail = format!("client={} kind={}", new.client_id, kind_name(new.kind));
+                let detail = format!("client={} kind={}", new.client_id, new.kind.as_str());
                 by.doing(AuditAction::ClientCreate, None).record(conn, None, None, Some(&detail), now)?;
             }
             Ok::<_, DbError>(made)

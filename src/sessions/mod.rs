@@ -59,6 +59,33 @@ pub fn live(
     device_rows::revoked_at.is_null().and(device_rows::session_expires_at.gt(now))
 }
 
+/// The SQL form of [`live`] for PostgreSQL's one-statement paths: ` AND <alias>.revoked_at IS
+/// NULL AND <alias>.session_expires_at > $now`.
+pub(crate) fn push_live<'b>(
+    out: &mut diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    alias: &str,
+    now: &'b i64,
+) -> QueryResult<()> {
+    out.push_sql(&format!(" AND {alias}.revoked_at IS NULL AND {alias}.session_expires_at > "));
+    out.push_bind_param::<diesel::sql_types::BigInt, _>(now)
+}
+
+/// The SQL form of [`Policy::token_expiry`] for the one-statement paths:
+/// `LEAST($now + $idle, <session_end>)`.
+pub(crate) fn push_token_expiry<'b>(
+    out: &mut diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    now: &'b i64,
+    idle_ttl_secs: &'b i64,
+    session_end: &str,
+) -> QueryResult<()> {
+    out.push_sql("LEAST(");
+    out.push_bind_param::<diesel::sql_types::BigInt, _>(now)?;
+    out.push_sql(" + ");
+    out.push_bind_param::<diesel::sql_types::BigInt, _>(idle_ttl_secs)?;
+    out.push_sql(&format!(", {session_end})"));
+    Ok(())
+}
+
 /// The rules every session follows (`[tokens]`).
 #[derive(Debug, Clone)]
 pub struct Policy {

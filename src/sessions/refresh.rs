@@ -292,8 +292,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RotateStatement<'_
         out.push_bind_param::<BigInt, _>(&self.now)?;
         out.push_sql(" AND d.client_id = ");
         out.push_bind_param::<Text, _>(&self.client_id)?;
-        out.push_sql(" AND d.revoked_at IS NULL AND d.session_expires_at > ");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
+        super::push_live(&mut out, "d", &self.now)?;
         out.push_sql(
             " AND u.disabled_at IS NULL), \
              touched AS (UPDATE devices SET last_seen_at = ",
@@ -324,12 +323,10 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RotateStatement<'_
         out.push_bind_param::<Text, _>(&self.successor_hash)?;
         out.push_sql(", spent.id, ");
         out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(", LEAST(");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(" + ");
-        out.push_bind_param::<BigInt, _>(&self.idle_ttl_secs)?;
+        out.push_sql(", ");
+        super::push_token_expiry(&mut out, &self.now, &self.idle_ttl_secs, "touched.session_expires_at")?;
         out.push_sql(
-            ", touched.session_expires_at) FROM spent, touched RETURNING device_id) \
+            " FROM spent, touched RETURNING device_id) \
              SELECT touched.* FROM touched JOIN inserted ON inserted.device_id = touched.id",
         );
         Ok(())

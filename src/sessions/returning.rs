@@ -119,12 +119,10 @@ impl ReturningSignIn<'_> {
         out.push_bind_param::<Text, _>(&self.token_hash)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(", LEAST(");
-        out.push_bind_param::<BigInt, _>(&self.now)?;
-        out.push_sql(" + ");
-        out.push_bind_param::<BigInt, _>(&self.idle_ttl_secs)?;
+        out.push_sql(", ");
+        super::push_token_expiry(&mut out, &self.now, &self.idle_ttl_secs, "dev.session_expires_at")?;
         out.push_sql(
-            ", dev.session_expires_at) FROM dev RETURNING device_id), \
+            " FROM dev RETURNING device_id), \
              aud AS (INSERT INTO audit_events (id, at, actor, action, user_id, device_id, ip, user_agent, detail) \
              SELECT ",
         );
@@ -192,11 +190,8 @@ impl QueryFragment<Pg> for ReturningSignIn<'_> {
         out.push_bind_param::<BigInt, _>(&self.now)?;
         out.push_sql(" FROM proven WHERE identities.id = proven.id RETURNING identities.user_id), ");
         self.push_device_token_audit(out.reborrow(), "touched")?;
-        out.push_sql(
-            " SELECT dev.*, (SELECT count(*) FROM devices d WHERE d.user_id = dev.user_id \
-             AND d.revoked_at IS NULL AND d.session_expires_at > ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.now)?;
+        out.push_sql(" SELECT dev.*, (SELECT count(*) FROM devices d WHERE d.user_id = dev.user_id");
+        super::push_live(&mut out, "d", &self.now)?;
         out.push_sql(
             ") AS live_before FROM dev JOIN tok ON tok.device_id = dev.id JOIN aud ON aud.device_id = dev.id",
         );

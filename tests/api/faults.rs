@@ -225,33 +225,23 @@ async fn honest_clients_keep_their_devices_when_postgres_stops_or_freezes() {
             let mut log = ClientLog::default();
             let mut token = first;
             while !done.load(Ordering::SeqCst) {
-                let form = [
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", token.as_str()),
-                    ("client_id", "app"),
-                ];
-                match http.post(&url).form(&form).send().await {
-                    Ok(response) => {
-                        let answer = Answer::read(response).await;
-                        match answer.status.as_u16() {
-                            200 => {
-                                token = answer.str("refresh_token").to_string();
-                                log.refreshed += 1;
-                                refreshed.fetch_add(1, Ordering::SeqCst);
-                            }
-                            503 => {
-                                assert!(answer.header("retry-after").is_some(), "503 without Retry-After");
-                                log.retried += 1;
-                                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                            }
-                            _ => {
-                                log.lost.push(format!("{} {}", answer.status, answer.text));
-                                break;
-                            }
-                        }
+                match refresh_attempt(&http, &url, &token).await {
+                    Attempt::Rotated(next) => {
+                        token = next;
+                        log.refreshed += 1;
+                        refreshed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Attempt::Unavailable(answer) => {
+                        assert!(answer.header("retry-after").is_some(), "503 without Retry-After");
+                        log.retried += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    Attempt::Lost(why) => {
+                        log.lost.push(why);
+                        break;
                     }
                     // No answer in time: the same token again, as the protocol says.
-                    Err(_) => log.retried += 1,
+                    Attempt::NoAnswer => log.retried += 1,
                 }
             }
             (log, token)
@@ -346,25 +336,16 @@ async fn honest_clients_keep_their_devices_across_a_kill_9(backend: Backend) {
         async move {
             let (mut token, mut lost) = (first, None);
             while !done.load(Ordering::SeqCst) && lost.is_none() {
-                let form = [
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", token.as_str()),
-                    ("client_id", "app"),
-                ];
-                match http.post(&url).form(&form).send().await {
-                    Ok(response) => {
-                        let answer = Answer::read(response).await;
-                        match answer.status.as_u16() {
-                            200 => {
-                                token = answer.str("refresh_token").to_string();
-                                refreshed.fetch_add(1, Ordering::SeqCst);
-                            }
-                            503 => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-                            _ => lost = Some(format!("{} {}", answer.status, answer.text)),
-                        }
+                match refresh_attempt(&http, &url, &token).await {
+                    Attempt::Rotated(next) => {
+                        token = next;
+                        refreshed.fetch_add(1, Ordering::SeqCst);
                     }
-                    // Refused or cut off while the server is down: the same token again.
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                    Attempt::Lost(why) => lost = Some(why),
+                    // Unavailable, refused or cut off while the server is down: the same token again.
+                    Attempt::Unavailable(_) | Attempt::NoAnswer => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                    }
                 }
             }
             (lost, token)
@@ -397,3 +378,28 @@ async fn honest_clients_keep_their_devices_across_a_kill_9(backend: Backend) {
     assert_eq!(base.count("devices WHERE revoked_at IS NOT NULL").await, 0, "no device was revoked");
 }
 both_backends!(honest_clients_keep_their_devices_across_a_kill_9);
+
+/// What one refresh by an honest client came to.
+enum Attempt {
+    /// 200: the successor to present next.
+    Rotated(String),
+    /// 503: nothing happened; the same token again later.
+    Unavailable(Answer),
+    /// No answer (refused, cut off, timed out): the same token again.
+    NoAnswer,
+    /// Any other answer: the client lost its device.
+    Lost(String),
+}
+
+async fn refresh_attempt(http: &reqwest::Client, url: &str, token: &str) -> Attempt {
+    let form = [("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", "app")];
+    let Ok(response) = http.post(url).form(&form).send().await else {
+        return Attempt::NoAnswer;
+    };
+    let answer = Answer::read(response).await;
+    match answer.status.as_u16() {
+        200 => Attempt::Rotated(answer.str("refresh_token").to_string()),
+        503 => Attempt::Unavailable(answer),
+        _ => Attempt::Lost(format!("{} {}", answer.status, answer.text)),
+    }
+}

@@ -13,7 +13,7 @@ use super::{
 use crate::admin::sessions::AdminSession;
 use crate::clients::{self, ClientKind, NewClient, NewClientError};
 use crate::service;
-use crate::service::clients::{kind_name, Change};
+use crate::service::clients::Change;
 use crate::state::AppState;
 
 struct ClientRow {
@@ -77,7 +77,7 @@ async fn clients_page(
         .iter()
         .map(|c| ClientRow {
             id: c.id.clone(),
-            kind: kind_name(c.kind),
+            kind: c.kind.as_str(),
             redirect_uris: c.redirect_uris.clone(),
             scopes: c.scopes.join(" "),
             created: String::new(),
@@ -87,7 +87,7 @@ async fn clients_page(
     let stored = stored
         .into_iter()
         .map(|c| ClientRow {
-            kind: if c.kind == "confidential" { "confidential" } else { "public" },
+            kind: ClientKind::parse(&c.kind).unwrap_or(ClientKind::Public).as_str(),
             redirect_uris: c.redirect_uri_list(),
             scopes: c.scope_list().join(" "),
             created: when(c.created_at),
@@ -135,10 +135,10 @@ pub async fn create(
         redirect_uris: form.redirect_uris.clone().unwrap_or_default(),
         scopes: form.scopes.clone().unwrap_or_default(),
     };
-    let kind = match form.kind.as_deref() {
-        Some("public") | None => ClientKind::Public,
-        Some("confidential") => ClientKind::Confidential,
-        Some(_) => {
+    let kind = match form.kind.as_deref().map(ClientKind::parse) {
+        None => ClientKind::Public,
+        Some(Some(kind)) => kind,
+        Some(None) => {
             let error = Some("The kind must be public or confidential.".to_string());
             return clients_page(&state, &session, StatusCode::BAD_REQUEST, None, error, echo).await;
         }
