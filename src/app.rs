@@ -155,7 +155,7 @@ pub fn install_tls_provider() {
 }
 
 /// The HTTP client for providers: bounded time, no redirects.
-fn provider_http_client() -> reqwest::Client {
+pub fn provider_http_client() -> reqwest::Client {
     install_tls_provider();
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
@@ -213,8 +213,10 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let rate_limits = Arc::new(RateLimits::new(&settings.rate_limits));
 
+        let providers = Providers::new(&settings, provider_http_client(), metrics.clone())?;
+        let providers_apple = providers.apple.clone();
         let state = web::Data::new(AppState {
-            providers: Providers::new(&settings, provider_http_client(), metrics.clone()),
+            providers,
             clients: clients.clone(),
             access_policy: AccessTokenPolicy {
                 issuer: settings.issuer().to_string(),
@@ -258,6 +260,7 @@ impl Application {
         .run();
         tracing::info!(%bind, port, dev = dev_enabled, "idbridge listening");
         let retention = crate::housekeeping::Retention::from_settings(&state_settings);
+        let apple = providers_apple.map(|apple| (apple, keyring.clone()));
         let background = crate::housekeeping::spawn(crate::housekeeping::Background {
             db,
             keys,
@@ -265,6 +268,7 @@ impl Application {
             clients,
             liveness,
             retention,
+            apple,
         });
         Ok(Application { port, server, background })
     }

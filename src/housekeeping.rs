@@ -1,23 +1,31 @@
-//! Background work: the sweep of expired records, and signing-key reload and rotation.
+//! Background work: the sweep of expired records, signing-key reload and rotation, and the
+//! revocation at their provider of the tokens deleted users left (`revoke_released`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
 
+use crate::accounts::provider_tokens;
 use crate::audit;
 use crate::clients::ClientRegistry;
 use crate::config::Settings;
+use crate::crypto::keyring::MasterKeyring;
 use crate::crypto::signing::{SigningError, SigningKeys};
 use crate::db::notify::{Notice, RECONNECTED};
 use crate::db::schema::{nonces, used_assertions};
 use crate::db::{Db, DbError};
+use crate::providers::apple::{Apple, Revoke};
 use crate::rate_limits::RateLimits;
 use crate::sessions::{devices, liveness, refresh, Liveness};
 
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 const CLIENTS_EVERY: Duration = Duration::from_secs(5);
 const KEYS_EVERY: Duration = Duration::from_secs(crate::crypto::signing::KEY_RELOAD_SECS as u64);
+/// The longest the revoker sleeps: it also finds releases by other replicas and the CLI.
+const REVOKE_EVERY_SECS: i64 = 60;
+/// Released tokens claimed per transaction.
+const REVOKE_BATCH: i64 = 20;
 
 /// How long ended things are kept (`[retention]`), in seconds.
 #[derive(Debug, Clone, Copy)]
@@ -96,13 +104,18 @@ pub struct Background {
     pub clients: Arc<ClientRegistry>,
     pub liveness: Arc<Liveness>,
     pub retention: Retention,
+    /// Sign in with Apple, when configured, with the keyring its kept tokens are wrapped by.
+    pub apple: Option<(Arc<Apple>, Arc<MasterKeyring>)>,
 }
 
 /// Runs the loops until the process ends: the sweep, key maintenance, the clients' reload,
 /// the revocations' catch-up, and acting on change notices (`follow_changes`).
 pub fn spawn(work: Background) -> Vec<tokio::task::JoinHandle<()>> {
-    let Background { db, keys, rate_limits, clients, liveness, retention } = work;
+    let Background { db, keys, rate_limits, clients, liveness, retention, apple } = work;
     let mut tasks = vec![follow_changes(&db, &keys, &clients, &liveness)];
+    if let Some((apple, keyring)) = apple {
+        tasks.push(revoke_released(&db, keyring, apple));
+    }
     // Clients made in the admin console on another replica, or disabled there.
     let (clients_db, registry) = (db.clone(), clients.clone());
     tasks.push(tokio::spawn(async move {
@@ -209,4 +222,79 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Revokes at Apple the tokens deleted users left (`accounts::provider_tokens`): at once when
+/// a release commits on this replica (its notice), else when the next retry is due, and at
+/// least every minute (releases by another replica or by the command line).
+fn revoke_released(db: &Db, keyring: Arc<MasterKeyring>, apple: Arc<Apple>) -> tokio::task::JoinHandle<()> {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let woken = wake.clone();
+    db.subscribers().subscribe(provider_tokens::RELEASED, move |_| woken.notify_one());
+    let db = db.clone();
+    tokio::spawn(async move {
+        loop {
+            let next = match revoke_due(&db, &keyring, &apple).await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for provider tokens to revoke");
+                    None
+                }
+            };
+            let wait =
+                next.map_or(REVOKE_EVERY_SECS, |at| (at - crate::clock::now()).clamp(0, REVOKE_EVERY_SECS));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait as u64)) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    })
+}
+
+/// One round of revocations: every released token that is due is claimed (so two replicas do
+/// not both send it) and revoked at Apple; a failure is tried again later, backing off.
+/// Returns when the next one is due.
+pub async fn revoke_due(
+    db: &Db,
+    keyring: &Arc<MasterKeyring>,
+    apple: &Apple,
+) -> Result<Option<i64>, DbError> {
+    loop {
+        let ring = keyring.clone();
+        let claimed = db
+            .write(move |conn| provider_tokens::claim_due(conn, &ring, crate::clock::now(), REVOKE_BATCH))
+            .await?;
+        if claimed.is_empty() {
+            break;
+        }
+        for release in claimed {
+            let outcome = if release.provider == crate::providers::ProviderKind::Apple.as_str() {
+                apple.revoke(&release.client_id, &release.token).await
+            } else {
+                Revoke::Refused
+            };
+            let (id, attempts, provider) = (release.id, release.attempts, release.provider);
+            match outcome {
+                Revoke::Done | Revoke::Refused => {
+                    if outcome == Revoke::Refused {
+                        tracing::warn!(%provider, "the provider refused to revoke a deleted user's token; dropped");
+                    } else {
+                        tracing::info!(%provider, "a deleted user's provider token is revoked");
+                    }
+                    db.write(move |conn| provider_tokens::revoked(conn, &id)).await?;
+                }
+                Revoke::Retry => {
+                    let now = crate::clock::now();
+                    let kept =
+                        db.write(move |conn| provider_tokens::retry_later(conn, &id, attempts, now)).await?;
+                    if kept {
+                        tracing::warn!(%provider, attempts = attempts + 1, "revoking a deleted user's provider token failed; will retry");
+                    } else {
+                        tracing::error!(%provider, "revoking a deleted user's provider token kept failing; given up");
+                    }
+                }
+            }
+        }
+    }
+    db.run(provider_tokens::next_due).await
 }

@@ -125,6 +125,9 @@ enum UsersCommand {
     Disable(UserArg),
     /// Enable a disabled user again (their ended devices stay ended).
     Enable(UserArg),
+    /// Delete a user with their identities, devices and data keys (crypto-shredding), as
+    /// `DELETE /v1/me` does; their Sign in with Apple tokens are revoked at Apple.
+    Delete(UserArg),
 }
 
 #[derive(Subcommand)]
@@ -218,6 +221,35 @@ async fn open_database(settings: &Settings) -> Result<db::Db, Failure> {
     app::open_database(settings, settings.database.auto_migrate).await.map_err(start_failure)
 }
 
+/// `users delete`: the deletion, then the revocation of the user's Sign in with Apple tokens
+/// at once (a revoke that fails is left to the server, which retries it).
+async fn delete_user(
+    settings: &Settings,
+    db: &db::Db,
+    user: &UserId,
+    by: &Requester,
+) -> Result<Option<String>, Failure> {
+    let keyring = Arc::new(app::load_keyring(settings).map_err(start_failure)?);
+    let providers = idbridge::providers::Providers::new(
+        settings,
+        app::provider_http_client(),
+        Arc::new(idbridge::metrics::Metrics::new()),
+    )
+    .map_err(|e| Failure::Config(e.to_string()))?;
+    let user_keys = crypto::user_keys::UserKeys::new(keyring.clone());
+    if !service::users::delete(db, &user_keys, user, by).await? {
+        return Ok(None);
+    }
+    if let Some(apple) = &providers.apple {
+        if let Err(e) = idbridge::housekeeping::revoke_due(db, &keyring, apple).await {
+            eprintln!(
+                "idbridge: the user is deleted; revoking their Apple tokens is left to the server: {e}"
+            );
+        }
+    }
+    Ok(Some("deleted the user; their data keys are destroyed".into()))
+}
+
 /// `keys rotate-master`: server secrets, signing keys, then user keys in batches, with a
 /// progress bar on a terminal and plain progress lines otherwise.
 async fn rotate_master(
@@ -231,9 +263,12 @@ async fn rotate_master(
     let ring = keyring.clone();
     let (codes, codes_total) =
         db.write(move |conn| idbridge::tokens::codes::rewrap_profiles(conn, &ring)).await?;
+    let ring = keyring.clone();
+    let (upstream, upstream_total) =
+        db.write(move |conn| idbridge::accounts::provider_tokens::rewrap_all(conn, &ring)).await?;
     println!(
         "server secrets: {secrets} of {secrets_total} rewrapped; signing keys: {signing} of {signing_total}; \
-         authorization codes: {codes} of {codes_total}"
+         authorization codes: {codes} of {codes_total}; provider tokens: {upstream} of {upstream_total}"
     );
     let current = keyring.key_ids().into_iter().next().unwrap_or_default();
     let ring = keyring.clone();
@@ -363,7 +398,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Users { command } => {
             let arg = match &command {
-                UsersCommand::RevokeAll(arg) | UsersCommand::Disable(arg) | UsersCommand::Enable(arg) => arg,
+                UsersCommand::RevokeAll(arg)
+                | UsersCommand::Disable(arg)
+                | UsersCommand::Enable(arg)
+                | UsersCommand::Delete(arg) => arg,
             };
             let settings = load_settings(&arg.config)?;
             let db = open_database(&settings).await?;
@@ -380,6 +418,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 UsersCommand::Enable(_) => service::users::enable(&db, user, &by, None)
                     .await?
                     .then(|| "enabled the user".to_string()),
+                UsersCommand::Delete(_) => delete_user(&settings, &db, user, &by).await?,
             };
             println!("{}", done.ok_or_else(|| Failure::Other(anyhow::anyhow!("no such user")))?);
         }

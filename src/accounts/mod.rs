@@ -3,6 +3,7 @@
 //! are `sessions`; their encrypted profile and linking are `profile`.
 
 pub mod profile;
+pub mod provider_tokens;
 
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
@@ -114,6 +115,10 @@ pub fn admit(
     )
     .set(identities::last_login_at.eq(now))
     .execute(conn)?;
+    if let Some(grant) = &assertion.upstream {
+        let keyring = keys.user_keys.keyring();
+        provider_tokens::keep(conn, keyring, &user_id, provider, &assertion.subject, grant, now)?;
+    }
     Ok(user_id)
 }
 

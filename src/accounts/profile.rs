@@ -226,7 +226,20 @@ pub fn link_identity(
     // The user's own assertion is spent (it is single use, replays fail); a refused one is
     // left usable by its owner.
     super::spend_proof(conn, keys, assertion, nonce, client_id, now)?;
+    let keep_grant = |conn: &mut DbConnection| match &assertion.upstream {
+        Some(grant) => super::provider_tokens::keep(
+            conn,
+            keys.user_keys.keyring(),
+            user_id,
+            provider,
+            &assertion.subject,
+            grant,
+            now,
+        ),
+        None => Ok(()),
+    };
     if already_theirs {
+        keep_grant(conn)?;
         return Ok(Linked::AlreadyTheirs);
     }
     let email_ct = match assertion.email.as_deref() {
@@ -266,6 +279,7 @@ pub fn link_identity(
         }
         other => other?,
     };
+    keep_grant(conn)?;
     let detail = format!("provider={provider}");
     let event = AuditEvent {
         actor: &Actor::User(user_id.to_string()),
@@ -310,6 +324,7 @@ pub fn unlink_identity(
         identities::table.filter(identities::user_id.eq(user_id)).filter(identities::provider.eq(provider)),
     )
     .execute(conn)?;
+    super::provider_tokens::release_identity(conn, user_id, provider, now)?;
     let detail = format!("provider={provider}");
     let event = AuditEvent {
         actor: &Actor::User(user_id.to_string()),

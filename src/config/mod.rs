@@ -20,7 +20,8 @@ pub use clients::{ClientKind, ClientSettings};
 pub use database::{DatabaseSettings, RetentionSettings};
 pub use error::ConfigError;
 pub use providers::{
-    FacebookSettings, GoogleSettings, OidcProviderSettings, ProviderSettings, BUILT_IN_PROVIDERS,
+    AppleSettings, FacebookSettings, GoogleSettings, OidcProviderSettings, ProviderSettings,
+    BUILT_IN_PROVIDERS,
 };
 pub use server::{AdminSettings, DevSettings, RateLimitSettings, ServerSettings};
 pub use tokens::{KeySettings, SigningAlg, TokenSettings};

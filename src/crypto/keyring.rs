@@ -138,16 +138,23 @@ fn hex(bytes: &[u8]) -> String {
 
 fn load_source(source: &str) -> Result<[u8; 32], KeyringError> {
     let fail = |m: String| KeyringError::Source(source.to_string(), m);
-    let text = if let Some(path) = source.strip_prefix("file:") {
-        refuse_if_shared(path).map_err(fail)?;
-        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?
-    } else if let Some(var) = source.strip_prefix("env:") {
-        std::env::var(var).map_err(|_| fail("the variable is not set".into()))?
-    } else {
-        return Err(fail("must be file:PATH or env:VAR".into()));
-    };
+    let text = read_secret_source(source).map_err(fail)?;
     let bytes = STANDARD.decode(text.trim()).map_err(|_| fail("not base64".into()))?;
     bytes.try_into().map_err(|_| fail("a master key is 32 bytes".into()))
+}
+
+/// The text of a secret given as `file:PATH` (a file only its owner may read) or `env:VAR`.
+pub fn read_secret_source(source: &str) -> Result<zeroize::Zeroizing<String>, String> {
+    if let Some(path) = source.strip_prefix("file:") {
+        refuse_if_shared(path)?;
+        std::fs::read_to_string(path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| format!("cannot read the file: {e}"))
+    } else if let Some(var) = source.strip_prefix("env:") {
+        std::env::var(var).map(zeroize::Zeroizing::new).map_err(|_| "the variable is not set".into())
+    } else {
+        Err("must be file:PATH or env:VAR".into())
+    }
 }
 
 /// A master key file that group or others can read is refused: `chmod 600` it.

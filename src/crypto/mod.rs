@@ -29,14 +29,15 @@ pub fn sha256_b64(data: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(data))
 }
 
-/// How many wrapped keys (user keys, signing keys, server secrets) each master key id wraps:
+/// How many wrapped keys (user keys, signing keys, server secrets, code profiles, provider
+/// tokens) each master key id wraps:
 /// what `keys status` prints, and what start-up checks against the keyring.
 pub fn wrapped_key_usage(
     conn: &mut crate::db::DbConnection,
 ) -> Result<std::collections::BTreeMap<String, i64>, crate::db::DbError> {
     use diesel::prelude::*;
 
-    use crate::db::schema::{authorization_codes, server_secrets, signing_keys};
+    use crate::db::schema::{authorization_codes, provider_tokens, server_secrets, signing_keys};
     let mut usage: std::collections::BTreeMap<String, i64> =
         user_keys::count_by_wrapping_key(conn)?.into_iter().collect();
     let signing: Vec<Vec<u8>> = signing_keys::table.select(signing_keys::private_key_wrapped).load(conn)?;
@@ -46,7 +47,9 @@ pub fn wrapped_key_usage(
         .filter(authorization_codes::profile.is_not_null())
         .select(authorization_codes::profile.assume_not_null())
         .load(conn)?;
-    for wrapped in signing.iter().chain(&secrets).chain(&profiles) {
+    // Tokens providers gave for users (Apple's refresh tokens), kept or waiting to be revoked.
+    let provider_tokens: Vec<Vec<u8>> = provider_tokens::table.select(provider_tokens::wrapped).load(conn)?;
+    for wrapped in signing.iter().chain(&secrets).chain(&profiles).chain(&provider_tokens) {
         if let Some(id) = keyring::MasterKeyring::wrapping_key_id(wrapped) {
             *usage.entry(id).or_default() += 1;
         }

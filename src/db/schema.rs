@@ -189,6 +189,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    provider_tokens (id) {
+        id -> Text,
+        user_id -> Nullable<Text>,
+        provider -> Text,
+        subject -> Text,
+        client_id -> Text,
+        wrapped -> Binary,
+        created_at -> BigInt,
+        revoke_next_at -> Nullable<BigInt>,
+        revoke_attempts -> Integer,
+    }
+}
+
 diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(refresh_tokens -> devices (device_id));
@@ -213,4 +227,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_sessions,
     revocations,
     server_state,
+    provider_tokens,
 );

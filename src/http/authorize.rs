@@ -24,6 +24,10 @@ use crate::tokens::codes::{self, LoginState};
 
 /// The browser's login cookie: random, it binds logins in flight to the browser that began them.
 pub const LOGIN_COOKIE: &str = "__Host-idbridge-login";
+/// The same value for Sign in with Apple's form POST back, which is cross-site: a `Lax` cookie
+/// does not come along on it. `SameSite=None`, so it is sent only to that callback's path.
+pub const FORM_POST_COOKIE: &str = "__Secure-idbridge-login-apple";
+const FORM_POST_PATH: &str = "/oauth/callback/apple";
 const MAX_PARAM: usize = 2048;
 
 #[derive(Template)]
@@ -69,7 +73,7 @@ fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse
         .body(html)
 }
 
-fn error_page(status: StatusCode, message: &str) -> HttpResponse {
+pub(super) fn error_page(status: StatusCode, message: &str) -> HttpResponse {
     page(status, ErrorPage { message }.render())
 }
 
@@ -170,7 +174,7 @@ fn to_client(redirect_uri: &str, params: &[(&str, &str)], state: Option<&str>, i
         .finish()
 }
 
-fn client_error(login: &LoginState, error: &str, description: &str, issuer: &str) -> HttpResponse {
+pub(super) fn client_error(login: &LoginState, error: &str, description: &str, issuer: &str) -> HttpResponse {
     to_client(
         &login.redirect_uri,
         &[("error", error), ("error_description", description)],
@@ -193,8 +197,22 @@ pub struct AuthorizeQuery {
     login_hint: Option<String>,
 }
 
+/// The browser's login cookie value: the form-post cookie on Apple's callback (which a
+/// cross-site POST carries alone), the login cookie everywhere else.
 fn browser_cookie(req: &HttpRequest) -> Option<String> {
-    req.cookie(LOGIN_COOKIE).map(|c| c.value().to_string()).filter(|v| v.len() == 43)
+    let name = if req.path() == FORM_POST_PATH { FORM_POST_COOKIE } else { LOGIN_COOKIE };
+    let cookie = req.cookie(name).or_else(|| req.cookie(LOGIN_COOKIE));
+    cookie.map(|c| c.value().to_string()).filter(|v| v.len() == 43)
+}
+
+fn form_post_cookie(value: &str) -> Cookie<'static> {
+    Cookie::build(FORM_POST_COOKIE, value.to_string())
+        .path(FORM_POST_PATH)
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::None)
+        .max_age(actix_web::cookie::time::Duration::seconds(codes::LOGIN_TTL_SECS))
+        .finish()
 }
 
 fn login_cookie(value: &str) -> Cookie<'static> {
@@ -208,7 +226,7 @@ fn login_cookie(value: &str) -> Cookie<'static> {
         .finish()
 }
 
-fn callback_url(state: &AppState, provider: ProviderKind) -> String {
+pub(super) fn callback_url(state: &AppState, provider: ProviderKind) -> String {
     format!("{}/oauth/callback/{}", state.settings.issuer(), provider.as_str())
 }
 
@@ -330,6 +348,11 @@ pub async fn authorize(
     if let Err(e) = response.add_cookie(&login_cookie(&browser)) {
         tracing::error!(error = %e, "cannot set the login cookie");
     }
+    if provider == ProviderKind::Apple {
+        if let Err(e) = response.add_cookie(&form_post_cookie(&browser)) {
+            tracing::error!(error = %e, "cannot set the form-post login cookie");
+        }
+    }
     response
 }
 
@@ -360,7 +383,7 @@ fn choose_page(
 }
 
 /// Takes the login of this browser named by `id` (single use).
-async fn take_login(
+pub(super) async fn take_login(
     state: &AppState,
     req: &HttpRequest,
     id: Option<&str>,
@@ -392,7 +415,7 @@ async fn take_login(
 }
 
 /// The provider proved who the person is: issue the code and send them back to the client.
-async fn finish(
+pub(super) async fn finish(
     state: &web::Data<AppState>,
     login: LoginState,
     assertion: VerifiedAssertion,
@@ -459,13 +482,20 @@ pub async fn callback(
         .await;
     match finished {
         Ok(assertion) => finish(&state, login, assertion).await,
-        Err(AssertionError::ProviderUnavailable) => client_error(
-            &login,
+        Err(e) => provider_failed(&login, e, &issuer),
+    }
+}
+
+/// The provider refused the sign-in, or could not be reached: told to the client.
+pub(super) fn provider_failed(login: &LoginState, e: AssertionError, issuer: &str) -> HttpResponse {
+    match e {
+        AssertionError::ProviderUnavailable => client_error(
+            login,
             "temporarily_unavailable",
             "the provider cannot be reached; try again shortly",
-            &issuer,
+            issuer,
         ),
-        Err(e) => client_error(&login, "access_denied", &e.to_string(), &issuer),
+        e => client_error(login, "access_denied", &e.to_string(), issuer),
     }
 }
 
@@ -503,6 +533,8 @@ pub async fn dev_login(
         nonce: None,
         assertion_hash: None,
         expires_at: crate::clock::now() + codes::CODE_TTL_SECS,
+        audience: None,
+        upstream: None,
     };
     finish(&state, login, assertion).await
 }

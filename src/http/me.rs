@@ -10,7 +10,7 @@ use super::auth::{origin, Caller};
 use super::errors::OAuthError;
 use super::errors::Problem;
 use super::input;
-use super::oauth::{verify_subject_token, SubjectRefused, SubjectToken};
+use super::oauth::{redeem_app_code, verify_subject_token, SubjectRefused, SubjectToken};
 use crate::accounts::{profile, SignInError};
 use crate::audit::{Actor, AuditAction};
 use crate::ids::{DeviceId, UserId};
@@ -169,6 +169,8 @@ pub struct LinkForm {
     subject_token_type: Option<String>,
     provider: Option<String>,
     nonce: Option<String>,
+    /// Sign in with Apple: the app's `authorizationCode`, as in token exchange.
+    authorization_code: Option<String>,
 }
 
 /// Links another provider's identity, proven by a fresh assertion, to the signed-in user.
@@ -197,10 +199,13 @@ pub async fn link_identity(
         provider,
         nonce: nonce.as_deref(),
     };
-    let assertion = verify_subject_token(&state, &subject).await.map_err(|e| match e {
+    let refused = |e: SubjectRefused| match e {
         SubjectRefused::Unavailable(m) => Problem::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, m),
         SubjectRefused::Refused(m) => Problem::bad_request(m),
-    })?;
+    };
+    let code = input::text("authorization_code", form.authorization_code.as_deref(), 1024).map_err(bad)?;
+    let mut assertion = verify_subject_token(&state, &subject).await.map_err(refused)?;
+    redeem_app_code(&state, &mut assertion, code).await.map_err(refused)?;
     let (provider, subject) = (assertion.provider.as_str(), assertion.subject.clone());
     let (user, by) = caller_as_user(&caller, &req);
     let linked = service::identities::link(

@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod crypto;
 pub mod dev;
 pub mod errors;
+pub mod form_post;
 pub mod input;
 pub mod me;
 pub mod oauth;
@@ -41,7 +42,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/.well-known/jwks.json", &["GET"]),
     ("/oauth/authorize", &["GET"]),
     ("/oauth/authorize/dev", &["POST"]),
-    ("/oauth/callback/{provider}", &["GET"]),
+    ("/oauth/callback/{provider}", &["GET", "POST"]),
     ("/oauth/token", &["POST"]),
     ("/oauth/nonce", &["POST"]),
     ("/oauth/revoke", &["POST"]),
@@ -89,7 +90,11 @@ fn resource(path: &'static str) -> actix_web::Resource {
 pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
     let mut oauth_scope = web::scope("/oauth")
         .service(resource("/authorize").route(web::get().to(authorize::authorize)))
-        .service(resource("/callback/{provider}").route(web::get().to(authorize::callback)))
+        .service(
+            resource("/callback/{provider}")
+                .route(web::get().to(authorize::callback))
+                .route(web::post().to(form_post::apple_callback)),
+        )
         .service(resource("/token").route(web::post().to(oauth::token)))
         .service(resource("/nonce").route(web::post().to(oauth::nonce)))
         .service(resource("/revoke").route(web::post().to(oauth::revoke)))

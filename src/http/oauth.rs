@@ -45,6 +45,9 @@ pub struct TokenForm {
     device_platform: Option<String>,
     /// Sign in with Apple: the person's name as the app got it (Apple gives it only once).
     display_name: Option<String>,
+    /// Sign in with Apple: the app's `authorizationCode`, redeemed for a refresh token that is
+    /// revoked when the account is deleted.
+    authorization_code: Option<String>,
     // refresh
     refresh_token: Option<String>,
     // authorization code
@@ -58,7 +61,7 @@ impl TokenForm {
     /// client secret is left to client authentication). The `cargo fuzz` target `token_form`
     /// runs the form parser and this.
     pub fn check_fields(&self) -> Result<(), OAuthError> {
-        let fields: [(&'static str, &Option<String>, usize); 14] = [
+        let fields: [(&'static str, &Option<String>, usize); 15] = [
             ("grant_type", &self.grant_type, 128),
             ("client_id", &self.client_id, 128),
             ("scope", &self.scope, 1024),
@@ -69,6 +72,7 @@ impl TokenForm {
             ("device_name", &self.device_name, 400),
             ("device_platform", &self.device_platform, 32),
             ("display_name", &self.display_name, 400),
+            ("authorization_code", &self.authorization_code, 1024),
             ("refresh_token", &self.refresh_token, 512),
             ("code", &self.code, 256),
             ("redirect_uri", &self.redirect_uri, 2048),
@@ -158,6 +162,10 @@ async fn token_exchange(
             }
             assertion.name = Some(name.trim().to_string());
         }
+    }
+    if let Err(e) = redeem_app_code(&state, &mut assertion, form.authorization_code.as_deref()).await {
+        count(provider_label, if e.is_unavailable() { "unavailable" } else { "refused" });
+        return Err(e.into());
     }
 
     let sign_in = SignIn {
@@ -267,6 +275,29 @@ pub async fn verify_subject_token(
         (None, None) if !nonce_required => Ok(assertion),
         (None, None) => Err(SubjectRefused::Refused("a nonce is required".into())),
         _ => Err(SubjectRefused::Refused("the nonce does not match the subject_token".into())),
+    }
+}
+
+/// Sign in with Apple's `authorization_code` sent with its ID token: redeemed at Apple, the
+/// refresh token it gives goes with the assertion, to be kept for the user.
+pub async fn redeem_app_code(
+    state: &AppState,
+    assertion: &mut VerifiedAssertion,
+    code: Option<&str>,
+) -> Result<(), SubjectRefused> {
+    let Some(code) = code.filter(|c| !c.is_empty()) else {
+        return Ok(());
+    };
+    if assertion.provider != ProviderKind::Apple {
+        return Err(SubjectRefused::Refused("authorization_code is taken with provider=apple only".into()));
+    }
+    match state.providers.redeem_apple_code(assertion, code, None).await {
+        Ok(grant) => {
+            assertion.upstream = grant;
+            Ok(())
+        }
+        Err(e @ AssertionError::ProviderUnavailable) => Err(SubjectRefused::Unavailable(e.to_string())),
+        Err(e) => Err(SubjectRefused::Refused(e.to_string())),
     }
 }
 

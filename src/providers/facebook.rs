@@ -261,6 +261,8 @@ impl Facebook {
             // Facebook's SDK caches its token and sends it again while it is valid.
             assertion_hash: None,
             expires_at: if expires_at == 0 { now + 3600 } else { expires_at },
+            audience: None,
+            upstream: None,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! provider are OpenID Connect issuers checked by [`oidc::OidcVerifier`]; which one verifies a
 //! token is told by its `iss`.
 
+pub mod apple;
 pub mod dev;
 pub mod facebook;
 pub mod jwks;
@@ -11,7 +12,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::metrics::Metrics;
 use oidc::{IdTokenPolicy, KeySource, OidcVerifier};
 
@@ -86,6 +87,20 @@ pub struct VerifiedAssertion {
     pub assertion_hash: Option<String>,
     /// After this the assertion is expired anyway and its single-use record can go.
     pub expires_at: i64,
+    /// The ID token's audience (the app's client id at the provider), when it had one.
+    pub audience: Option<String>,
+    /// What the provider gave idbridge to keep (Apple's refresh token, from a redeemed code).
+    pub upstream: Option<UpstreamGrant>,
+}
+
+/// A token a provider issued to idbridge at sign-in, kept wrapped for the user
+/// (`accounts::provider_tokens`): Sign in with Apple's refresh token, revoked when the account
+/// is deleted. `Debug` never shows the token.
+#[derive(Debug, Clone)]
+pub struct UpstreamGrant {
+    /// The client id the token was issued to (a bundle id or Services ID).
+    pub client_id: String,
+    pub refresh_token: secrecy::SecretString,
 }
 
 /// Why an assertion was refused. The text is safe to show the client: it never quotes the token.
@@ -145,13 +160,20 @@ pub struct Providers {
     pub oidc: Vec<GenericOidc>,
     pub dev: Option<Arc<dev::DevProvider>>,
     pub facebook: Option<facebook::Facebook>,
+    /// Sign in with Apple's client secret, code redemption, revocation and browser flow.
+    pub apple: Option<Arc<apple::Apple>>,
     /// The browser flows of Google and `[[providers.oidc]]` entries with a `client_secret`.
     web: Vec<upstream::OidcWeb>,
     http: reqwest::Client,
 }
 
 impl Providers {
-    pub fn new(settings: &Settings, http: reqwest::Client, metrics: Arc<Metrics>) -> Self {
+    /// Every configured provider; fails only on a Sign in with Apple key that cannot sign.
+    pub fn new(
+        settings: &Settings,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConfigError> {
         let mut verifiers = Vec::new();
         let mut web = Vec::new();
         if let Some(google) = &settings.providers.google {
@@ -180,6 +202,7 @@ impl Providers {
                 )),
             ));
         }
+        let mut apple_client = None;
         if let Some(apple) = &settings.providers.apple {
             let policy = IdTokenPolicy {
                 issuers: vec![apple.issuer.trim_end_matches('/').to_string()],
@@ -188,6 +211,7 @@ impl Providers {
                 algorithm: jsonwebtoken::Algorithm::RS256,
             };
             let keys = jwks::JwksCache::new(http.clone(), apple.issuer.clone(), "apple", metrics.clone());
+            apple_client = Some(Arc::new(apple::Apple::new(apple, keys.clone(), http.clone())?));
             verifiers.push(OidcVerifier::new(ProviderKind::Apple, policy, KeySource::Remote(keys)));
         }
         let mut oidc = Vec::new();
@@ -221,7 +245,7 @@ impl Providers {
         if let Some(dev) = &dev {
             verifiers.push(dev.verifier());
         }
-        Self { verifiers, oidc, dev, facebook, web, http }
+        Ok(Self { verifiers, oidc, dev, facebook, apple: apple_client, web, http })
     }
 
     /// The providers a person can sign in with in the browser.
@@ -229,6 +253,9 @@ impl Providers {
         let mut kinds: Vec<ProviderKind> = self.web.iter().map(|w| w.kind).collect();
         if self.facebook.is_some() {
             kinds.push(ProviderKind::Facebook);
+        }
+        if self.apple.is_some() {
+            kinds.push(ProviderKind::Apple);
         }
         if self.dev.is_some() {
             kinds.push(ProviderKind::Dev);

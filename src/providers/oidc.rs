@@ -164,6 +164,8 @@ impl OidcVerifier {
             assertion_hash: Some(sha256_b64(signing_input(token).as_bytes())),
             // One second past the last instant the token is still accepted.
             expires_at: claims.exp.saturating_add(LEEWAY_SECS as i64 + 1),
+            audience: claims.aud.all().first().cloned(),
+            upstream: None,
         })
     }
 }

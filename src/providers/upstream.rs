@@ -3,7 +3,8 @@
 //! openidconnect crate (code flow with PKCE, nonce and state; the returned ID token goes
 //! through the same verifier as token exchange), Facebook through the
 //! oauth2 crate (code flow with PKCE and state, then `debug_token` and `me` as for an access
-//! token). The redirect back is `{public_url}/oauth/callback/{provider}`.
+//! token), Apple with its own form POST back (`response_mode=form_post`, see `apple`). The
+//! redirect back is `{public_url}/oauth/callback/{provider}`.
 
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
@@ -133,9 +134,33 @@ impl Providers {
                 Ok(UpstreamStart { url: url.to_string(), nonce: None, verifier: verifier.secret().clone() })
             }
             ProviderKind::Dev => Err(AssertionError::NotConfigured("dev")),
-            // Apple's browser flow (form_post) is not offered yet.
-            ProviderKind::Apple => Err(AssertionError::NotConfigured("apple")),
+            // Apple does not take PKCE: its code is bound by the client secret and the
+            // redirect URI, and the sign-in by the nonce in the ID token.
+            ProviderKind::Apple => {
+                let apple = self.apple.as_ref().ok_or(AssertionError::NotConfigured("apple"))?;
+                let nonce = crate::crypto::random_token::<32>();
+                let url = apple.authorization_url(callback, &state, &nonce).await?;
+                Ok(UpstreamStart { url, nonce: Some(nonce), verifier: String::new() })
+            }
         }
+    }
+
+    /// Finishes Sign in with Apple in the browser, from the form Apple posted back: its ID
+    /// token (the nonce must be this sign-in's), then its code redeemed for the refresh token
+    /// idbridge keeps.
+    pub async fn finish_apple_sign_in(
+        &self,
+        callback: &str,
+        code: &str,
+        id_token: &str,
+        nonce: Option<&str>,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        let mut assertion = self.verify_id_token(id_token, Some(ProviderKind::Apple)).await?;
+        if nonce.is_none() || assertion.nonce.as_deref() != nonce {
+            return Err(AssertionError::Refused("the ID token's nonce is not this sign-in's"));
+        }
+        assertion.upstream = self.redeem_apple_code(&assertion, code, Some(callback)).await?;
+        Ok(assertion)
     }
 
     /// Finishes the upstream sign-in with the code the provider sent back.
@@ -190,9 +215,8 @@ impl Providers {
                     .map_err(exchange_failed)?;
                 facebook.verify_access_token(response.access_token().secret()).await
             }
-            ProviderKind::Dev => Err(AssertionError::NotConfigured("dev")),
-            // Apple's browser flow (form_post) is not offered yet.
-            ProviderKind::Apple => Err(AssertionError::NotConfigured("apple")),
+            // Apple answers with a form POST (`finish_apple_sign_in`).
+            ProviderKind::Dev | ProviderKind::Apple => Err(AssertionError::NotConfigured(provider.as_str())),
         }
     }
 }

@@ -18,7 +18,9 @@ use crate::tokens::codes;
 /// Records a sign-in and opens its session.
 pub async fn sign_in(app: &std::sync::Arc<AppState>, request: SignIn) -> Result<SignedIn, SignInError> {
     let on_postgres = app.db.target().backend == Backend::Postgres;
-    let request = if on_postgres && request.nonce.is_none() {
+    // The one-statement paths cover neither a nonce to spend nor a provider token to keep.
+    let quick_path = request.nonce.is_none() && request.assertion.upstream.is_none();
+    let request = if on_postgres && quick_path {
         let a = app.clone();
         let (request, quick) = app.db.run(move |conn| one_statement(conn, &a, request)).await?;
         if let Some((signed_in, over_cap)) = quick {

@@ -55,6 +55,8 @@ impl World {
                 nonce: None,
                 assertion_hash: None,
                 expires_at: crate::clock::now() + 600,
+                audience: None,
+                upstream: None,
             },
             nonce: None,
             client_id: "app".into(),

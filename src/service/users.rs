@@ -67,6 +67,8 @@ fn delete_in(conn: &mut DbConnection, user_id: &str, by: &Requester, now: i64) -
     for device_id in &unrevoked {
         liveness::record(conn, device_id, now)?;
     }
+    // Revoked at the provider after the commit, and retried until it answers.
+    accounts::provider_tokens::release_user(conn, user_id, now)?;
     let event = AuditEvent {
         actor: &by.actor,
         action: AuditAction::UserDelete,

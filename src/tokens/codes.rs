@@ -13,7 +13,7 @@ use crate::crypto::keyring::MasterKeyring;
 use crate::crypto::{random_token, sha256_b64};
 use crate::db::schema::{authorization_codes, login_states};
 use crate::db::{DbConnection, DbError};
-use crate::providers::{ProviderKind, VerifiedAssertion};
+use crate::providers::{ProviderKind, UpstreamGrant, VerifiedAssertion};
 
 pub const LOGIN_TTL_SECS: i64 = 600;
 pub const CODE_TTL_SECS: i64 = 60;
@@ -71,11 +71,20 @@ pub fn take_login(
     Ok((taken == 1 && login.expires_at > now).then_some(login))
 }
 
-/// The provider's name and e-mail, carried wrapped in the code row.
+/// The provider's name and e-mail, carried wrapped in the code row; and what the provider
+/// gave idbridge to keep for the user (Apple's refresh token), stored at redemption.
 #[derive(Serialize, Deserialize)]
 struct CarriedProfile {
     name: Option<String>,
     email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upstream: Option<CarriedGrant>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CarriedGrant {
+    client_id: String,
+    refresh_token: String,
 }
 
 fn profile_aad(code_hash: &str) -> String {
@@ -119,9 +128,18 @@ pub fn issue_code(
 ) -> Result<String, DbError> {
     let code = random_token::<32>();
     let code_hash = sha256_b64(code.as_bytes());
-    let profile =
-        serde_json::to_vec(&CarriedProfile { name: assertion.name.clone(), email: assertion.email.clone() })
-            .expect("a profile serialises");
+    let upstream = assertion.upstream.as_ref().map(|g| CarriedGrant {
+        client_id: g.client_id.clone(),
+        refresh_token: secrecy::ExposeSecret::expose_secret(&g.refresh_token).to_string(),
+    });
+    let profile = zeroize::Zeroizing::new(
+        serde_json::to_vec(&CarriedProfile {
+            name: assertion.name.clone(),
+            email: assertion.email.clone(),
+            upstream,
+        })
+        .expect("a profile serialises"),
+    );
     diesel::insert_into(authorization_codes::table)
         .values((
             authorization_codes::code_hash.eq(&code_hash),
@@ -247,7 +265,7 @@ pub fn redeem(
         .as_deref()
         .and_then(|wrapped| keyring.unwrap(wrapped, profile_aad(&row.code_hash).as_bytes()).ok())
         .and_then(|plain| serde_json::from_slice(&plain).ok())
-        .unwrap_or(CarriedProfile { name: None, email: None });
+        .unwrap_or(CarriedProfile { name: None, email: None, upstream: None });
     let provider = ProviderKind::from_stored(&row.provider).ok_or(DbError::Task)?;
     Ok(Ok(Redeemed {
         assertion: VerifiedAssertion {
@@ -258,6 +276,11 @@ pub fn redeem(
             nonce: None,
             assertion_hash: None,
             expires_at: row.expires_at,
+            audience: None,
+            upstream: profile.upstream.map(|g| UpstreamGrant {
+                client_id: g.client_id,
+                refresh_token: secrecy::SecretString::from(g.refresh_token),
+            }),
         },
         code_hash: row.code_hash,
         scope: row.scope,

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::support::*;
 
 /// The app's side: an OpenID Connect relying party of idbridge (openidconnect crate).
-struct RelyingParty {
+pub struct RelyingParty {
     client: CoreClient<
         openidconnect::EndpointSet,
         openidconnect::EndpointNotSet,
@@ -27,15 +27,15 @@ struct RelyingParty {
 }
 
 /// One authorization request in flight.
-struct Started {
-    url: String,
+pub struct Started {
+    pub url: String,
     csrf: CsrfToken,
     nonce: Nonce,
     verifier: PkceCodeVerifier,
 }
 
 impl RelyingParty {
-    async fn new(app: &TestApp, redirect: &str) -> Self {
+    pub async fn new(app: &TestApp, redirect: &str) -> Self {
         let jwks: CoreJsonWebKeySet =
             app.client.get(app.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
         let client =
@@ -46,7 +46,7 @@ impl RelyingParty {
         RelyingParty { client, http: app.client.clone() }
     }
 
-    fn start(&self, extra: &[(&str, &str)]) -> Started {
+    pub fn start(&self, extra: &[(&str, &str)]) -> Started {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self
             .client
@@ -66,7 +66,7 @@ impl RelyingParty {
 
     /// Redeems `code` and checks the ID token as any OIDC relying party would; returns the
     /// token answer's access and refresh tokens.
-    async fn redeem(&self, started: Started, code: &str) -> (String, String, serde_json::Value) {
+    pub async fn redeem(&self, started: Started, code: &str) -> (String, String, serde_json::Value) {
         let response = self
             .client
             .exchange_code(AuthorizationCode::new(code.into()))
@@ -96,7 +96,7 @@ impl RelyingParty {
     }
 }
 
-fn query_of(location: &str) -> HashMap<String, String> {
+pub fn query_of(location: &str) -> HashMap<String, String> {
     url::Url::parse(location).unwrap().query_pairs().into_owned().collect()
 }
 

@@ -344,8 +344,14 @@ fn an_incomplete_apple_section_exits_2_naming_the_key() {
         (section.replace("team_id = \"T\"", "team_id = \"\""), "providers.apple.team_id"),
         (section.replace("[\"com.example.app\"]", "[]"), "providers.apple.client_ids"),
         (section.replace("file:/k.p8", "-----BEGIN PRIVATE KEY-----"), "providers.apple.private_key"),
+        // Read at start: a key file that is missing, or that holds no P-256 PKCS#8 key.
+        (section.to_string(), "providers.apple.private_key"),
+        (section.replace("file:/k.p8", "file:not-a-key.p8"), "providers.apple.private_key"),
     ] {
         let dir = tempfile::tempdir().unwrap();
+        let not_a_key = dir.path().join("not-a-key.p8");
+        std::fs::write(&not_a_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::set_permissions(&not_a_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let toml = format!("{}{broken}", valid_config(dir.path()));
 
         assert_refused_naming(serve_with(dir.path(), &toml, &[]), key);

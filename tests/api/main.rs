@@ -10,6 +10,7 @@ mod access_token;
 mod admin;
 mod admin_browser;
 mod apple;
+mod apple_web;
 mod browser_flow;
 mod config;
 mod crypto;

@@ -9,6 +9,8 @@ use super::{TestApp, PUBLIC_URL};
 pub struct Browser<'a> {
     pub app: &'a TestApp,
     pub cookies: HashMap<String, String>,
+    /// Each cookie's `Set-Cookie` line, for what a cross-site request carries.
+    pub cookie_lines: HashMap<String, String>,
 }
 
 /// What a page or redirect gave back.
@@ -23,7 +25,7 @@ pub struct Visit {
 
 impl<'a> Browser<'a> {
     pub fn new(app: &'a TestApp) -> Self {
-        Browser { app, cookies: HashMap::new() }
+        Browser { app, cookies: HashMap::new(), cookie_lines: HashMap::new() }
     }
 
     pub fn local(&self, url: &str) -> String {
@@ -47,8 +49,10 @@ impl<'a> Browser<'a> {
             // A cookie set empty (Max-Age=0) is removed, as a browser does.
             if value.is_empty() {
                 self.cookies.remove(name);
+                self.cookie_lines.remove(name);
             } else {
                 self.cookies.insert(name.to_string(), value.to_string());
+                self.cookie_lines.insert(name.to_string(), text.to_string());
             }
         }
         let status = response.status().as_u16();
@@ -66,6 +70,31 @@ impl<'a> Browser<'a> {
     pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Visit {
         let r =
             self.app.client.post(self.local(url)).header("cookie", self.cookie_header()).form(form).send();
+        let r = r.await.unwrap();
+        self.read(r).await
+    }
+
+    /// A form POST from another site (a provider's `form_post` page): it carries only the
+    /// cookies set `SameSite=None; Secure` whose `Path` covers the URL, as a browser does.
+    pub async fn cross_site_post(&mut self, url: &str, form: &[(String, String)]) -> Visit {
+        let path = url::Url::parse(&self.local(url)).unwrap().path().to_string();
+        let carried: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|(name, _)| {
+                let line = self.cookie_lines[*name].to_ascii_lowercase();
+                let attribute = |a: &str| line.split(';').map(str::trim).any(|p| p == a);
+                let cookie_path = line
+                    .split(';')
+                    .map(str::trim)
+                    .find_map(|p| p.strip_prefix("path="))
+                    .unwrap_or("/")
+                    .to_string();
+                attribute("samesite=none") && attribute("secure") && path.starts_with(&cookie_path)
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let r = self.app.client.post(self.local(url)).header("cookie", carried.join("; ")).form(form).send();
         let r = r.await.unwrap();
         self.read(r).await
     }

@@ -81,6 +81,8 @@ struct Shared {
     jwks_empty: std::sync::atomic::AtomicBool,
     /// Codes the authorization endpoint handed out, until the token endpoint redeems them.
     codes: Mutex<std::collections::HashMap<String, PendingCode>>,
+    /// Merged into the discovery document; a value starting with `/` is a path on this fake.
+    discovery_extra: Value,
 }
 
 /// What an authorization request asked for, kept for its code's redemption.
@@ -104,6 +106,16 @@ pub struct FakeGoogle {
 impl FakeGoogle {
     /// Starts the fake on 127.0.0.1 with a free port. Needs a Tokio runtime.
     pub async fn start() -> FakeGoogle {
+        Self::start_with(json!({}), |_| {}).await
+    }
+
+    /// Starts a fake provider whose discovery document has `discovery_extra` merged in (a value
+    /// starting with `/` is a path on this fake) and that also serves `routes`; they find a
+    /// [`Minter`] of this fake's ID tokens in the app data.
+    pub async fn start_with(
+        discovery_extra: Value,
+        routes: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    ) -> FakeGoogle {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake google");
         let port = listener.local_addr().expect("local addr").port();
         let base_url = format!("http://127.0.0.1:{port}");
@@ -115,11 +127,15 @@ impl FakeGoogle {
             jwks_failing: std::sync::atomic::AtomicBool::new(false),
             jwks_empty: std::sync::atomic::AtomicBool::new(false),
             codes: Mutex::new(std::collections::HashMap::new()),
+            discovery_extra,
         });
         let data = web::Data::from(shared.clone());
+        let minter = web::Data::new(Minter(shared.clone()));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(minter.clone())
+                .configure(routes.clone())
                 .route("/.well-known/openid-configuration", web::get().to(discovery))
                 .route("/oauth2/v3/certs", web::get().to(jwks))
                 .route("/o/oauth2/v2/auth", web::get().to(authorize))
@@ -250,6 +266,24 @@ impl FakeGoogle {
     }
 }
 
+/// Signs ID tokens with a running fake's current key, for the routes added by `start_with`.
+pub struct Minter(Arc<Shared>);
+
+impl Minter {
+    pub fn issuer(&self) -> &str {
+        &self.0.base_url
+    }
+
+    /// Exactly `claims`, signed RS256 with the current key.
+    pub fn sign(&self, claims: &Value) -> String {
+        let kid = {
+            let st = self.0.state.lock().unwrap();
+            st.keys[st.current].kid.clone()
+        };
+        sign_with(&self.0, &json!({"alg": "RS256", "kid": kid}), claims)
+    }
+}
+
 fn sign_with(shared: &Shared, header: &Value, claims: &Value) -> String {
     {
         let pair = {
@@ -322,9 +356,7 @@ fn jwks_value(shared: &Shared) -> Value {
 async fn discovery(shared: web::Data<Shared>) -> HttpResponse {
     shared.discovery_fetches.fetch_add(1, Ordering::SeqCst);
     let base = &shared.base_url;
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "public, max-age=3600"))
-        .json(json!({
+    let mut document = json!({
             "issuer": base,
             "authorization_endpoint": format!("{base}/o/oauth2/v2/auth"),
             "token_endpoint": format!("{base}/token"),
@@ -339,7 +371,17 @@ async fn discovery(shared: web::Data<Shared>) -> HttpResponse {
             "claims_supported": ["aud", "email", "email_verified", "exp", "family_name", "given_name", "iat", "iss", "name", "picture", "sub"],
             "code_challenge_methods_supported": ["plain", "S256"],
             "grant_types_supported": ["authorization_code", "refresh_token"]
-        }))
+    });
+    if let Value::Object(extra) = &shared.discovery_extra {
+        for (k, v) in extra {
+            let v = match v.as_str() {
+                Some(path) if path.starts_with('/') => json!(format!("{base}{path}")),
+                _ => v.clone(),
+            };
+            document[k] = v;
+        }
+    }
+    HttpResponse::Ok().insert_header(("Cache-Control", "public, max-age=3600")).json(document)
 }
 
 async fn jwks(shared: web::Data<Shared>) -> HttpResponse {

@@ -3,6 +3,7 @@
 
 pub mod broken_graph;
 pub mod browser;
+pub mod fake_apple;
 pub mod fake_facebook;
 pub mod fake_google;
 pub mod pgbouncer;
