@@ -215,6 +215,7 @@ impl Application {
 
         let providers = Providers::new(&settings, provider_http_client(), metrics.clone())?;
         let providers_apple = providers.apple.clone();
+        let metrics_for_background = metrics.clone();
         let state = web::Data::new(AppState {
             providers,
             clients: clients.clone(),
@@ -261,6 +262,14 @@ impl Application {
         tracing::info!(%bind, port, dev = dev_enabled, "idbridge listening");
         let retention = crate::housekeeping::Retention::from_settings(&state_settings);
         let apple = providers_apple.map(|apple| (apple, keyring.clone()));
+        let logouts = crate::backchannel::Sender {
+            db: db.clone(),
+            keys: keys.clone(),
+            clients: clients.clone(),
+            metrics: metrics_for_background,
+            issuer: state_settings.issuer().to_string(),
+            http: crate::backchannel::http_client(),
+        };
         let background = crate::housekeeping::spawn(crate::housekeeping::Background {
             db,
             keys,
@@ -269,6 +278,7 @@ impl Application {
             liveness,
             retention,
             apple,
+            logouts,
         });
         Ok(Application { port, server, background })
     }

@@ -36,11 +36,15 @@ pub enum AuditAction {
     ClientDisable,
     ClientEnable,
     ClientDelete,
+    /// A provider told idbridge about an account (RISC, Facebook, Apple); the detail names it.
+    ProviderEvent,
+    /// A back-channel logout notice could not be delivered for 24 hours and was given up.
+    BackchannelLogoutFailed,
 }
 
 impl AuditAction {
     /// Every action, in the order the console's filter lists them.
-    pub const ALL: [AuditAction; 27] = [
+    pub const ALL: [AuditAction; 29] = [
         AuditAction::SignIn,
         AuditAction::DeviceRevoke,
         AuditAction::DeviceEvicted,
@@ -68,6 +72,8 @@ impl AuditAction {
         AuditAction::ClientDisable,
         AuditAction::ClientEnable,
         AuditAction::ClientDelete,
+        AuditAction::ProviderEvent,
+        AuditAction::BackchannelLogoutFailed,
     ];
 
     /// The name stored in `audit_events.action`.
@@ -100,6 +106,8 @@ impl AuditAction {
             AuditAction::ClientDisable => "client.disable",
             AuditAction::ClientEnable => "client.enable",
             AuditAction::ClientDelete => "client.delete",
+            AuditAction::ProviderEvent => "provider.event",
+            AuditAction::BackchannelLogoutFailed => "backchannel_logout.failed",
         }
     }
 
@@ -121,6 +129,8 @@ pub enum Actor {
     Cli,
     /// idbridge itself (the device cap, a scheduled rotation).
     System,
+    /// A sign-in provider's event (`provider:google`, `provider:facebook`, `provider:apple`).
+    Provider(&'static str),
 }
 
 impl std::fmt::Display for Actor {
@@ -131,6 +141,7 @@ impl std::fmt::Display for Actor {
             Actor::Admin(id) => write!(f, "admin:{id}"),
             Actor::Cli => f.write_str("cli"),
             Actor::System => f.write_str("system"),
+            Actor::Provider(name) => write!(f, "provider:{name}"),
         }
     }
 }

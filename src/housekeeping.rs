@@ -106,13 +106,15 @@ pub struct Background {
     pub retention: Retention,
     /// Sign in with Apple, when configured, with the keyring its kept tokens are wrapped by.
     pub apple: Option<(Arc<Apple>, Arc<MasterKeyring>)>,
+    /// Back-channel logout notices to deliver.
+    pub logouts: crate::backchannel::Sender,
 }
 
 /// Runs the loops until the process ends: the sweep, key maintenance, the clients' reload,
 /// the revocations' catch-up, and acting on change notices (`follow_changes`).
 pub fn spawn(work: Background) -> Vec<tokio::task::JoinHandle<()>> {
-    let Background { db, keys, rate_limits, clients, liveness, retention, apple } = work;
-    let mut tasks = vec![follow_changes(&db, &keys, &clients, &liveness)];
+    let Background { db, keys, rate_limits, clients, liveness, retention, apple, logouts } = work;
+    let mut tasks = vec![follow_changes(&db, &keys, &clients, &liveness), crate::backchannel::spawn(logouts)];
     if let Some((apple, keyring)) = apple {
         tasks.push(revoke_released(&db, keyring, apple));
     }

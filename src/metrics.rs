@@ -19,6 +19,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub db_pool_connections: IntGaugeVec,
     pub signing_key_age: IntGauge,
+    pub provider_events: IntCounterVec,
+    pub backchannel_logouts: IntCounterVec,
 }
 
 impl Metrics {
@@ -40,6 +42,16 @@ impl Metrics {
         let jwks_fetches =
             counter("jwks_fetches_total", "Provider JWKS fetches by outcome", &["provider", "outcome"]);
         let rate_limited = counter("rate_limited_total", "Requests refused with 429, by limit", &["limit"]);
+        let provider_events = counter(
+            "provider_events_total",
+            "Session events from providers by provider, event and outcome",
+            &["provider", "event", "outcome"],
+        );
+        let backchannel_logouts = counter(
+            "backchannel_logouts_total",
+            "Back-channel logout deliveries by outcome (delivered, failed, given_up, no_uri)",
+            &["outcome"],
+        );
         let http_duration = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route and status")
                 .buckets(vec![
@@ -74,6 +86,8 @@ impl Metrics {
             rate_limited,
             db_pool_connections,
             signing_key_age,
+            provider_events,
+            backchannel_logouts,
         }
     }
 

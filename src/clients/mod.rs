@@ -43,6 +43,8 @@ pub struct Client {
     secret: Option<SecretCheck>,
     pub redirect_uris: Vec<String>,
     pub scopes: Vec<String>,
+    /// Where a logout token is POSTed when a device of this client ends.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl Client {
@@ -67,7 +69,14 @@ impl Client {
 #[cfg(test)]
 impl Client {
     pub fn for_tests(id: &str, kind: ClientKind, redirect_uris: Vec<String>) -> Self {
-        Self { id: id.into(), kind, secret: None, redirect_uris, scopes: vec!["openid".into(), "api".into()] }
+        Self {
+            id: id.into(),
+            kind,
+            secret: None,
+            redirect_uris,
+            scopes: vec!["openid".into(), "api".into()],
+            backchannel_logout_uri: None,
+        }
     }
 }
 
@@ -101,6 +110,7 @@ fn dev_clients() -> [Client; 2] {
             secret: None,
             redirect_uris: vec!["http://127.0.0.1/callback".into()],
             scopes: scopes(&["openid", "profile", "api"]),
+            backchannel_logout_uri: None,
         },
         Client {
             id: DEV_CONFIDENTIAL_CLIENT.into(),
@@ -108,6 +118,7 @@ fn dev_clients() -> [Client; 2] {
             secret: Some(SecretCheck::Sha256(secret_digest(DEV_CONFIDENTIAL_SECRET))),
             redirect_uris: vec![],
             scopes: scopes(&["api", "crypto"]),
+            backchannel_logout_uri: None,
         },
     ]
 }

@@ -128,6 +128,7 @@ impl ClientRegistry {
             secret: None,
             redirect_uris: vec![format!("{}{ADMIN_CALLBACK_PATH}", settings.issuer())],
             scopes: vec!["openid".into()],
+            backchannel_logout_uri: None,
         });
         Ok(Self {
             clients,
@@ -303,5 +304,6 @@ fn client_from_settings(c: &ClientSettings) -> Result<Client, String> {
         secret,
         redirect_uris: c.redirect_uris.clone(),
         scopes: c.scopes.clone(),
+        backchannel_logout_uri: Some(c.backchannel_logout_uri.clone()).filter(|u| !u.is_empty()),
     })
 }

@@ -20,6 +20,7 @@ pub struct StoredClient {
     pub scopes: String,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl StoredClient {
@@ -35,6 +36,7 @@ impl StoredClient {
             secret,
             redirect_uris: serde_json::from_str(&self.redirect_uris).ok()?,
             scopes: serde_json::from_str(&self.scopes).ok()?,
+            backchannel_logout_uri: self.backchannel_logout_uri.clone().filter(|u| !u.is_empty()),
         })
     }
 
@@ -53,6 +55,7 @@ pub struct NewClient {
     pub kind: ClientKind,
     pub redirect_uris: Vec<String>,
     pub scopes: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
 }
 
 /// Why a new client was refused.
@@ -68,6 +71,8 @@ pub enum NewClientError {
     NoRedirect,
     #[error("scopes must be 1 to 20 words of letters, digits, ':', '.', '_' or '-'")]
     BadScopes,
+    #[error("back-channel logout URI: {0}")]
+    BadLogoutUri(&'static str),
 }
 
 /// Checks a client made in the console. Redirect URIs follow RFC 8252: absolute, without a
@@ -92,6 +97,12 @@ pub fn check_new_client(client: &NewClient) -> Result<(), NewClientError> {
     };
     if client.scopes.is_empty() || client.scopes.len() > 20 || !client.scopes.iter().all(scope_ok) {
         return Err(NewClientError::BadScopes);
+    }
+    if let Some(uri) = &client.backchannel_logout_uri {
+        check_redirect_uri(uri).map_err(NewClientError::BadLogoutUri)?;
+        if !uri.starts_with("https://") && !uri.starts_with("http://") {
+            return Err(NewClientError::BadLogoutUri("must be https, or http on loopback"));
+        }
     }
     Ok(())
 }
@@ -158,6 +169,7 @@ pub fn insert_stored(
         scopes: serde_json::to_string(&client.scopes).map_err(|_| DbError::Task)?,
         created_at: now,
         disabled_at: None,
+        backchannel_logout_uri: client.backchannel_logout_uri.clone(),
     };
     // A savepoint: a concurrent creation of the same id is "taken", not a failed transaction.
     let inserted = conn.transaction(|c| diesel::insert_into(stored_clients::table).values(&row).execute(c));

@@ -34,6 +34,9 @@ pub struct ClientSettings {
     pub redirect_uris: Vec<String>,
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// OpenID Connect Back-Channel Logout: told when a device of this client ends.
+    #[serde(default)]
+    pub backchannel_logout_uri: String,
 }
 
 fn default_scopes() -> Vec<String> {

@@ -229,6 +229,13 @@ impl Settings {
                     message: format!("`{}` appears twice; client ids must be unique", client.client_id),
                 });
             }
+            let logout = &client.backchannel_logout_uri;
+            let logout_ok = logout.is_empty()
+                || url::Url::parse(logout)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.fragment().is_none());
+            if !logout_ok {
+                return Err(err(&key("backchannel_logout_uri"), "must be an http(s) URL without a fragment"));
+            }
             let needs = match client.kind {
                 ClientKind::Confidential if client.secret_hash.is_empty() => {
                     "a confidential client needs a secret_hash (see `idbridge clients new-secret`)"

@@ -138,15 +138,20 @@ fn hex(bytes: &[u8]) -> String {
 
 fn load_source(source: &str) -> Result<[u8; 32], KeyringError> {
     let fail = |m: String| KeyringError::Source(source.to_string(), m);
-    let text = read_secret_source(source).map_err(fail)?;
+    let text = read_secret_source(source, true).map_err(fail)?;
     let bytes = STANDARD.decode(text.trim()).map_err(|_| fail("not base64".into()))?;
     bytes.try_into().map_err(|_| fail("a master key is 32 bytes".into()))
 }
 
-/// The text of a secret given as `file:PATH` (a file only its owner may read) or `env:VAR`.
-pub fn read_secret_source(source: &str) -> Result<zeroize::Zeroizing<String>, String> {
+/// The text of a secret given as `file:PATH` or `env:VAR`. With `owner_only`, a file group
+/// or others may read is refused; without, it is only warned about.
+pub fn read_secret_source(source: &str, owner_only: bool) -> Result<zeroize::Zeroizing<String>, String> {
     if let Some(path) = source.strip_prefix("file:") {
-        refuse_if_shared(path)?;
+        match refuse_if_shared(path) {
+            Err(e) if owner_only => return Err(e),
+            Err(e) => tracing::warn!(path, "{e}"),
+            Ok(()) => {}
+        }
         std::fs::read_to_string(path)
             .map(zeroize::Zeroizing::new)
             .map_err(|e| format!("cannot read the file: {e}"))

@@ -24,6 +24,8 @@ diesel::table! {
         last_login_at -> BigInt,
         email_ct -> Nullable<Text>,
         email_index -> Nullable<Text>,
+        sign_in_blocked_at -> Nullable<BigInt>,
+        email_disabled_at -> Nullable<BigInt>,
     }
 }
 
@@ -46,6 +48,7 @@ diesel::table! {
         scopes -> Text,
         created_at -> BigInt,
         disabled_at -> Nullable<BigInt>,
+        backchannel_logout_uri -> Nullable<Text>,
     }
 }
 
@@ -203,6 +206,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    deletion_requests (code) {
+        code -> Text,
+        request_hash -> Text,
+        provider -> Text,
+        outcome -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    logout_notices (device_id) {
+        device_id -> Text,
+        client_id -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+        next_attempt_at -> BigInt,
+        attempts -> Integer,
+    }
+}
+
 diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(refresh_tokens -> devices (device_id));
@@ -228,4 +252,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     revocations,
     server_state,
     provider_tokens,
+    deletion_requests,
+    logout_notices,
 );

@@ -36,6 +36,8 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [format!("{:?}", state.settings.keys.access_token_alg)],
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     }))
 }
 

@@ -85,8 +85,8 @@ impl Apple {
         http: reqwest::Client,
     ) -> Result<Self, ConfigError> {
         let bad = |message: String| ConfigError { key: "providers.apple.private_key".into(), message };
-        let pem =
-            crate::crypto::keyring::read_secret_source(settings.private_key.expose_secret()).map_err(bad)?;
+        let pem = crate::crypto::keyring::read_secret_source(settings.private_key.expose_secret(), false)
+            .map_err(bad)?;
         let not_a_key = || bad("not a PKCS#8 PEM private key (the .p8 file Apple gives)".into());
         let (label, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes()).map_err(|_| not_a_key())?;
         let der = zeroize::Zeroizing::new(der);

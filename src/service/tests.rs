@@ -206,6 +206,7 @@ async fn deleting_a_console_client_ends_its_devices() {
         kind: crate::clients::ClientKind::Public,
         redirect_uris: vec!["https://app.example/cb".into()],
         scopes: vec!["openid".into()],
+        backchannel_logout_uri: None,
     };
     let by = Requester::new(crate::audit::Actor::Admin("a".into()), Default::default());
     clients::create(&w.db, &registry, new, &by).await.expect("create").expect("made");

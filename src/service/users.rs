@@ -5,7 +5,7 @@ use crate::audit::{AuditAction, AuditEvent};
 use crate::crypto::user_keys::UserKeys;
 use crate::db::{Db, DbConnection, DbError};
 use crate::ids::UserId;
-use crate::sessions::{devices, liveness};
+use crate::sessions::devices;
 
 use super::Requester;
 
@@ -60,12 +60,15 @@ pub async fn delete(db: &Db, user_keys: &UserKeys, user: &UserId, by: &Requester
 }
 
 fn delete_in(conn: &mut DbConnection, user_id: &str, by: &Requester, now: i64) -> Result<bool, DbError> {
-    let unrevoked = devices::unrevoked_of_user(conn, user_id)?;
-    if !accounts::profile::delete_user(conn, user_id)? {
+    if !accounts::lock_user(conn, user_id)? {
         return Ok(false);
     }
-    for device_id in &unrevoked {
-        liveness::record(conn, device_id, now)?;
+    // While the device rows are there: their ends are recorded before they go.
+    for device_id in &devices::unrevoked_of_user(conn, user_id)? {
+        devices::mark_ended(conn, device_id, now)?;
+    }
+    if !accounts::profile::delete_user(conn, user_id)? {
+        return Ok(false);
     }
     // Revoked at the provider after the commit, and retried until it answers.
     accounts::provider_tokens::release_user(conn, user_id, now)?;

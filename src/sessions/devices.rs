@@ -121,10 +121,17 @@ fn revoke(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<bool, Db
     .execute(conn)?;
     diesel::delete(refresh_tokens::table.filter(refresh_tokens::device_id.eq(device_id))).execute(conn)?;
     if revoked == 1 {
-        // Its access tokens are refused from memory on every replica (`liveness`).
-        liveness::record(conn, device_id, now)?;
+        mark_ended(conn, device_id, now)?;
     }
     Ok(revoked == 1)
+}
+
+/// What follows every device's end, in its transaction: its access tokens are refused from
+/// memory on every replica (`liveness`), and its client is told (`logout_notices`). The
+/// device row must still be there.
+pub fn mark_ended(conn: &mut DbConnection, device_id: &str, now: i64) -> Result<(), DbError> {
+    liveness::record(conn, device_id, now)?;
+    super::logout_notices::enqueue(conn, device_id, now)
 }
 
 /// The live devices a client holds (to end them when the client is deleted).
@@ -202,7 +209,7 @@ pub fn apply_session_max(conn: &mut DbConnection, max_ttl_secs: i64, now: i64) -
         .select(devices::id)
         .load(conn)?;
     for device_id in &ended_now {
-        liveness::record(conn, device_id, now)?;
+        mark_ended(conn, device_id, now)?;
     }
     Ok(diesel::update(
         devices::table

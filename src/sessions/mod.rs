@@ -9,6 +9,7 @@
 
 pub mod devices;
 pub mod liveness;
+pub mod logout_notices;
 pub mod refresh;
 pub mod returning;
 

@@ -4,4 +4,5 @@
 pub mod access;
 pub mod codes;
 pub mod id_token;
+pub mod logout;
 pub mod nonce;

@@ -32,6 +32,7 @@ pub struct NewClientForm {
     kind: Option<String>,
     redirect_uris: Option<String>,
     scopes: Option<String>,
+    backchannel_logout_uri: Option<String>,
 }
 
 impl CarriesCsrf for NewClientForm {
@@ -47,6 +48,7 @@ struct FormEcho {
     kind: String,
     redirect_uris: String,
     scopes: String,
+    backchannel_logout_uri: String,
 }
 
 #[derive(Template)]
@@ -134,6 +136,7 @@ pub async fn create(
         kind: form.kind.clone().unwrap_or_default(),
         redirect_uris: form.redirect_uris.clone().unwrap_or_default(),
         scopes: form.scopes.clone().unwrap_or_default(),
+        backchannel_logout_uri: form.backchannel_logout_uri.clone().unwrap_or_default(),
     };
     let kind = match form.kind.as_deref().map(ClientKind::parse) {
         None => ClientKind::Public,
@@ -163,6 +166,10 @@ pub async fn create(
             }
             scopes
         },
+        backchannel_logout_uri: form
+            .backchannel_logout_uri
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty()),
     };
     let client_id = new.client_id.clone();
     let made = service::clients::create(&state.db, &state.clients, new, &requester(&session, &req)).await;

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod fake_apple;
 pub mod fake_facebook;
 pub mod fake_google;
+pub mod logout_receiver;
 pub mod pgbouncer;
 pub mod private_pg;
 pub mod server_process;
@@ -117,6 +118,8 @@ pub struct TestConfig {
     pub statement_timeout: String,
     /// More `[database]` lines (the pooler's `prepared_statements` and `listen_url`).
     pub database_extra: String,
+    /// The `app` client's `backchannel_logout_uri`, when set.
+    pub app_logout_uri: Option<String>,
     /// Appended to the configuration as it is (more sections, e.g. `[[providers.oidc]]`).
     pub extra: String,
 }
@@ -143,6 +146,7 @@ impl Default for TestConfig {
             graph_url: None,
             statement_timeout: "10s".into(),
             database_extra: String::new(),
+            app_logout_uri: None,
             extra: String::new(),
         }
     }
@@ -230,6 +234,9 @@ scopes = [{svc_scopes}]
                 "\n[[clients]]\nclient_id = \"app\"\nkind = \"public\"\nredirect_uris = [\"com.example.app:/cb\", \"http://127.0.0.1/callback\", \"https://app.example/cb\"]\nscopes = [{}]\n",
                 scopes.join(", ")
             ));
+            if let Some(uri) = &self.app_logout_uri {
+                t.push_str(&format!("backchannel_logout_uri = \"{uri}\"\n"));
+            }
         }
         if self.legacy_client {
             t.push_str(&format!(
