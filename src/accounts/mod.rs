@@ -61,6 +61,8 @@ pub enum SignInError {
     Replayed,
     #[error("the account is disabled")]
     Disabled,
+    #[error("the provider reported this account compromised; sign-in with it is refused until the provider re-enables it")]
+    Blocked,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -108,6 +110,9 @@ pub fn admit(
     if is_disabled_locked(conn, &user_id)? {
         return Err(SignInError::Disabled);
     }
+    if sign_in_blocked(conn, provider, &assertion.subject)? {
+        return Err(SignInError::Blocked);
+    }
     diesel::update(
         identities::table
             .filter(identities::provider.eq(provider))
@@ -120,6 +125,80 @@ pub fn admit(
         provider_tokens::keep(conn, keyring, &user_id, provider, &assertion.subject, grant, now)?;
     }
     Ok(user_id)
+}
+
+/// Whether the provider asked that this identity's sign-in be refused (RISC: hijacked).
+fn sign_in_blocked(conn: &mut DbConnection, provider: &str, subject: &str) -> Result<bool, DbError> {
+    let blocked: Option<Option<i64>> = identities::table
+        .filter(identities::provider.eq(provider))
+        .filter(identities::subject.eq(subject))
+        .select(identities::sign_in_blocked_at)
+        .first(conn)
+        .optional()?;
+    Ok(blocked.flatten().is_some())
+}
+
+/// Refuses (or allows again) sign-in with an identity, as its provider asked. `false` when
+/// there is no such identity.
+pub fn set_sign_in_blocked(
+    conn: &mut DbConnection,
+    provider: &str,
+    subject: &str,
+    blocked: bool,
+    now: i64,
+) -> Result<bool, DbError> {
+    let n = diesel::update(
+        identities::table.filter(identities::provider.eq(provider)).filter(identities::subject.eq(subject)),
+    )
+    .set(identities::sign_in_blocked_at.eq(blocked.then_some(now)))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Records that the provider turned the identity's (relay) e-mail off or on again.
+pub fn set_email_disabled(
+    conn: &mut DbConnection,
+    provider: &str,
+    subject: &str,
+    disabled: bool,
+    now: i64,
+) -> Result<bool, DbError> {
+    let n = diesel::update(
+        identities::table.filter(identities::provider.eq(provider)).filter(identities::subject.eq(subject)),
+    )
+    .set(identities::email_disabled_at.eq(disabled.then_some(now)))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// The user an identity belongs to, and how many identities that user has.
+pub fn owner_of(
+    conn: &mut DbConnection,
+    provider: &str,
+    subject: &str,
+) -> Result<Option<(String, i64)>, DbError> {
+    let Some(identity) = find_identity(conn, provider, subject)? else {
+        return Ok(None);
+    };
+    let count: i64 =
+        identities::table.filter(identities::user_id.eq(&identity.user_id)).count().get_result(conn)?;
+    Ok(Some((identity.user_id, count)))
+}
+
+/// Records a provider's event as seen (`replay_key`, until `expires_at`); `false` when it was
+/// seen before (a replay).
+pub fn first_time(
+    conn: &mut DbConnection,
+    replay_key: &str,
+    provider: &str,
+    expires_at: i64,
+) -> Result<bool, DbError> {
+    match record_assertion(conn, replay_key, provider, expires_at) {
+        Ok(()) => Ok(true),
+        Err(SignInError::Replayed) => Ok(false),
+        Err(SignInError::Db(e)) => Err(e),
+        Err(_) => Err(DbError::Task),
+    }
 }
 
 /// Whether the user is disabled, read under a share lock on their row (PostgreSQL; SQLite's

@@ -306,6 +306,7 @@ pub fn unlink_identity(
     conn: &mut DbConnection,
     user_id: &str,
     provider: &str,
+    by: &Actor,
     origin: &Origin,
     now: i64,
 ) -> Result<Unlinked, DbError> {
@@ -327,7 +328,7 @@ pub fn unlink_identity(
     super::provider_tokens::release_identity(conn, user_id, provider, now)?;
     let detail = format!("provider={provider}");
     let event = AuditEvent {
-        actor: &Actor::User(user_id.to_string()),
+        actor: by,
         action: AuditAction::IdentityUnlink,
         user_id: Some(user_id),
         device_id: None,

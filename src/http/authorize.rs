@@ -56,7 +56,7 @@ struct ErrorPage<'a> {
 }
 
 /// An HTML page with the headers every page of idbridge carries.
-fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse {
+pub(super) fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse {
     let html = html.unwrap_or_else(|e| {
         tracing::error!(error = %e, "template failed");
         "<!doctype html><title>Error</title><p>An internal error occurred.".to_string()

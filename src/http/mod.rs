@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod crypto;
 pub mod dev;
 pub mod errors;
+pub mod events;
 pub mod form_post;
 pub mod input;
 pub mod me;
@@ -47,6 +48,11 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/oauth/nonce", &["POST"]),
     ("/oauth/revoke", &["POST"]),
     ("/oauth/introspect", &["POST"]),
+    ("/events/google", &["POST"]),
+    ("/events/facebook/deauthorize", &["POST"]),
+    ("/events/facebook/data-deletion", &["POST"]),
+    ("/events/facebook/data-deletion/{code}", &["GET"]),
+    ("/events/apple", &["POST"]),
     ("/v1/me", &["GET", "DELETE"]),
     ("/v1/me/devices", &["GET"]),
     ("/v1/me/devices/{id}", &["DELETE"]),
@@ -117,6 +123,20 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
         )
         .service(resource("/.well-known/jwks.json").route(web::get().to(wellknown::jwks)))
         .service(oauth_scope)
+        .service(
+            web::scope("/events")
+                .service(resource("/google").route(web::post().to(events::google)))
+                .service(
+                    resource("/facebook/deauthorize").route(web::post().to(events::facebook_deauthorize)),
+                )
+                .service(
+                    resource("/facebook/data-deletion").route(web::post().to(events::facebook_data_deletion)),
+                )
+                .service(
+                    resource("/facebook/data-deletion/{code}").route(web::get().to(events::deletion_status)),
+                )
+                .service(resource("/apple").route(web::post().to(events::apple))),
+        )
         .service(
             web::scope("/v1")
                 .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))

@@ -115,6 +115,20 @@ impl Apple {
         self.client_ids.last().map_or("", String::as_str)
     }
 
+    pub fn client_ids(&self) -> &[String] {
+        &self.client_ids
+    }
+
+    /// Apple's issuer, without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Apple's signing keys (from discovery), shared with the ID-token verifier.
+    pub fn keys(&self) -> &JwksCache {
+        &self.discovery
+    }
+
     pub fn accepts_client(&self, client_id: &str) -> bool {
         self.client_ids.iter().any(|c| c == client_id)
     }

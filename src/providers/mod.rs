@@ -5,6 +5,7 @@
 
 pub mod apple;
 pub mod dev;
+pub mod events;
 pub mod facebook;
 pub mod jwks;
 pub mod oidc;
@@ -162,6 +163,8 @@ pub struct Providers {
     pub facebook: Option<facebook::Facebook>,
     /// Sign in with Apple's client secret, code redemption, revocation and browser flow.
     pub apple: Option<Arc<apple::Apple>>,
+    /// Google's Cross-Account Protection (RISC) receiver.
+    pub risc: Option<events::Risc>,
     /// The browser flows of Google and `[[providers.oidc]]` entries with a `client_secret`.
     web: Vec<upstream::OidcWeb>,
     http: reqwest::Client,
@@ -176,6 +179,9 @@ impl Providers {
     ) -> Result<Self, ConfigError> {
         let mut verifiers = Vec::new();
         let mut web = Vec::new();
+        let risc = settings.providers.google.as_ref().map(|google| {
+            events::Risc::new(&google.issuer, google.client_ids.clone(), http.clone(), metrics.clone())
+        });
         if let Some(google) = &settings.providers.google {
             let keys = jwks::JwksCache::new(http.clone(), google.issuer.clone(), "google", metrics.clone());
             if !secrecy::ExposeSecret::expose_secret(&google.client_secret).is_empty() {
@@ -245,7 +251,7 @@ impl Providers {
         if let Some(dev) = &dev {
             verifiers.push(dev.verifier());
         }
-        Ok(Self { verifiers, oidc, dev, facebook, apple: apple_client, web, http })
+        Ok(Self { verifiers, oidc, dev, facebook, apple: apple_client, risc, web, http })
     }
 
     /// The providers a person can sign in with in the browser.

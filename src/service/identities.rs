@@ -45,7 +45,15 @@ pub async fn unlink(
     let user = user.clone();
     app.db
         .write(move |conn| {
-            profile::unlink_identity(conn, user.as_str(), provider.as_str(), &origin, crate::clock::now())
+            let by = crate::audit::Actor::User(user.as_str().to_string());
+            profile::unlink_identity(
+                conn,
+                user.as_str(),
+                provider.as_str(),
+                &by,
+                &origin,
+                crate::clock::now(),
+            )
         })
         .await
 }

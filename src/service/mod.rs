@@ -21,6 +21,7 @@ pub mod clients;
 pub mod console;
 pub mod crypto;
 pub mod devices;
+pub mod events;
 pub mod identities;
 pub mod keys;
 pub mod refresh;

@@ -59,7 +59,13 @@ pub async fn delete(db: &Db, user_keys: &UserKeys, user: &UserId, by: &Requester
     deleted
 }
 
-fn delete_in(conn: &mut DbConnection, user_id: &str, by: &Requester, now: i64) -> Result<bool, DbError> {
+/// The deletion, in the caller's write transaction (the caller drops the cached user key).
+pub(crate) fn delete_in(
+    conn: &mut DbConnection,
+    user_id: &str,
+    by: &Requester,
+    now: i64,
+) -> Result<bool, DbError> {
     if !accounts::lock_user(conn, user_id)? {
         return Ok(false);
     }

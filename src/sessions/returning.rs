@@ -168,7 +168,7 @@ impl QueryFragment<Pg> for ReturningSignIn<'_> {
         out.push_sql(" AND i.subject = ");
         out.push_bind_param::<Text, _>(&self.subject)?;
         out.push_sql(
-            " AND u.disabled_at IS NULL FOR SHARE OF u), \
+            " AND u.disabled_at IS NULL AND i.sign_in_blocked_at IS NULL FOR SHARE OF u), \
              spent AS (INSERT INTO used_assertions (assertion_hash, provider, expires_at) SELECT ",
         );
         out.push_bind_param::<Nullable<Text>, _>(&self.assertion_hash)?;

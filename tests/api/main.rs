@@ -32,5 +32,6 @@ mod replicas;
 mod resource_servers;
 mod revoke_introspect;
 mod secrets_in_logs;
+mod session_events;
 mod session_rules;
 mod token_exchange;

@@ -137,6 +137,7 @@ impl FakeGoogle {
                 .app_data(minter.clone())
                 .configure(routes.clone())
                 .route("/.well-known/openid-configuration", web::get().to(discovery))
+                .route("/.well-known/risc-configuration", web::get().to(risc_configuration))
                 .route("/oauth2/v3/certs", web::get().to(jwks))
                 .route("/o/oauth2/v2/auth", web::get().to(authorize))
                 .route("/token", web::post().to(token))
@@ -305,6 +306,24 @@ fn sign_with(shared: &Shared, header: &Value, claims: &Value) -> String {
 }
 
 impl FakeGoogle {
+    /// A RISC Security Event Token about Google subject `sub`: one event of `event_type` (with
+    /// `extra` members), for our first client id, issued now; `overrides` replace claims.
+    pub fn risc_event(&self, event_type: &str, sub: &str, extra: Value, overrides: Value) -> String {
+        let mut body = json!({ "subject": { "subject_type": "iss-sub", "iss": format!("{}/", self.shared.base_url), "sub": sub } });
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let mut claims = json!({
+            "iss": format!("{}/", self.shared.base_url), "aud": DEFAULT_AUDIENCE, "iat": now(),
+            "jti": uuid::Uuid::new_v4().simple().to_string(), "events": { event_type: body },
+        });
+        if let (Value::Object(c), Value::Object(o)) = (&mut claims, overrides) {
+            c.extend(o);
+        }
+        let header = json!({"alg": "RS256", "kid": self.current_kid(), "typ": "secevent+jwt"});
+        self.sign_rs256(&header, &claims)
+    }
+
     /// `{"alg":"none"}` with an empty signature.
     pub fn alg_none_token(&self, overrides: Value) -> String {
         let header = json!({"alg": "none", "kid": self.current_kid(), "typ": "JWT"});
@@ -382,6 +401,16 @@ async fn discovery(shared: web::Data<Shared>) -> HttpResponse {
         }
     }
     HttpResponse::Ok().insert_header(("Cache-Control", "public, max-age=3600")).json(document)
+}
+
+/// Google's RISC configuration: its issuer (with the trailing slash, like Google's) and keys.
+async fn risc_configuration(shared: web::Data<Shared>) -> HttpResponse {
+    let base = &shared.base_url;
+    HttpResponse::Ok().json(json!({
+        "issuer": format!("{base}/"),
+        "jwks_uri": format!("{base}/oauth2/v3/certs"),
+        "delivery_methods_supported": ["https://schemas.openid.net/secevent/risc/delivery-method/push"],
+    }))
 }
 
 async fn jwks(shared: web::Data<Shared>) -> HttpResponse {
