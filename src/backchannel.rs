@@ -28,9 +28,11 @@ pub const CONCURRENCY: usize = 8;
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Notices claimed per round: as many as are sent at once, so each is sent well within its claim.
 const BATCH: i64 = CONCURRENCY as i64;
-/// The longest the sender sleeps: retries, and notices of other replicas' revocations that
-/// this one was not told about.
-const POLL_SECS: i64 = 5;
+/// The longest the sender sleeps without being woken: for notices of revocations this replica
+/// was not told about (on SQLite, by the command line). Retries wake it when they are due;
+/// revocations on any replica wake it at once (the `revoked` notice; on PostgreSQL through
+/// `LISTEN`).
+const POLL_SECS: i64 = 30;
 
 /// What the sender needs.
 #[derive(Clone)]
@@ -89,6 +91,11 @@ enum Outcome {
 impl Sender {
     /// Delivers every due notice (claimed first); returns when the next one is due.
     pub async fn deliver_due(&self) -> Result<Option<i64>, DbError> {
+        // A read first: an idle replica never writes.
+        let next = self.db.run(logout_notices::next_due).await?;
+        if next.is_none_or(|at| at > crate::clock::now()) {
+            return Ok(next);
+        }
         loop {
             let claimed =
                 self.db.write(|conn| logout_notices::claim_due(conn, crate::clock::now(), BATCH)).await?;

@@ -34,7 +34,7 @@ fn between(text: &str, before: &str, after: &str) -> String {
 
 /// An admin signed in to the console: `name`'s first visit is refused (naming their user id),
 /// `idbridge admins grant` gives them the role, the second visit opens a session.
-async fn signed_in_admin<'a>(app: &'a TestApp, name: &str) -> (Browser<'a>, String) {
+pub async fn signed_in_admin<'a>(app: &'a TestApp, name: &str) -> (Browser<'a>, String) {
     let (_, refused) = console_sign_in(app, name).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     let user_id = between(&refused.body, "<code>", "</code>");
@@ -46,11 +46,11 @@ async fn signed_in_admin<'a>(app: &'a TestApp, name: &str) -> (Browser<'a>, Stri
 }
 
 /// The anti-CSRF token of a page's forms.
-fn csrf_of(page: &Visit) -> String {
+pub fn csrf_of(page: &Visit) -> String {
     between(&page.body, r#"name="csrf" value=""#, "\"")
 }
 
-async fn dev_app(backend: Backend) -> TestApp {
+pub async fn dev_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |c| c.dev = true).await
 }
 

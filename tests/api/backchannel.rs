@@ -179,3 +179,34 @@ async fn a_notice_survives_a_restart(backend: Backend) {
     assert_eq!(jwt_claims(&tokens[0])["sid"], signed.str("device_id"));
 }
 both_backends!(a_notice_survives_a_restart);
+
+async fn a_client_made_in_the_console_can_be_told_too(backend: Backend) {
+    let receiver = LogoutReceiver::start().await;
+    let app = crate::admin::dev_app(backend).await;
+    let (mut browser, _) = crate::admin::signed_in_admin(&app, "ada").await;
+    let csrf = crate::admin::csrf_of(&browser.get("/admin/clients").await);
+    let bad = [
+        ("csrf", csrf.as_str()),
+        ("client_id", "told"),
+        ("kind", "confidential"),
+        ("scopes", "api"),
+        ("backchannel_logout_uri", "ftp://nowhere.example/x"),
+    ];
+    assert_eq!(browser.post("/admin/clients", &bad).await.status, 400, "not an http(s) URI");
+    let mut form = bad;
+    form[4].1 = receiver.uri.as_str();
+    let made = browser.post("/admin/clients", &form).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let secret =
+        made.body.split(r#"id="secret" readonly value=""#).nth(1).unwrap().split('"').next().unwrap();
+
+    let token = app.google.id_token_for("told-sub");
+    let signed =
+        Tokens::from_answer(&app.exchange_as(Auth::Basic("told", secret), &token, &[]).await, "told-sub");
+    app.revoke(&signed.refresh_token, Auth::Basic("told", secret)).await.assert_status(200);
+
+    let tokens = receiver.wait_for_accepted(1).await;
+    assert_eq!(jwt_claims(&tokens[0])["aud"], "told");
+    assert_eq!(jwt_claims(&tokens[0])["sid"], signed.device_id.as_str());
+}
+both_backends!(a_client_made_in_the_console_can_be_told_too);

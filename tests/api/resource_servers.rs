@@ -127,3 +127,30 @@ async fn the_python_and_node_snippets_verify_tokens_when_their_tools_are_present
     }
     eprintln!("resource-server snippets run: {ran:?} (.ci/run installs PyJWT and jose when pip and npm are present)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_logout_token_snippet_verifies_a_real_logout_token_when_pyjwt_is_present() {
+    if !tool_works("python3", &["-c", "import jwt, cryptography"]) {
+        eprintln!("PyJWT is not installed: the logout-token snippet is not run (.ci/run installs it)");
+        return;
+    }
+    let receiver = crate::support::logout_receiver::LogoutReceiver::start().await;
+    let uri = receiver.uri.clone();
+    let app = app_at_its_own_address_with(Backend::Sqlite, |c| c.app_logout_uri = Some(uri)).await;
+    let tokens = app.sign_in().await;
+    app.revoke(&tokens.refresh_token, Auth::Public("app")).await.assert_status(200);
+    let logout_token = receiver.wait_for_accepted(1).await.remove(0);
+
+    let args = |client: &str, token: &str| {
+        vec!["backchannel_logout.py".to_string(), app.address.clone(), client.to_string(), token.to_string()]
+    };
+    let (code, out) = run("python3", args("app", &logout_token)).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&tokens.device_id) && out.contains(&tokens.user_id), "{out}");
+    assert_eq!(run("python3", args("another-app", &logout_token)).await.0, 1, "another client's token");
+    assert_eq!(
+        run("python3", args("app", &tokens.access_token)).await.0,
+        1,
+        "an access token is no logout token"
+    );
+}

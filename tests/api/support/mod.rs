@@ -469,7 +469,15 @@ pub fn free_port() -> u16 {
 /// An app on a fixed loopback port whose public URL is its real address, for clients that
 /// follow the issuer's URLs themselves (a browser, a JWKS client).
 pub async fn app_at_its_own_address(backend: Backend, dev: bool) -> TestApp {
-    let base = spawn_app_with(backend, |c| c.dev = dev).await;
+    app_at_its_own_address_with(backend, |c| c.dev = dev).await
+}
+
+/// As [`app_at_its_own_address`], with `configure` applied to the configuration.
+pub async fn app_at_its_own_address_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut TestConfig),
+) -> TestApp {
+    let base = spawn_app_with(backend, configure).await;
     let port = free_port();
     let toml = base
         .config_text()
