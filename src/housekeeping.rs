@@ -58,11 +58,12 @@ pub struct Swept {
     pub logins_and_codes: usize,
     pub admin_sessions: usize,
     pub revocations: usize,
+    pub deletion_requests: usize,
 }
 
 /// Deletes spent nonces and spent assertions past their expiry, dead refresh tokens, expired
-/// browser logins and authorization codes, and devices and audit events older than their
-/// retention.
+/// browser logins and authorization codes, and devices, audit events and data-deletion
+/// requests older than their retention.
 pub async fn sweep(
     db: &Db,
     liveness: &Arc<Liveness>,
@@ -81,6 +82,10 @@ pub async fn sweep(
             logins_and_codes: crate::tokens::codes::delete_expired(conn, now)?,
             admin_sessions: crate::admin::sessions::delete_expired(conn, retention.admin_sessions, now)?,
             revocations: liveness::delete_old(conn, &liveness, now)?,
+            deletion_requests: crate::service::events::delete_requests_before(
+                conn,
+                now.saturating_sub(retention.audit_events_secs),
+            )?,
         })
     })
     .await

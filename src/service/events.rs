@@ -186,6 +186,12 @@ pub async fn facebook_data_deletion(
     Ok(code)
 }
 
+/// Forgets data-deletion requests made before `before` (kept as long as the audit trail).
+pub fn delete_requests_before(conn: &mut DbConnection, before: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(deletion_requests::table.filter(deletion_requests::created_at.lt(before)))
+        .execute(conn)?)
+}
+
 /// A data-deletion request by its confirmation code.
 pub async fn deletion_status(app: &AppState, code: String) -> Result<Option<DeletionStatus>, DbError> {
     app.db

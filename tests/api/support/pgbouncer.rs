@@ -62,6 +62,7 @@ fn start() -> Option<Running> {
             "[databases]\n* = host={host} port={pg_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
              unix_socket_dir =\nauth_type = trust\nauth_file = {users}\npool_mode = transaction\n\
              max_client_conn = 2000\ndefault_pool_size = 40\nserver_reset_query =\nlogfile = {log}\n\
+             query_wait_timeout = 5\n\
              pidfile = {pid}\nadmin_users = {user}\n",
             users = users.display(),
             log = dir.path().join("pgbouncer.log").display(),
