@@ -224,7 +224,11 @@ async fn honest_clients_keep_their_devices_when_postgres_stops_or_freezes() {
         async move {
             let mut log = ClientLog::default();
             let mut token = first;
-            while !done.load(Ordering::SeqCst) {
+            // A request left without an answer is retried at once even after the run ends: a
+            // client that stopped then would come back with a token its grace no longer covers.
+            let mut unanswered = false;
+            while unanswered || !done.load(Ordering::SeqCst) {
+                unanswered = false;
                 match refresh_attempt(&http, &url, &token).await {
                     Attempt::Rotated(next) => {
                         token = next;
@@ -241,7 +245,10 @@ async fn honest_clients_keep_their_devices_when_postgres_stops_or_freezes() {
                         break;
                     }
                     // No answer in time: the same token again, as the protocol says.
-                    Attempt::NoAnswer => log.retried += 1,
+                    Attempt::NoAnswer => {
+                        log.retried += 1;
+                        unanswered = true;
+                    }
                 }
             }
             (log, token)
@@ -335,7 +342,10 @@ async fn honest_clients_keep_their_devices_across_a_kill_9(backend: Backend) {
         let (http, url, done, refreshed) = (http.clone(), token_url.clone(), &done, &refreshed);
         async move {
             let (mut token, mut lost) = (first, None);
-            while !done.load(Ordering::SeqCst) && lost.is_none() {
+            // An attempt without a clear answer is retried even after the run ends (see above).
+            let mut unanswered = false;
+            while (unanswered || !done.load(Ordering::SeqCst)) && lost.is_none() {
+                unanswered = false;
                 match refresh_attempt(&http, &url, &token).await {
                     Attempt::Rotated(next) => {
                         token = next;
@@ -344,6 +354,7 @@ async fn honest_clients_keep_their_devices_across_a_kill_9(backend: Backend) {
                     Attempt::Lost(why) => lost = Some(why),
                     // Unavailable, refused or cut off while the server is down: the same token again.
                     Attempt::Unavailable(_) | Attempt::NoAnswer => {
+                        unanswered = true;
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await
                     }
                 }
