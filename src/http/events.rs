@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::auth::origin;
 use super::authorize::page;
-use crate::providers::events::EventRefused;
+use crate::providers::events::{EventRefused, FacebookRequest};
 use crate::service;
 use crate::state::AppState;
 
@@ -30,54 +30,46 @@ fn failed(e: crate::db::DbError) -> HttpResponse {
         .json(json!({ "err": "temporarily_unavailable", "description": "try again later" }))
 }
 
-fn counted(state: &AppState, provider: &str, applied: &service::events::Applied) {
-    let outcome = match applied {
-        service::events::Applied::Done => "applied",
-        service::events::Applied::Replayed => "replayed",
+/// The answer to an event once it was acted on (`ok`), or 503 when it could not be.
+fn acted(
+    state: &AppState,
+    provider: &str,
+    outcome: Result<service::events::Applied, crate::db::DbError>,
+    ok: HttpResponse,
+) -> HttpResponse {
+    let label = match outcome {
+        Ok(service::events::Applied::Done) => "applied",
+        Ok(service::events::Applied::Replayed) => "replayed",
+        Err(e) => return failed(e),
     };
-    state.metrics.provider_events.with_label_values(&[provider, "-", outcome]).inc();
+    state.metrics.provider_events.with_label_values(&[provider, "-", label]).inc();
+    ok
 }
 
 /// `POST /events/google`: a RISC Security Event Token (RFC 8935 push). `202`.
 pub async fn google(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let Some(risc) = state.providers.risc.as_ref() else {
-        return refused(
-            &state,
-            "google",
-            EventRefused {
-                code: "invalid_request",
-                description: "Google is not configured".into(),
-                unavailable: false,
-            },
-        );
+        return refused(&state, "google", EventRefused::invalid("Google is not configured"));
     };
     let Ok(token) = std::str::from_utf8(&body) else {
-        return refused(
-            &state,
-            "google",
-            EventRefused {
-                code: "invalid_request",
-                description: "the body is not a JWT".into(),
-                unavailable: false,
-            },
-        );
+        return refused(&state, "google", EventRefused::invalid("the body is not a JWT"));
     };
     let set = match risc.verify(token.trim()).await {
         Ok(set) => set,
         Err(e) => return refused(&state, "google", e),
     };
-    match service::events::google_risc(&state, set, origin(&req)).await {
-        Ok(applied) => {
-            counted(&state, "google", &applied);
-            HttpResponse::Accepted().finish()
-        }
-        Err(e) => failed(e),
-    }
+    let outcome = service::events::google_risc(&state, set, origin(&req)).await;
+    acted(&state, "google", outcome, HttpResponse::Accepted().finish())
 }
 
 #[derive(Deserialize)]
 pub struct SignedRequestForm {
     signed_request: Option<String>,
+}
+
+/// Facebook's `signed_request`, checked.
+fn signed_request(state: &AppState, form: &SignedRequestForm) -> Result<FacebookRequest, EventRefused> {
+    state.providers.verify_signed_request(form.signed_request.as_deref().unwrap_or_default())
 }
 
 /// `POST /events/facebook/deauthorize`: the person removed the app. `200`.
@@ -86,18 +78,12 @@ pub async fn facebook_deauthorize(
     req: HttpRequest,
     form: web::Form<SignedRequestForm>,
 ) -> HttpResponse {
-    let checked = state.providers.verify_signed_request(form.signed_request.as_deref().unwrap_or_default());
-    let request = match checked {
+    let request = match signed_request(&state, &form) {
         Ok(request) => request,
         Err(e) => return refused(&state, "facebook", e),
     };
-    match service::events::facebook_deauthorize(&state, request, origin(&req)).await {
-        Ok(applied) => {
-            counted(&state, "facebook", &applied);
-            HttpResponse::Ok().json(json!({}))
-        }
-        Err(e) => failed(e),
-    }
+    let outcome = service::events::facebook_deauthorize(&state, request, origin(&req)).await;
+    acted(&state, "facebook", outcome, HttpResponse::Ok().json(json!({})))
 }
 
 /// `POST /events/facebook/data-deletion`: delete the person's data; answer where they can see
@@ -107,16 +93,15 @@ pub async fn facebook_data_deletion(
     req: HttpRequest,
     form: web::Form<SignedRequestForm>,
 ) -> HttpResponse {
-    let checked = state.providers.verify_signed_request(form.signed_request.as_deref().unwrap_or_default());
-    let request = match checked {
+    let request = match signed_request(&state, &form) {
         Ok(request) => request,
         Err(e) => return refused(&state, "facebook", e),
     };
     match service::events::facebook_data_deletion(&state, request, origin(&req)).await {
         Ok(code) => {
-            state.metrics.provider_events.with_label_values(&["facebook", "data-deletion", "applied"]).inc();
             let url = format!("{}/events/facebook/data-deletion/{code}", state.settings.issuer());
-            HttpResponse::Ok().json(json!({ "url": url, "confirmation_code": code }))
+            let ok = HttpResponse::Ok().json(json!({ "url": url, "confirmation_code": code }));
+            acted(&state, "facebook", Ok(service::events::Applied::Done), ok)
         }
         Err(e) => failed(e),
     }
@@ -190,11 +175,6 @@ pub async fn apple(
         Ok(notification) => notification,
         Err(e) => return refused(&state, "apple", e),
     };
-    match service::events::apple(&state, notification, origin(&req)).await {
-        Ok(applied) => {
-            counted(&state, "apple", &applied);
-            HttpResponse::Ok().json(json!({}))
-        }
-        Err(e) => failed(e),
-    }
+    let outcome = service::events::apple(&state, notification, origin(&req)).await;
+    acted(&state, "apple", outcome, HttpResponse::Ok().json(json!({})))
 }

@@ -41,6 +41,11 @@ impl EventRefused {
     fn new(code: &'static str, description: impl Into<String>) -> Self {
         Self { code, description: description.into(), unavailable: false }
     }
+
+    /// A malformed request (`invalid_request`).
+    pub fn invalid(description: impl Into<String>) -> Self {
+        Self::new("invalid_request", description)
+    }
 }
 
 impl From<AssertionError> for EventRefused {
