@@ -45,6 +45,8 @@ pub struct Client {
     pub scopes: Vec<String>,
     /// Where a logout token is POSTed when a device of this client ends.
     pub backchannel_logout_uri: Option<String>,
+    /// Where `/oauth/logout` may send the browser back to.
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 impl Client {
@@ -76,6 +78,7 @@ impl Client {
             redirect_uris,
             scopes: vec!["openid".into(), "api".into()],
             backchannel_logout_uri: None,
+            post_logout_redirect_uris: Vec::new(),
         }
     }
 }
@@ -111,6 +114,7 @@ fn dev_clients() -> [Client; 2] {
             redirect_uris: vec!["http://127.0.0.1/callback".into()],
             scopes: scopes(&["openid", "profile", "api"]),
             backchannel_logout_uri: None,
+            post_logout_redirect_uris: Vec::new(),
         },
         Client {
             id: DEV_CONFIDENTIAL_CLIENT.into(),
@@ -119,6 +123,7 @@ fn dev_clients() -> [Client; 2] {
             redirect_uris: vec![],
             scopes: scopes(&["api", "crypto"]),
             backchannel_logout_uri: None,
+            post_logout_redirect_uris: Vec::new(),
         },
     ]
 }

@@ -129,6 +129,7 @@ impl ClientRegistry {
             redirect_uris: vec![format!("{}{ADMIN_CALLBACK_PATH}", settings.issuer())],
             scopes: vec!["openid".into()],
             backchannel_logout_uri: None,
+            post_logout_redirect_uris: Vec::new(),
         });
         Ok(Self {
             clients,
@@ -305,5 +306,6 @@ fn client_from_settings(c: &ClientSettings) -> Result<Client, String> {
         redirect_uris: c.redirect_uris.clone(),
         scopes: c.scopes.clone(),
         backchannel_logout_uri: Some(c.backchannel_logout_uri.clone()).filter(|u| !u.is_empty()),
+        post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
     })
 }

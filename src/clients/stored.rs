@@ -37,6 +37,7 @@ impl StoredClient {
             redirect_uris: serde_json::from_str(&self.redirect_uris).ok()?,
             scopes: serde_json::from_str(&self.scopes).ok()?,
             backchannel_logout_uri: self.backchannel_logout_uri.clone().filter(|u| !u.is_empty()),
+            post_logout_redirect_uris: Vec::new(),
         })
     }
 

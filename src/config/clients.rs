@@ -37,6 +37,9 @@ pub struct ClientSettings {
     /// OpenID Connect Back-Channel Logout: told when a device of this client ends.
     #[serde(default)]
     pub backchannel_logout_uri: String,
+    /// Where `/oauth/logout` may send the browser back to, matched exactly.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 fn default_scopes() -> Vec<String> {

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod events;
 pub mod form_post;
 pub mod input;
+pub mod logout;
 pub mod me;
 pub mod oauth;
 pub mod ops;
@@ -48,6 +49,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/oauth/nonce", &["POST"]),
     ("/oauth/revoke", &["POST"]),
     ("/oauth/introspect", &["POST"]),
+    ("/oauth/logout", &["GET", "POST"]),
     ("/events/google", &["POST"]),
     ("/events/facebook/deauthorize", &["POST"]),
     ("/events/facebook/data-deletion", &["POST"]),
@@ -104,7 +106,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
         .service(resource("/token").route(web::post().to(oauth::token)))
         .service(resource("/nonce").route(web::post().to(oauth::nonce)))
         .service(resource("/revoke").route(web::post().to(oauth::revoke)))
-        .service(resource("/introspect").route(web::post().to(oauth::introspect)));
+        .service(resource("/introspect").route(web::post().to(oauth::introspect)))
+        .service(
+            resource("/logout")
+                .route(web::get().to(logout::logout_get))
+                .route(web::post().to(logout::logout_post)),
+        );
     if dev_enabled {
         oauth_scope =
             oauth_scope.service(resource("/authorize/dev").route(web::post().to(authorize::dev_login)));

@@ -424,6 +424,7 @@ async fn code_grant(
             idp: &device.idp,
             access_token: &access_token,
             ttl_secs: state.access_policy.ttl_secs,
+            device_id: &device.id,
         };
         let token = id_token::issue(&state.keys, &grant, crate::clock::now()).map_err(|e| {
             tracing::error!(error = %e, "cannot sign an ID token");

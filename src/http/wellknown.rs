@@ -21,6 +21,7 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
+        "end_session_endpoint": format!("{issuer}/oauth/logout"),
         "grant_types_supported": [
             "urn:ietf:params:oauth:grant-type:token-exchange",
             "refresh_token",

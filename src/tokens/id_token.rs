@@ -23,6 +23,8 @@ struct IdTokenClaims<'a> {
     nonce: Option<&'a str>,
     at_hash: String,
     idp: &'a str,
+    /// The device: what RP-initiated and back-channel logout name.
+    sid: &'a str,
 }
 
 /// What an ID token says.
@@ -35,6 +37,7 @@ pub struct IdTokenGrant<'a> {
     pub idp: &'a str,
     pub access_token: &'a str,
     pub ttl_secs: i64,
+    pub device_id: &'a str,
 }
 
 /// The left half of the access token's hash, with the hash of the signing algorithm
@@ -52,6 +55,33 @@ fn at_hash(access_token: &str, alg: jsonwebtoken::Algorithm) -> String {
     }
 }
 
+/// What a valid `id_token_hint` says (RP-initiated logout).
+#[derive(Debug, serde::Deserialize)]
+pub struct Hint {
+    pub sub: String,
+    pub aud: String,
+    pub sid: String,
+}
+
+/// Checks an ID token idbridge issued, expired or not (an `id_token_hint`): signature with a
+/// published key, `typ`, `iss`. `None` for anything else.
+pub fn verify_hint(keys: &SigningKeys, issuer: &str, token: &str, now: i64) -> Option<Hint> {
+    if token.len() > 8 * 1024 {
+        return None;
+    }
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.typ.as_deref() != Some(ID_TOKEN_TYP) {
+        return None;
+    }
+    let key = keys.find(header.kid.as_deref()?, now)?;
+    let mut validation = jsonwebtoken::Validation::new(key.alg);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+    jsonwebtoken::decode::<Hint>(token, &key.decoding, &validation).ok().map(|d| d.claims)
+}
+
 pub fn issue(keys: &SigningKeys, grant: &IdTokenGrant<'_>, now: i64) -> Result<String, SigningError> {
     let alg = keys.current(now).ok_or(SigningError::NoActiveKey)?.alg;
     let claims = IdTokenClaims {
@@ -65,6 +95,7 @@ pub fn issue(keys: &SigningKeys, grant: &IdTokenGrant<'_>, now: i64) -> Result<S
         nonce: grant.nonce,
         at_hash: at_hash(grant.access_token, alg),
         idp: grant.idp,
+        sid: grant.device_id,
     };
     keys.sign(ID_TOKEN_TYP, &claims, now)
 }

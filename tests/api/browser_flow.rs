@@ -31,7 +31,7 @@ pub struct Started {
     pub url: String,
     csrf: CsrfToken,
     nonce: Nonce,
-    verifier: PkceCodeVerifier,
+    pub verifier: PkceCodeVerifier,
 }
 
 impl RelyingParty {
@@ -499,3 +499,50 @@ async fn a_pending_codes_profile_is_rewrapped_by_rotate_master(backend: Backend)
     assert_eq!(only_new.get_me(&access).await.body["display_name"], serde_json::json!("rita"));
 }
 both_backends!(a_pending_codes_profile_is_rewrapped_by_rotate_master);
+
+async fn rp_initiated_logout_ends_the_device_and_returns_to_the_app(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.dev = true;
+        c.app_post_logout_redirect_uris = vec!["https://app.example/signed-out".into()];
+    })
+    .await;
+    let rp = RelyingParty::new(&app, REDIRECT).await;
+    let mut browser = Browser::new(&app);
+    let started = rp.start(&[("provider", "dev")]);
+    let back = through_dev(&mut browser, &started, "logan").await;
+    let code = query_of(back.location.as_deref().unwrap())["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", "app"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", started.verifier.secret().as_str()),
+    ];
+    let tokens = app.post_form("/oauth/token", Auth::Anonymous, &form).await;
+    tokens.assert_status(200);
+    let (access, id_token) = (tokens.str("access_token").to_string(), tokens.str("id_token").to_string());
+    assert_eq!(jwt_claims(&id_token)["sid"], tokens.body["device_id"], "the ID token names its device");
+    let discovery = app.get("/.well-known/openid-configuration").await;
+    assert_eq!(discovery.body["end_session_endpoint"], format!("{PUBLIC_URL}/oauth/logout"));
+
+    let logout = |redirect: &str| {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("id_token_hint", &id_token)
+            .append_pair("post_logout_redirect_uri", redirect)
+            .append_pair("state", "bye")
+            .finish();
+        format!("/oauth/logout?{query}")
+    };
+    let elsewhere = browser.get(&logout("https://evil.example/")).await;
+    assert_eq!(elsewhere.status, 400, "a return address that is not the client's");
+    app.get_me(&access).await.assert_status(200);
+
+    let out = browser.get(&logout("https://app.example/signed-out")).await;
+    assert_eq!(out.status, 302, "{}", out.body);
+    assert_eq!(out.location.as_deref(), Some("https://app.example/signed-out?state=bye"));
+    app.get_me(&access).await.assert_status(401);
+    let forged = browser.get("/oauth/logout?id_token_hint=not.a.token").await;
+    assert_eq!(forged.status, 400);
+    assert_eq!(browser.get("/oauth/logout").await.status, 200, "without a hint: a page");
+}
+both_backends!(rp_initiated_logout_ends_the_device_and_returns_to_the_app);

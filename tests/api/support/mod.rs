@@ -120,6 +120,8 @@ pub struct TestConfig {
     pub database_extra: String,
     /// The `app` client's `backchannel_logout_uri`, when set.
     pub app_logout_uri: Option<String>,
+    /// The `app` client's `post_logout_redirect_uris`.
+    pub app_post_logout_redirect_uris: Vec<String>,
     /// Appended to the configuration as it is (more sections, e.g. `[[providers.oidc]]`).
     pub extra: String,
 }
@@ -147,6 +149,7 @@ impl Default for TestConfig {
             statement_timeout: "10s".into(),
             database_extra: String::new(),
             app_logout_uri: None,
+            app_post_logout_redirect_uris: Vec::new(),
             extra: String::new(),
         }
     }
@@ -236,6 +239,11 @@ scopes = [{svc_scopes}]
             ));
             if let Some(uri) = &self.app_logout_uri {
                 t.push_str(&format!("backchannel_logout_uri = \"{uri}\"\n"));
+            }
+            if !self.app_post_logout_redirect_uris.is_empty() {
+                let uris: Vec<String> =
+                    self.app_post_logout_redirect_uris.iter().map(|u| format!("\"{u}\"")).collect();
+                t.push_str(&format!("post_logout_redirect_uris = [{}]\n", uris.join(", ")));
             }
         }
         if self.legacy_client {
