@@ -19,7 +19,7 @@ use crate::clients::ClientRegistry;
 use crate::crypto::signing::SigningKeys;
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
-use crate::sessions::liveness::REVOKED;
+use crate::sessions::liveness::{REVOKED, REVOKED_ELSEWHERE};
 use crate::sessions::logout_notices::{self, Notice};
 
 /// Deliveries in flight at once.
@@ -28,10 +28,9 @@ pub const CONCURRENCY: usize = 8;
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// Notices claimed per round: as many as are sent at once, so each is sent well within its claim.
 const BATCH: i64 = CONCURRENCY as i64;
-/// The longest the sender sleeps without being woken: for notices of revocations this replica
-/// was not told about (on SQLite, by the command line). Retries wake it when they are due;
-/// revocations on any replica wake it at once (the `revoked` notice; on PostgreSQL through
-/// `LISTEN`).
+/// The longest the sender sleeps without being woken, should a wake-up be lost. Retries wake it
+/// when they are due; revocations on any replica wake it at once (the `revoked` notice; on
+/// PostgreSQL through `LISTEN`), and on SQLite those of the command line (the watcher).
 const POLL_SECS: i64 = 30;
 
 /// What the sender needs.
@@ -63,6 +62,8 @@ pub fn spawn(sender: Sender) -> tokio::task::JoinHandle<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let woken = wake.clone();
     sender.db.subscribers().subscribe(REVOKED, move |_| woken.notify_one());
+    let woken = wake.clone();
+    sender.db.subscribers().subscribe(REVOKED_ELSEWHERE, move |_| woken.notify_one());
     tokio::spawn(async move {
         loop {
             let next = match sender.deliver_due().await {

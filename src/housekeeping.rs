@@ -192,9 +192,11 @@ fn follow_changes(
         crate::db::Backend::Postgres => {
             crate::db::notify::spawn_listener(db.direct_url(), db.subscribers().clone())
         }
-        crate::db::Backend::Sqlite => {
-            liveness::spawn_sqlite_watcher(db.target().location.clone(), liveness.clone())
-        }
+        crate::db::Backend::Sqlite => liveness::spawn_sqlite_watcher(
+            db.target().location.clone(),
+            liveness.clone(),
+            db.subscribers().clone(),
+        ),
     });
     let (db, keys, clients, liveness) = (db.clone(), keys.clone(), clients.clone(), liveness.clone());
     tokio::spawn(async move {

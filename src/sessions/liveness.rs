@@ -32,6 +32,8 @@ use crate::db::{DbConnection, DbError};
 
 /// The notice of a revoked device; its body is the device id.
 pub const REVOKED: &str = "revoked";
+/// SQLite: revocations another process (the command line) committed were found (no body).
+pub const REVOKED_ELSEWHERE: &str = "revoked-elsewhere";
 /// Extra seconds kept past `access_ttl` (clock skew between replicas, `exp` leeway).
 const LEEWAY_SECS: i64 = 120;
 /// How often every replica re-reads recent revocations.
@@ -210,7 +212,13 @@ struct DataVersion {
 /// data_version` every [`WATCH_POLL`], which changes when any other connection committed;
 /// then the recent revocations are re-read. The thread ends soon after the returned task is
 /// aborted or dropped (the server stopped).
-pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) -> tokio::task::JoinHandle<()> {
+/// It then tells `subscribers` ([`REVOKED_ELSEWHERE`]), so the back-channel logout sender looks
+/// at once.
+pub fn spawn_sqlite_watcher(
+    path: String,
+    liveness: std::sync::Arc<Liveness>,
+    subscribers: notify::Subscribers,
+) -> tokio::task::JoinHandle<()> {
     notify::spawn_watcher("sqlite-watcher", move |still_running| {
         let mut conn: Option<diesel::SqliteConnection> = None;
         let mut seen: Option<i64> = None;
@@ -254,6 +262,9 @@ pub fn spawn_sqlite_watcher(path: String, liveness: std::sync::Arc<Liveness>) ->
             match liveness.read_new(&mut wrapped, since - 1) {
                 Ok(newest) => {
                     seen = Some(version);
+                    if newest > since {
+                        subscribers.deliver(&[notify::Notice::new(REVOKED_ELSEWHERE, "")]);
+                    }
                     since = newest;
                 }
                 Err(e) => tracing::warn!(error = %e, "the SQLite watcher cannot read revocations"),

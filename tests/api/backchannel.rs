@@ -210,3 +210,18 @@ async fn a_client_made_in_the_console_can_be_told_too(backend: Backend) {
     assert_eq!(jwt_claims(&tokens[0])["sid"], signed.device_id.as_str());
 }
 both_backends!(a_client_made_in_the_console_can_be_told_too);
+
+async fn a_revocation_by_the_command_line_is_told_to_the_client(backend: Backend) {
+    let receiver = LogoutReceiver::start().await;
+    let app = app_told_by(backend, &receiver).await;
+    let signed = app.sign_in().await;
+
+    let out = app.run_cli(&["users", "revoke-all", &signed.user_id]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Within the receiver's 10 s wait: woken by the command line's commit (SQLite: the
+    // watcher; PostgreSQL: LISTEN), not by the sender's fallback poll (30 s).
+    let tokens = receiver.wait_for_accepted(1).await;
+    assert_eq!(jwt_claims(&tokens[0])["sid"], signed.device_id.as_str());
+}
+both_backends!(a_revocation_by_the_command_line_is_told_to_the_client);
