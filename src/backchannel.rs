@@ -59,25 +59,15 @@ pub fn http_client() -> reqwest::Client {
 /// Sends notices until the process ends: at once after a revocation commits on this replica
 /// (its `revoked` notice), else when the next retry is due, and at least every few seconds.
 pub fn spawn(sender: Sender) -> tokio::task::JoinHandle<()> {
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let woken = wake.clone();
-    sender.db.subscribers().subscribe(REVOKED, move |_| woken.notify_one());
-    let woken = wake.clone();
-    sender.db.subscribers().subscribe(REVOKED_ELSEWHERE, move |_| woken.notify_one());
-    tokio::spawn(async move {
-        loop {
-            let next = match sender.deliver_due().await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot look for back-channel logout notices");
-                    None
-                }
-            };
-            let wait = next.map_or(POLL_SECS, |at| (at - crate::clock::now()).clamp(0, POLL_SECS));
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(wait as u64)) => {}
-                _ = wake.notified() => {}
-            }
+    let subscribers = sender.db.subscribers().clone();
+    crate::db::notify::spawn_woken(&subscribers, &[REVOKED, REVOKED_ELSEWHERE], POLL_SECS, move || {
+        let sender = sender.clone();
+        async move {
+            sender
+                .deliver_due()
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot look for back-channel logout notices"))
+                .unwrap_or(None)
         }
     })
 }

@@ -237,25 +237,14 @@ impl Drop for AbortOnDrop {
 /// a release commits on this replica (its notice), else when the next retry is due, and at
 /// least every minute (releases by another replica or by the command line).
 fn revoke_released(db: &Db, keyring: Arc<MasterKeyring>, apple: Arc<Apple>) -> tokio::task::JoinHandle<()> {
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let woken = wake.clone();
-    db.subscribers().subscribe(provider_tokens::RELEASED, move |_| woken.notify_one());
-    let db = db.clone();
-    tokio::spawn(async move {
-        loop {
-            let next = match revoke_due(&db, &keyring, &apple).await {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot look for provider tokens to revoke");
-                    None
-                }
-            };
-            let wait =
-                next.map_or(REVOKE_EVERY_SECS, |at| (at - crate::clock::now()).clamp(0, REVOKE_EVERY_SECS));
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(wait as u64)) => {}
-                _ = wake.notified() => {}
-            }
+    let (subscribers, db) = (db.subscribers().clone(), db.clone());
+    crate::db::notify::spawn_woken(&subscribers, &[provider_tokens::RELEASED], REVOKE_EVERY_SECS, move || {
+        let (db, keyring, apple) = (db.clone(), keyring.clone(), apple.clone());
+        async move {
+            revoke_due(&db, &keyring, &apple)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot look for provider tokens to revoke"))
+                .unwrap_or(None)
         }
     })
 }

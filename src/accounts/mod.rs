@@ -44,6 +44,8 @@ pub struct Identity {
     pub last_login_at: i64,
     pub email_ct: Option<String>,
     pub email_index: Option<String>,
+    /// Set while the provider asked that this identity's sign-in be refused (RISC: hijacked).
+    pub sign_in_blocked_at: Option<i64>,
 }
 
 /// The keys a sign-in needs: the nonce key, the users' data keys, the e-mail blind index.
@@ -95,22 +97,26 @@ pub fn admit(
 ) -> Result<String, SignInError> {
     spend_proof(conn, keys, assertion, nonce, client_id, now)?;
     let provider = assertion.provider.as_str();
-    let user_id = match find_identity(conn, provider, &assertion.subject)? {
-        Some(identity) => identity.user_id,
+    let (user_id, blocked) = match find_identity(conn, provider, &assertion.subject)? {
+        Some(identity) => (identity.user_id, identity.sign_in_blocked_at.is_some()),
         None => match create_user(conn, keys, assertion, now) {
-            Ok(user_id) => user_id,
+            Ok(user_id) => (user_id, false),
             // A concurrent first sign-in of the same subject created it: use theirs.
             Err(SignInError::Db(DbError::Query(diesel::result::Error::DatabaseError(
                 DatabaseErrorKind::UniqueViolation,
                 _,
-            )))) => find_identity(conn, provider, &assertion.subject)?.ok_or(SignInError::Replayed)?.user_id,
+            )))) => {
+                let theirs =
+                    find_identity(conn, provider, &assertion.subject)?.ok_or(SignInError::Replayed)?;
+                (theirs.user_id, theirs.sign_in_blocked_at.is_some())
+            }
             Err(e) => return Err(e),
         },
     };
     if is_disabled_locked(conn, &user_id)? {
         return Err(SignInError::Disabled);
     }
-    if sign_in_blocked(conn, provider, &assertion.subject)? {
+    if blocked {
         return Err(SignInError::Blocked);
     }
     diesel::update(
@@ -125,17 +131,6 @@ pub fn admit(
         provider_tokens::keep(conn, keyring, &user_id, provider, &assertion.subject, grant, now)?;
     }
     Ok(user_id)
-}
-
-/// Whether the provider asked that this identity's sign-in be refused (RISC: hijacked).
-fn sign_in_blocked(conn: &mut DbConnection, provider: &str, subject: &str) -> Result<bool, DbError> {
-    let blocked: Option<Option<i64>> = identities::table
-        .filter(identities::provider.eq(provider))
-        .filter(identities::subject.eq(subject))
-        .select(identities::sign_in_blocked_at)
-        .first(conn)
-        .optional()?;
-    Ok(blocked.flatten().is_some())
 }
 
 /// Refuses (or allows again) sign-in with an identity, as its provider asked. `false` when
@@ -311,6 +306,7 @@ fn create_user(
                 last_login_at: now,
                 email_ct: fields.identity_email,
                 email_index: assertion.email.as_deref().map(|e| keys.blind_index.of_email(e)),
+                sign_in_blocked_at: None,
             })
             .execute(c)?;
         Ok(id)

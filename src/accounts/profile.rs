@@ -270,6 +270,7 @@ pub fn link_identity(
                 last_login_at: now,
                 email_ct,
                 email_index: assertion.email.as_deref().map(|e| keys.blind_index.of_email(e)),
+                sign_in_blocked_at: None,
             })
             .execute(c)
     });
@@ -325,7 +326,7 @@ pub fn unlink_identity(
         identities::table.filter(identities::user_id.eq(user_id)).filter(identities::provider.eq(provider)),
     )
     .execute(conn)?;
-    super::provider_tokens::release_identity(conn, user_id, provider, now)?;
+    super::provider_tokens::release(conn, user_id, Some(provider), now)?;
     let detail = format!("provider={provider}");
     let event = AuditEvent {
         actor: by,

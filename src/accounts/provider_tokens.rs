@@ -65,35 +65,27 @@ pub fn keep(
     Ok(())
 }
 
-/// Releases every token of a user being deleted: due for revocation now. Returns how many.
-pub fn release_user(conn: &mut DbConnection, user_id: &str, now: i64) -> Result<usize, DbError> {
-    let released = diesel::update(provider_tokens::table.filter(provider_tokens::user_id.eq(user_id)))
-        .set((provider_tokens::user_id.eq(None::<String>), provider_tokens::revoke_next_at.eq(Some(now))))
-        .execute(conn)?;
-    if released > 0 {
-        notify::publish(conn, RELEASED, "")?;
-    }
-    Ok(released)
-}
-
-/// Releases the tokens of one identity that is being unlinked. Returns how many.
-pub fn release_identity(
+/// Releases a user's tokens, due for revocation now: all of them (the user is being deleted)
+/// or one provider's (that identity is being unlinked). Returns how many.
+pub fn release(
     conn: &mut DbConnection,
     user_id: &str,
-    provider: &str,
+    provider: Option<&str>,
     now: i64,
 ) -> Result<usize, DbError> {
-    let released = diesel::update(
-        provider_tokens::table
-            .filter(provider_tokens::user_id.eq(user_id))
-            .filter(provider_tokens::provider.eq(provider)),
-    )
-    .set((provider_tokens::user_id.eq(None::<String>), provider_tokens::revoke_next_at.eq(Some(now))))
-    .execute(conn)?;
-    if released > 0 {
-        notify::publish(conn, RELEASED, "")?;
+    let mut of_user = provider_tokens::table.filter(provider_tokens::user_id.eq(user_id)).into_boxed();
+    if let Some(provider) = provider {
+        of_user = of_user.filter(provider_tokens::provider.eq(provider));
     }
-    Ok(released)
+    let ids: Vec<String> = of_user.select(provider_tokens::id).load(conn)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(provider_tokens::table.filter(provider_tokens::id.eq_any(&ids)))
+        .set((provider_tokens::user_id.eq(None::<String>), provider_tokens::revoke_next_at.eq(Some(now))))
+        .execute(conn)?;
+    notify::publish(conn, RELEASED, "")?;
+    Ok(ids.len())
 }
 
 /// A released token, due for revocation.

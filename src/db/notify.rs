@@ -156,6 +156,37 @@ impl StillRunning {
     }
 }
 
+/// Runs `round` over and over in a task of its own: at once, again whenever a notice of one of
+/// `topics` is delivered (this replica's, after its commit), when the unix second `round`
+/// returned comes, and at least every `max_sleep_secs` (a wake-up may be lost). For work that a
+/// commit creates and that is done after it: revoking at a provider, back-channel logout.
+pub fn spawn_woken<F, Fut>(
+    subscribers: &Subscribers,
+    topics: &[&str],
+    max_sleep_secs: i64,
+    mut round: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<i64>> + Send,
+{
+    let wake = Arc::new(tokio::sync::Notify::new());
+    for topic in topics {
+        let woken = wake.clone();
+        subscribers.subscribe(topic, move |_| woken.notify_one());
+    }
+    tokio::spawn(async move {
+        loop {
+            let next = round().await;
+            let wait = next.map_or(max_sleep_secs, |at| (at - crate::clock::now()).clamp(0, max_sleep_secs));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(wait as u64)) => {}
+                _ = wake.notified() => {}
+            }
+        }
+    })
+}
+
 /// Runs `body` on a thread of its own (blocking work: a listening connection, a poll) for as
 /// long as the returned task lives: once it is aborted or dropped, `is_running` says so and
 /// the thread is expected to end within its poll.

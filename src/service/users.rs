@@ -77,7 +77,7 @@ pub(crate) fn delete_in(
         return Ok(false);
     }
     // Revoked at the provider after the commit, and retried until it answers.
-    accounts::provider_tokens::release_user(conn, user_id, now)?;
+    accounts::provider_tokens::release(conn, user_id, None, now)?;
     let event = AuditEvent {
         actor: &by.actor,
         action: AuditAction::UserDelete,
