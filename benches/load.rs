@@ -25,6 +25,10 @@
 //! With `LOAD_SOAK_SECS` set it runs the soak instead (see `load/soak.rs`): mixed traffic with
 //! periodic faults for that long, sampled every 10 s.
 
+#[path = "load/dpop.rs"]
+mod dpop;
+#[path = "../tests/api/support/dpop.rs"]
+mod dpop_key;
 #[path = "../tests/api/support/fake_google.rs"]
 mod fake_google;
 #[path = "load/soak.rs"]
@@ -252,14 +256,8 @@ impl Target {
                 ("client_id", "app"),
             ])
             .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status();
-        let text = r.text().await.map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("{status} {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| e.to_string())
+            .await;
+        json_answer(r).await
     }
 
     async fn refresh(&self, refresh_token: &str) -> Result<serde_json::Value, String> {
@@ -268,15 +266,20 @@ impl Target {
             .post(format!("{}/oauth/token", self.base))
             .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", "app")])
             .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status();
-        let text = r.text().await.map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("{status} {text}"));
-        }
-        serde_json::from_str(&text).map_err(|e| e.to_string())
+            .await;
+        json_answer(r).await
     }
+}
+
+/// A 200 answer's JSON; anything else as an error text.
+async fn json_answer(r: Result<reqwest::Response, reqwest::Error>) -> Result<serde_json::Value, String> {
+    let r = r.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status} {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 fn field(v: &serde_json::Value, name: &str) -> String {
@@ -914,6 +917,18 @@ per_client_per_second = 0
                 }
             })
             .await;
+            r.print();
+            reports.push(r);
+        }
+
+        // (i) DPoP refresh chains and (j) GET /v1/me with DPoP proofs: the Bearer ones are (c), (h)
+        if want("i") {
+            let r = dpop::refresh_chains(&target, &google, conc, window).await;
+            r.print();
+            reports.push(r);
+        }
+        if want("j") {
+            let r = dpop::me(&target, &google, conc, window).await;
             r.print();
             reports.push(r);
         }

@@ -39,6 +39,7 @@ fn access_tokens(c: &mut Criterion) {
         scope: "openid profile api",
         idp: "google",
         session_expires_at: i64::MAX,
+        dpop_jkt: None,
     };
     for alg in [SigningAlg::ES256, SigningAlg::EdDSA, SigningAlg::RS256] {
         let keys = signing_keys(alg, dir.path());
@@ -51,6 +52,45 @@ fn access_tokens(c: &mut Criterion) {
             b.iter(|| access::verify(&keys, &policy, &token, now).unwrap())
         });
     }
+}
+
+/// A DPoP proof's check (RFC 9449 §4.3: parse, key, one ES256 signature verification, claims)
+/// next to the bare ES256 verification of an access token above, and with the `jti` record.
+fn dpop_proofs(c: &mut Criterion) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use idbridge::tokens::dpop::{self, Expected};
+
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let point = pair.public_key().as_ref();
+    let (x, y) = (URL_SAFE_NO_PAD.encode(&point[1..33]), URL_SAFE_NO_PAD.encode(&point[33..65]));
+    let now = idbridge::clock::now();
+    let token = "an-access-token";
+    let ath = URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": {"kty": "EC", "crv": "P-256", "x": x, "y": y}});
+    let claims = serde_json::json!({"jti": "j", "htm": "GET", "htu": "http://idbridge.test/v1/me", "iat": now, "ath": ath});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = pair.sign(&rng, input.as_bytes()).unwrap();
+    let proof = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
+    let urls = ["http://idbridge.test/v1/me", "http://127.0.0.1:8080/v1/me"];
+    let expected = Expected { method: "GET", urls: &urls, access_token: Some(token), nonces: None };
+    c.bench_function("dpop_proof_verify_ES256", |b| b.iter(|| dpop::verify(&proof, &expected, now).unwrap()));
+    let replay = idbridge::proof_replay::ProofReplay::default();
+    let mut n = 0u64;
+    c.bench_function("dpop_proof_verify_and_record_jti", |b| {
+        b.iter(|| {
+            let checked = dpop::verify(&proof, &expected, now).unwrap();
+            n += 1;
+            replay.record(&checked.jkt, &n.to_string(), checked.iat, now)
+        })
+    });
 }
 
 fn wrapping_and_hashing(c: &mut Criterion) {
@@ -164,5 +204,5 @@ fn user_data_encryption(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, access_tokens, wrapping_and_hashing, user_data_encryption);
+criterion_group!(benches, access_tokens, dpop_proofs, wrapping_and_hashing, user_data_encryption);
 criterion_main!(benches);

@@ -15,9 +15,14 @@
 //! `error="insufficient_scope"`. Offline checking means a revoked device's access token works
 //! here until it expires (`tokens.access_ttl`, 10 minutes by default); call idbridge's
 //! `/oauth/introspect` where that matters.
+//!
+//! DPoP (RFC 9449 §7): a token bound to a key (`cnf.jkt`) must come as `Authorization: DPoP
+//! <token>` with a `DPoP` proof of this request (`htm`, `htu`, `ath`, `iat` within 5 minutes,
+//! a `jti` not seen before) signed by that key; as `Bearer`, or without a proof, it is `401`
+//! with a `DPoP` challenge. Unbound tokens keep working as `Bearer`.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
@@ -96,11 +101,34 @@ pub struct Claims {
     pub client_id: String,
     #[serde(default)]
     pub scope: String,
+    /// The DPoP key the token is bound to, if it is.
+    pub cnf: Option<Confirmation>,
 }
+
+#[derive(Debug, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
+}
+
+/// A DPoP proof's claims (RFC 9449 §4.2).
+#[derive(Deserialize)]
+struct ProofClaims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    ath: Option<String>,
+}
+
+/// The `jti`s of the proofs accepted in the last minutes: a proof is single use.
+#[derive(Default)]
+pub struct SeenProofs(Mutex<HashMap<String, i64>>);
 
 pub enum Refusal {
     /// 401: missing, malformed, badly signed, expired, another issuer or audience, not an access token.
     InvalidToken,
+    /// 401: a DPoP-bound token without a valid proof of this request by its key.
+    InvalidProof,
     /// 403: valid, but without the scope.
     InsufficientScope(&'static str),
 }
@@ -111,6 +139,12 @@ impl Refusal {
             Refusal::InvalidToken => HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""))
                 .json(json!({"error": "invalid_token"})),
+            Refusal::InvalidProof => HttpResponse::Unauthorized()
+                .insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\"",
+                ))
+                .json(json!({"error": "invalid_dpop_proof"})),
             Refusal::InsufficientScope(scope) => HttpResponse::Forbidden()
                 .insert_header((
                     header::WWW_AUTHENTICATE,
@@ -125,13 +159,13 @@ impl Refusal {
 pub async fn authorize(req: &HttpRequest, scope: &'static str) -> Result<Claims, Refusal> {
     let issuer = req.app_data::<web::Data<Issuer>>().ok_or(Refusal::InvalidToken)?;
     let jwks = req.app_data::<web::Data<Jwks>>().ok_or(Refusal::InvalidToken)?;
-    let token = req
+    let (scheme, token) = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop"))
+        .map(|(scheme, token)| (scheme, token.trim()))
         .ok_or(Refusal::InvalidToken)?;
     let head = jsonwebtoken::decode_header(token).map_err(|_| Refusal::InvalidToken)?;
     // RFC 9068 §2.1: an access token says so; an ID token (typ JWT) is refused.
@@ -150,10 +184,72 @@ pub async fn authorize(req: &HttpRequest, scope: &'static str) -> Result<Claims,
     validation.leeway = 30;
     let claims =
         jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|_| Refusal::InvalidToken)?.claims;
+    match &claims.cnf {
+        Some(cnf) if scheme.eq_ignore_ascii_case("dpop") => check_proof(req, token, &cnf.jkt)?,
+        Some(_) => return Err(Refusal::InvalidProof),
+        None if scheme.eq_ignore_ascii_case("dpop") => return Err(Refusal::InvalidToken),
+        None => {}
+    }
     if !claims.scope.split(' ').any(|s| s == scope) {
         return Err(Refusal::InsufficientScope(scope));
     }
     Ok(claims)
+}
+
+/// RFC 9449 §7.1: one `DPoP` proof, by the token's key (`jkt`), for this request and token,
+/// recent, and never seen before.
+fn check_proof(req: &HttpRequest, token: &str, jkt: &str) -> Result<(), Refusal> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut proofs = req.headers().get_all("dpop");
+    let (Some(proof), None) = (proofs.next(), proofs.next()) else {
+        return Err(Refusal::InvalidProof);
+    };
+    let proof = proof.to_str().map_err(|_| Refusal::InvalidProof)?;
+    let head = jsonwebtoken::decode_header(proof).map_err(|_| Refusal::InvalidProof)?;
+    let jwk = head.jwk.as_ref().ok_or(Refusal::InvalidProof)?;
+    let allowed = matches!(head.alg, Algorithm::ES256 | Algorithm::EdDSA);
+    let thumbprint = jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).ok();
+    if head.typ.as_deref() != Some("dpop+jwt") || !allowed || thumbprint.as_deref() != Some(jkt) {
+        return Err(Refusal::InvalidProof);
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| Refusal::InvalidProof)?;
+    let mut validation = Validation::new(head.alg);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let p = jsonwebtoken::decode::<ProofClaims>(proof, &key, &validation)
+        .map_err(|_| Refusal::InvalidProof)?
+        .claims;
+    // This request's URL as the client addressed it (behind a proxy: its public URL).
+    let info = req.connection_info();
+    let url = format!("{}://{}{}", info.scheme(), info.host(), req.path());
+    let target = |u: &str| {
+        reqwest::Url::parse(u).ok().map(|mut u| {
+            u.set_query(None);
+            u.set_fragment(None);
+            u
+        })
+    };
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()));
+    if p.htm != req.method().as_str()
+        || target(&p.htu).is_none()
+        || target(&p.htu) != target(&url)
+        || p.iat < now - 300
+        || p.iat > now + 5
+        || p.ath.as_deref() != Some(ath.as_str())
+    {
+        return Err(Refusal::InvalidProof);
+    }
+    let seen = req.app_data::<web::Data<SeenProofs>>().ok_or(Refusal::InvalidProof)?;
+    let mut seen = seen.0.lock().unwrap_or_else(|p| p.into_inner());
+    seen.retain(|_, until| *until > now);
+    if seen.insert(format!("{jkt} {}", p.jti), now + 305).is_some() {
+        return Err(Refusal::InvalidProof);
+    }
+    Ok(())
 }
 
 /// `GET /notes`: needs scope `api`.
@@ -178,9 +274,11 @@ async fn reports(req: HttpRequest) -> HttpResponse {
 pub fn configure(issuer: Issuer) -> impl Fn(&mut web::ServiceConfig) + Clone {
     let jwks = web::Data::new(Jwks::new(&issuer.issuer));
     let issuer = web::Data::new(issuer);
+    let seen = web::Data::new(SeenProofs::default());
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(issuer.clone())
             .app_data(jwks.clone())
+            .app_data(seen.clone())
             .route("/notes", web::get().to(notes))
             .route("/admin/reports", web::get().to(reports));
     }

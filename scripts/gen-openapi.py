@@ -172,6 +172,15 @@ doc = {
         "security": [{"basic": []}],
         "requestBody": form({"token": s("the token"), "token_type_hint": s("ignored"), **client_auth}, ["token"]),
         "responses": dict({"200": resp("`{\"active\": false}` for anything not live", {"$ref": "#/components/schemas/Introspection"})}, **oauth_errors())}},
+    "/oauth/userinfo": {
+        m: {"summary": "UserInfo (OpenID Connect Core §5.3): `sub`; `name` with scope profile; `email` and `email_verified` with scope email. Needs scope openid", "tags": ["oauth"],
+            "security": [{"bearer": []}, {"dpop": []}],
+            "parameters": [{"name": "DPoP", "in": "header", "required": False, "schema": {"type": "string"}, "description": "a DPoP proof (RFC 9449) for a DPoP-bound token"}],
+            "responses": {"200": resp("The user's claims (`Cache-Control: no-store`)", {"type": "object", "required": ["sub"], "properties": {"sub": {"type": "string"}, "name": {"type": "string"}, "email": {"type": "string"}, "email_verified": {"type": "boolean"}}}),
+                          "401": resp("No, an invalid, or a DPoP-bound token without its proof (`WWW-Authenticate`)", {"$ref": "#/components/schemas/Problem"}, "application/problem+json"),
+                          "403": resp("The token lacks scope openid", {"$ref": "#/components/schemas/Problem"}, "application/problem+json"),
+                          "503": resp("The database cannot be reached", {"$ref": "#/components/schemas/Problem"}, "application/problem+json")}}
+        for m in ("get", "post")},
     "/oauth/logout": {
         "get": {"summary": "RP-Initiated Logout 1.0: ends the device the ID token names and returns to the app (with `state`), or shows a page", "tags": ["oauth"],
                 "parameters": [{"name": "id_token_hint", "in": "query", "required": False, "schema": {"type": "string"}, "description": "an ID token idbridge issued (expired or not): its device ends"},
@@ -258,17 +267,19 @@ doc = {
   "components": {
     "securitySchemes": {
       "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (RFC 9068, typ at+jwt)"},
+      "dpop": {"type": "http", "scheme": "dpop", "description": "a DPoP-bound access token (RFC 9449 §7.1) with a DPoP proof header of the request"},
       "basic": {"type": "http", "scheme": "basic", "description": "confidential client: client_id and secret, form-urlencoded first (RFC 6749 §2.3.1)"}},
     "schemas": {
       "OAuthError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}},
       "Problem": {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}}},
       "TokenResponse": {"type": "object", "required": ["access_token", "token_type", "expires_in", "refresh_token", "scope", "device_id"],
-        "properties": {"access_token": {"type": "string"}, "issued_token_type": {"type": "string"}, "token_type": {"type": "string", "const": "Bearer"},
+        "properties": {"access_token": {"type": "string"}, "issued_token_type": {"type": "string"}, "token_type": {"type": "string", "enum": ["Bearer", "DPoP"], "description": "DPoP when the request carried a DPoP proof (RFC 9449): the access token then has cnf.jkt"},
           "expires_in": {"type": "integer"}, "refresh_token": {"type": "string"}, "scope": {"type": "string"}, "device_id": {"type": "string", "format": "uuid"},
           "id_token": {"type": "string", "description": "authorization_code with openid in scope (OIDC Core §2, typ JWT)"}}},
       "Introspection": {"type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}, "sub": {"type": "string"}, "client_id": {"type": "string"},
           "sid": {"type": "string"}, "scope": {"type": "string"}, "exp": {"type": "integer"}, "iat": {"type": "integer"}, "iss": {"type": "string"},
-          "aud": {"type": "string"}, "token_type": {"type": "string", "enum": ["Bearer", "refresh_token"]}, "idp": {"type": "string"}}},
+          "aud": {"type": "string"}, "token_type": {"type": "string", "enum": ["Bearer", "DPoP", "refresh_token"]}, "idp": {"type": "string"},
+          "cnf": {"type": "object", "properties": {"jkt": {"type": "string"}}, "description": "the DPoP key a bound token is held by"}}},
       "Me": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}, "created_at": {"type": "string", "format": "date-time"},
           "display_name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]},
           "identities": {"type": "array", "items": {"type": "object", "properties": {"provider": {"type": "string"}, "subject": {"type": "string"},

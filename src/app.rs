@@ -231,6 +231,8 @@ impl Application {
                 max_devices_per_user: i64::from(settings.tokens.max_devices_per_user),
             },
             successor_key: SuccessorKey(successor_key),
+            dpop_nonces: crate::tokens::dpop::DpopNonces::new(&nonce_key),
+            proof_replay: crate::proof_replay::ProofReplay::default(),
             nonce_key: NonceKey(nonce_key),
             user_keys,
             blind_index,

@@ -14,6 +14,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod proof_replay;
 pub mod providers;
 pub mod rate_limits;
 pub mod service;

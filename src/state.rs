@@ -10,10 +10,12 @@ use crate::crypto::signing::SigningKeys;
 use crate::crypto::user_keys::UserKeys;
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::proof_replay::ProofReplay;
 use crate::providers::Providers;
 use crate::rate_limits::RateLimits;
 use crate::sessions::{self, Liveness, SuccessorKey};
 use crate::tokens::access::AccessTokenPolicy;
+use crate::tokens::dpop::DpopNonces;
 use crate::tokens::nonce::NonceKey;
 
 pub struct AppState {
@@ -32,6 +34,10 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimits>,
     /// Devices revoked recently: every access-token check reads this, not the database.
     pub liveness: Arc<Liveness>,
+    /// DPoP server nonces (`tokens.dpop_nonce`).
+    pub dpop_nonces: DpopNonces,
+    /// The `jti`s of DPoP proofs accepted in the last minutes.
+    pub proof_replay: ProofReplay,
 }
 
 impl AppState {

@@ -29,6 +29,9 @@ pub struct User {
     pub disabled_at: Option<i64>,
     pub display_name_ct: Option<String>,
     pub email_ct: Option<String>,
+    /// Whether the provider vouched for the e-mail the user was made with (UserInfo's
+    /// `email_verified`); `None` when it did not say, or for users made before it was kept.
+    pub email_verified: Option<bool>,
 }
 
 /// A provider identity of a user; its e-mail is encrypted, and found through `email_index`.
@@ -288,6 +291,7 @@ fn create_user(
             disabled_at: None,
             display_name_ct: None,
             email_ct: None,
+            email_verified: assertion.email.as_ref().and(assertion.email_verified),
         };
         diesel::insert_into(users::table).values(&user).execute(c)?;
         let dek = keys.user_keys.create(c, &id, 1, now)?;

@@ -47,6 +47,8 @@ pub struct Client {
     pub backchannel_logout_uri: Option<String>,
     /// Where `/oauth/logout` may send the browser back to.
     pub post_logout_redirect_uris: Vec<String>,
+    /// Token requests without a DPoP proof are refused.
+    pub dpop_required: bool,
 }
 
 impl Client {
@@ -79,6 +81,7 @@ impl Client {
             scopes: vec!["openid".into(), "api".into()],
             backchannel_logout_uri: None,
             post_logout_redirect_uris: Vec::new(),
+            dpop_required: false,
         }
     }
 }
@@ -115,6 +118,7 @@ fn dev_clients() -> [Client; 2] {
             scopes: scopes(&["openid", "profile", "api"]),
             backchannel_logout_uri: None,
             post_logout_redirect_uris: Vec::new(),
+            dpop_required: false,
         },
         Client {
             id: DEV_CONFIDENTIAL_CLIENT.into(),
@@ -124,6 +128,7 @@ fn dev_clients() -> [Client; 2] {
             scopes: scopes(&["api", "crypto"]),
             backchannel_logout_uri: None,
             post_logout_redirect_uris: Vec::new(),
+            dpop_required: false,
         },
     ]
 }

@@ -130,6 +130,7 @@ impl ClientRegistry {
             scopes: vec!["openid".into()],
             backchannel_logout_uri: None,
             post_logout_redirect_uris: Vec::new(),
+            dpop_required: false,
         });
         Ok(Self {
             clients,
@@ -307,5 +308,6 @@ fn client_from_settings(c: &ClientSettings) -> Result<Client, String> {
         scopes: c.scopes.clone(),
         backchannel_logout_uri: Some(c.backchannel_logout_uri.clone()).filter(|u| !u.is_empty()),
         post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+        dpop_required: c.dpop_required,
     })
 }

@@ -21,6 +21,7 @@ pub struct StoredClient {
     pub created_at: i64,
     pub disabled_at: Option<i64>,
     pub backchannel_logout_uri: Option<String>,
+    pub dpop_required: bool,
 }
 
 impl StoredClient {
@@ -38,6 +39,7 @@ impl StoredClient {
             scopes: serde_json::from_str(&self.scopes).ok()?,
             backchannel_logout_uri: self.backchannel_logout_uri.clone().filter(|u| !u.is_empty()),
             post_logout_redirect_uris: Vec::new(),
+            dpop_required: self.dpop_required,
         })
     }
 
@@ -57,6 +59,8 @@ pub struct NewClient {
     pub redirect_uris: Vec<String>,
     pub scopes: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    /// Token requests without a DPoP proof are refused.
+    pub dpop_required: bool,
 }
 
 /// Why a new client was refused.
@@ -171,6 +175,7 @@ pub fn insert_stored(
         created_at: now,
         disabled_at: None,
         backchannel_logout_uri: client.backchannel_logout_uri.clone(),
+        dpop_required: client.dpop_required,
     };
     // A savepoint: a concurrent creation of the same id is "taken", not a failed transaction.
     let inserted = conn.transaction(|c| diesel::insert_into(stored_clients::table).values(&row).execute(c));

@@ -40,6 +40,9 @@ pub struct ClientSettings {
     /// Where `/oauth/logout` may send the browser back to, matched exactly.
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
+    /// Token requests without a DPoP proof are refused.
+    #[serde(default)]
+    pub dpop_required: bool,
 }
 
 fn default_scopes() -> Vec<String> {

@@ -41,6 +41,9 @@ pub struct TokenSettings {
     /// Live devices a user may have; a sign-in past it ends the longest-idle one.
     #[serde(default = "default_max_devices")]
     pub max_devices_per_user: u32,
+    /// DPoP server nonces (RFC 9449 §8): every proof must carry a nonce idbridge issued.
+    #[serde(default)]
+    pub dpop_nonce: bool,
 }
 
 impl Default for TokenSettings {
@@ -52,6 +55,7 @@ impl Default for TokenSettings {
             refresh_max_ttl: default_max_ttl(),
             refresh_reuse_grace: default_grace(),
             max_devices_per_user: default_max_devices(),
+            dpop_nonce: false,
         }
     }
 }

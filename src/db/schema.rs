@@ -10,6 +10,7 @@ diesel::table! {
         disabled_at -> Nullable<BigInt>,
         display_name_ct -> Nullable<Text>,
         email_ct -> Nullable<Text>,
+        email_verified -> Nullable<Bool>,
     }
 }
 
@@ -49,6 +50,7 @@ diesel::table! {
         created_at -> BigInt,
         disabled_at -> Nullable<BigInt>,
         backchannel_logout_uri -> Nullable<Text>,
+        dpop_required -> Bool,
     }
 }
 
@@ -85,6 +87,7 @@ diesel::table! {
         last_seen_at -> BigInt,
         session_expires_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 
@@ -134,6 +137,7 @@ diesel::table! {
         upstream_nonce -> Nullable<Text>,
         upstream_verifier -> Nullable<Text>,
         expires_at -> BigInt,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 
@@ -152,6 +156,7 @@ diesel::table! {
         expires_at -> BigInt,
         used_at -> Nullable<BigInt>,
         device_id -> Nullable<Text>,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use secrecy::SecretString;
 
+use super::dpop::{self, ProofHeaders};
 use super::errors::{OAuthError, Problem};
 use crate::audit::{Actor, AuditAction, AuditEvent, Origin};
 use crate::clients::{Client, ClientAuthError, ClientCredentials, ClientKind};
@@ -178,13 +179,76 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = authorization(req, "Bearer").map(str::to_string);
+        let token = PresentedToken::of(req);
+        let proofs = ProofHeaders::of(req);
         Box::pin(async move {
             let state = state.ok_or_else(Problem::internal)?;
             let token = token.ok_or_else(Problem::unauthenticated)?;
-            let claims = check_access_token(&state, &token).await?.ok_or_else(Problem::unauthorized)?;
+            let claims = authenticate_token(&state, token, &proofs).await?;
             Ok(Caller { claims })
         })
+    }
+}
+
+/// The access token of a resource request, and the scheme it came with (RFC 6750, RFC 9449 §7).
+pub enum PresentedToken {
+    Bearer(String),
+    Dpop(String),
+}
+
+impl PresentedToken {
+    pub fn of(req: &HttpRequest) -> Option<Self> {
+        if let Some(token) = authorization(req, "Bearer") {
+            return Some(PresentedToken::Bearer(token.to_string()));
+        }
+        authorization(req, "DPoP").map(|token| PresentedToken::Dpop(token.to_string()))
+    }
+}
+
+/// A resource request's access token, live, and sent as it must be: an unbound token as
+/// `Bearer`; a DPoP-bound one (`cnf.jkt`) as `DPoP`, with a proof of this request (`htm`,
+/// `htu`, `ath`) by the key it is bound to, never seen before. Refusals are `401` with the
+/// challenge of the scheme used.
+pub async fn authenticate_token(
+    state: &AppState,
+    token: PresentedToken,
+    proofs: &ProofHeaders,
+) -> Result<AccessClaims, Problem> {
+    match token {
+        PresentedToken::Bearer(token) => {
+            let claims = check_access_token(state, &token).await?.ok_or_else(Problem::unauthorized)?;
+            if claims.cnf.is_some() {
+                return Err(Problem::dpop_refused(
+                    "invalid_token",
+                    "a DPoP-bound access token is sent with the DPoP scheme and a proof",
+                ));
+            }
+            Ok(claims)
+        }
+        PresentedToken::Dpop(token) => {
+            let claims = check_access_token(state, &token).await?.ok_or_else(|| {
+                Problem::dpop_refused("invalid_token", "the access token is invalid, expired or revoked")
+            })?;
+            let Some(jkt) = claims.jkt().map(str::to_string) else {
+                return Err(Problem::dpop_refused(
+                    "invalid_token",
+                    "the access token is not DPoP-bound; send it with the Bearer scheme",
+                ));
+            };
+            let Some(proof) = dpop::check(state, proofs, Some(&token))? else {
+                return Err(Problem::dpop_refused(
+                    "invalid_dpop_proof",
+                    "the DPoP scheme needs a DPoP proof",
+                ));
+            };
+            if proof.jkt != jkt {
+                return Err(Problem::dpop_refused(
+                    "invalid_dpop_proof",
+                    "the DPoP proof is not by the key the access token is bound to",
+                ));
+            }
+            Ok(claims)
+        }
     }
 }
 
@@ -257,15 +321,16 @@ impl FromRequest for CryptoCaller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let bearer = authorization(req, "Bearer").map(str::to_string);
+        let token = PresentedToken::of(req);
+        let proofs = ProofHeaders::of(req);
         let basic = basic_credentials(req);
         let ip = req.peer_addr().map(|a| a.ip());
         let origin = origin(req);
         let path = req.path().to_string();
         Box::pin(async move {
             let state = state.ok_or_else(Problem::internal)?;
-            if let Some(token) = bearer {
-                let claims = check_access_token(&state, &token).await?.ok_or_else(Problem::unauthorized)?;
+            if let Some(token) = token {
+                let claims = authenticate_token(&state, token, &proofs).await?;
                 if !claims.scope.split(' ').any(|s| s == API_SCOPE) {
                     return Err(Problem::insufficient_scope(API_SCOPE));
                 }

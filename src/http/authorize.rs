@@ -195,6 +195,8 @@ pub struct AuthorizeQuery {
     provider: Option<String>,
     nonce: Option<String>,
     login_hint: Option<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code's redemption must prove.
+    dpop_jkt: Option<String>,
 }
 
 /// The browser's login cookie value: the form-post cookie on Apple's callback (which a
@@ -285,6 +287,11 @@ pub async fn authorize(
     ) else {
         return fail("invalid_request", "nonce or login_hint is malformed");
     };
+    let dpop_jkt = match q.dpop_jkt.as_deref() {
+        None => None,
+        Some(jkt) if crate::tokens::dpop::is_thumbprint(jkt) => Some(jkt.to_string()),
+        Some(_) => return fail("invalid_dpop_proof", "dpop_jkt must be a SHA-256 JWK thumbprint"),
+    };
     let available = state.providers.browser_providers();
     let provider = match q.provider.as_deref().filter(|p| !p.is_empty()) {
         None => return choose_page(&state, &req, &client, &available),
@@ -314,6 +321,7 @@ pub async fn authorize(
         upstream_nonce: None,
         upstream_verifier: None,
         expires_at: crate::clock::now() + codes::LOGIN_TTL_SECS,
+        dpop_jkt,
     };
     let next = if provider == ProviderKind::Dev {
         None
@@ -529,6 +537,7 @@ pub async fn dev_login(
         provider: ProviderKind::Dev,
         subject: name.clone(),
         email: None,
+        email_verified: None,
         name: Some(name),
         nonce: None,
         assertion_hash: None,

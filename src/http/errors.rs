@@ -10,6 +10,10 @@ use serde_json::json;
 use crate::db::DbError;
 
 const RETRY_AFTER_SECS: u64 = 5;
+/// RFC 9449 §8's header.
+pub const DPOP_NONCE: &str = "DPoP-Nonce";
+/// The DPoP challenge's `algs` (RFC 9449 §7.1).
+const DPOP_ALGS: &str = "algs=\"ES256 EdDSA\"";
 
 #[derive(Debug)]
 pub struct OAuthError {
@@ -18,12 +22,30 @@ pub struct OAuthError {
     description: Cow<'static, str>,
     /// `Retry-After` seconds, for 429 and 503.
     retry_after: Option<u64>,
+    /// A fresh DPoP server nonce for the `DPoP-Nonce` header (RFC 9449 §8).
+    dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
         let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS);
-        Self { status, error, description: description.into(), retry_after }
+        Self { status, error, description: description.into(), retry_after, dpop_nonce: None }
+    }
+    /// RFC 9449 §5: a token request's DPoP proof is missing (where required), malformed, or
+    /// not by the key the device or code is bound to.
+    pub fn invalid_dpop_proof(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description)
+    }
+    /// RFC 9449 §8: the proof must carry this server nonce.
+    pub fn use_dpop_nonce(nonce: String) -> Self {
+        Self {
+            dpop_nonce: Some(nonce),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "use_dpop_nonce",
+                "the DPoP proof must carry the nonce in DPoP-Nonce",
+            )
+        }
     }
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
@@ -95,6 +117,9 @@ impl ResponseError for OAuthError {
         if let Some(secs) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        if let Some(nonce) = &self.dpop_nonce {
+            response.insert_header((DPOP_NONCE, nonce.as_str()));
+        }
         response.json(json!({ "error": self.error, "error_description": self.description }))
     }
 }
@@ -124,6 +149,11 @@ pub struct Problem {
     basic_challenge: bool,
     /// A 403 for a token without the scope it needs (RFC 6750 §3.1 `insufficient_scope`).
     required_scope: Option<&'static str>,
+    /// A 401 for a request with the DPoP scheme or a DPoP-bound token: a DPoP challenge with
+    /// this error (RFC 9449 §7.1).
+    dpop_error: Option<&'static str>,
+    /// A fresh server nonce for `DPoP-Nonce`.
+    dpop_nonce: Option<String>,
 }
 
 impl Problem {
@@ -134,6 +164,19 @@ impl Problem {
             no_credentials: false,
             basic_challenge: false,
             required_scope: None,
+            dpop_error: None,
+            dpop_nonce: None,
+        }
+    }
+    /// A 401 with a DPoP challenge: `error` is `invalid_token` or `invalid_dpop_proof`.
+    pub fn dpop_refused(error: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self { dpop_error: Some(error), ..Self::new(StatusCode::UNAUTHORIZED, detail) }
+    }
+    /// A 401 asking for a proof with this server nonce.
+    pub fn use_dpop_nonce(nonce: String) -> Self {
+        Self {
+            dpop_nonce: Some(nonce),
+            ..Self::dpop_refused("use_dpop_nonce", "the DPoP proof must carry the nonce in DPoP-Nonce")
         }
     }
     /// What the answer says went wrong.
@@ -146,7 +189,7 @@ impl Problem {
     pub fn unauthenticated() -> Self {
         Self {
             no_credentials: true,
-            ..Self::new(StatusCode::UNAUTHORIZED, "a Bearer access token is required")
+            ..Self::new(StatusCode::UNAUTHORIZED, "an access token is required (Bearer or DPoP)")
         }
     }
     pub fn method_not_allowed() -> Self {
@@ -204,8 +247,19 @@ impl ResponseError for Problem {
             StatusCode::UNAUTHORIZED if self.basic_challenge => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"idbridge\""));
             }
+            StatusCode::UNAUTHORIZED if self.dpop_error.is_some() => {
+                let challenge =
+                    format!("DPoP error=\"{}\", {DPOP_ALGS}", self.dpop_error.unwrap_or_default());
+                if let Ok(value) = header::HeaderValue::from_str(&challenge) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
+                if let Some(nonce) = &self.dpop_nonce {
+                    response.insert_header((DPOP_NONCE, nonce.as_str()));
+                }
+            }
             StatusCode::UNAUTHORIZED if self.no_credentials => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"idbridge\""));
+                response.append_header((header::WWW_AUTHENTICATE, format!("DPoP {DPOP_ALGS}")));
             }
             StatusCode::UNAUTHORIZED => {
                 response.insert_header((

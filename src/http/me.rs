@@ -24,14 +24,19 @@ fn rfc3339(unix: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, Problem> {
+/// The caller's profile, decrypted; `None` when the user was deleted since the token was checked.
+pub async fn profile_of(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+) -> Result<Option<profile::Profile>, Problem> {
     let user_id = caller.claims.sub.clone();
     let app = state.clone();
-    let profile = state
-        .db
-        .run(move |conn| profile::profile(conn, &app.user_keys, &user_id))
-        .await?
-        .ok_or_else(|| Problem::not_found("the user no longer exists"))?;
+    Ok(state.db.run(move |conn| profile::profile(conn, &app.user_keys, &user_id)).await?)
+}
+
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, Problem> {
+    let profile =
+        profile_of(&state, &caller).await?.ok_or_else(|| Problem::not_found("the user no longer exists"))?;
     let identities: Vec<_> = profile
         .identities
         .iter()

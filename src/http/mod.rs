@@ -7,6 +7,7 @@ pub mod auth;
 pub mod authorize;
 pub mod crypto;
 pub mod dev;
+pub mod dpop;
 pub mod errors;
 pub mod events;
 pub mod form_post;
@@ -15,6 +16,7 @@ pub mod logout;
 pub mod me;
 pub mod oauth;
 pub mod ops;
+pub mod userinfo;
 pub mod wellknown;
 
 use std::time::Instant;
@@ -50,6 +52,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/oauth/revoke", &["POST"]),
     ("/oauth/introspect", &["POST"]),
     ("/oauth/logout", &["GET", "POST"]),
+    ("/oauth/userinfo", &["GET", "POST"]),
     ("/events/google", &["POST"]),
     ("/events/facebook/deauthorize", &["POST"]),
     ("/events/facebook/data-deletion", &["POST"]),
@@ -107,6 +110,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
         .service(resource("/nonce").route(web::post().to(oauth::nonce)))
         .service(resource("/revoke").route(web::post().to(oauth::revoke)))
         .service(resource("/introspect").route(web::post().to(oauth::introspect)))
+        .service(
+            resource("/userinfo")
+                .route(web::get().to(userinfo::userinfo))
+                .route(web::post().to(userinfo::userinfo)),
+        )
         .service(
             resource("/logout")
                 .route(web::get().to(logout::logout_get))

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{authenticate_client, check_access_token, origin};
+use super::dpop::{self, ProofHeaders};
 use super::errors::OAuthError;
 use super::input;
 use crate::accounts::SignInError;
@@ -96,12 +97,24 @@ pub async fn token(
         form.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let client =
         authenticate_client(&state, &req, form.client_id.as_deref(), form.client_secret.as_deref()).await?;
-    match grant_type.as_str() {
-        GRANT_TOKEN_EXCHANGE => token_exchange(state, req, client, form).await,
-        GRANT_REFRESH_TOKEN => refresh_grant(state, req, client, form).await,
-        GRANT_AUTHORIZATION_CODE => code_grant(state, req, client, form).await,
-        _ => Err(OAuthError::unsupported_grant_type()),
+    // RFC 9449 §5: a proof binds what this request gets to the proof's key.
+    let proof = dpop::check(&state, &ProofHeaders::of(&req), None)?;
+    if client.dpop_required && proof.is_none() {
+        return Err(OAuthError::invalid_dpop_proof("this client must send a DPoP proof"));
     }
+    let jkt = proof.map(|p| p.jkt);
+    let mut answer = match grant_type.as_str() {
+        GRANT_TOKEN_EXCHANGE => token_exchange(state.clone(), req, client, form, jkt).await,
+        GRANT_REFRESH_TOKEN => refresh_grant(state.clone(), req, client, form, jkt).await,
+        GRANT_AUTHORIZATION_CODE => code_grant(state.clone(), req, client, form, jkt).await,
+        _ => Err(OAuthError::unsupported_grant_type()),
+    }?;
+    if let Some(nonce) = dpop::next_nonce(&state) {
+        if let Ok(value) = header::HeaderValue::from_str(&nonce) {
+            answer.headers_mut().insert(header::HeaderName::from_static("dpop-nonce"), value);
+        }
+    }
+    Ok(answer)
 }
 
 async fn token_exchange(
@@ -109,6 +122,7 @@ async fn token_exchange(
     req: HttpRequest,
     client: std::sync::Arc<Client>,
     form: TokenForm,
+    dpop_jkt: Option<String>,
 ) -> Result<HttpResponse, OAuthError> {
     let subject_token = input::text("subject_token", form.subject_token.as_deref(), MAX_TOKEN_LEN)?
         .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?
@@ -176,6 +190,7 @@ async fn token_exchange(
         device_name,
         device_platform: form.device_platform,
         origin: origin(&req),
+        dpop_jkt,
     };
     let signed_in = service::sign_in::sign_in(&state, sign_in).await.map_err(|e| {
         count(provider_label, if matches!(e, SignInError::Db(_)) { "error" } else { "refused" });
@@ -186,7 +201,8 @@ async fn token_exchange(
     })?;
     count(provider_label, "ok");
     tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
-    token_response(&state, &signed_in.device, &signed_in.device.scope, &signed_in.refresh_token)
+    let device = &signed_in.device;
+    token_response(&state, device, &device.scope, &signed_in.refresh_token, device.dpop_jkt.as_deref())
 }
 
 /// A provider assertion as a request presents it (token exchange, or linking at `/v1`).
@@ -306,12 +322,18 @@ async fn refresh_grant(
     req: HttpRequest,
     client: std::sync::Arc<Client>,
     form: TokenForm,
+    dpop_jkt: Option<String>,
 ) -> Result<HttpResponse, OAuthError> {
     let presented = input::text("refresh_token", form.refresh_token.as_deref(), 512)?
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?
         .to_string();
     input::text("scope", form.scope.as_deref(), 1024)?;
-    let presented = service::refresh::Refresh { token: presented, scope: form.scope, origin: origin(&req) };
+    let presented = service::refresh::Refresh {
+        token: presented,
+        scope: form.scope,
+        origin: origin(&req),
+        dpop_jkt: dpop_jkt.clone(),
+    };
     let rotation = service::refresh::refresh(&state, client, presented)
         .await
         .inspect_err(|_| state.metrics.refreshes.with_label_values(&["error"]).inc())?;
@@ -319,7 +341,13 @@ async fn refresh_grant(
     match rotation {
         Rotation::Rotated { device, refresh_token, scope } => {
             outcome("ok");
-            token_response(&state, &device, &scope, &refresh_token)
+            // A bound device's token is bound to its key (the proof was checked to be by it); an
+            // unbound device's, to the key this request proved, if any (RFC 9449 §5).
+            token_response(&state, &device, &scope, &refresh_token, dpop_jkt.as_deref())
+        }
+        Rotation::WrongKey => {
+            outcome("refused");
+            Err(OAuthError::invalid_dpop_proof("this device's tokens are bound to another DPoP key"))
         }
         Rotation::InvalidScope => {
             outcome("invalid_scope");
@@ -344,17 +372,20 @@ fn token_response(
     device: &Device,
     scope: &str,
     refresh_token: &str,
+    dpop_jkt: Option<&str>,
 ) -> Result<HttpResponse, OAuthError> {
-    let (body, _) = token_body(state, device, scope, refresh_token)?;
+    let (body, _) = token_body(state, device, scope, refresh_token, dpop_jkt)?;
     Ok(no_store().json(body))
 }
 
-/// The token answer's JSON, and the access token in it.
+/// The token answer's JSON, and the access token in it: `token_type` `DPoP` and `cnf.jkt` in
+/// the token when it is bound to a key.
 fn token_body(
     state: &AppState,
     device: &Device,
     scope: &str,
     refresh_token: &str,
+    dpop_jkt: Option<&str>,
 ) -> Result<(serde_json::Value, String), OAuthError> {
     let grant = Grant {
         user_id: &device.user_id,
@@ -363,6 +394,7 @@ fn token_body(
         scope,
         idp: &device.idp,
         session_expires_at: device.session_expires_at,
+        dpop_jkt,
     };
     let access_token = access::issue(&state.keys, &state.access_policy, &grant, crate::clock::now())
         .map_err(|e| {
@@ -372,7 +404,7 @@ fn token_body(
     let body = json!({
         "access_token": access_token,
         "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
-        "token_type": "Bearer",
+        "token_type": if dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": state.access_policy.ttl_secs,
         "refresh_token": refresh_token,
         "scope": scope,
@@ -389,6 +421,7 @@ async fn code_grant(
     req: HttpRequest,
     client: std::sync::Arc<Client>,
     form: TokenForm,
+    dpop_jkt: Option<String>,
 ) -> Result<HttpResponse, OAuthError> {
     let required = |name: &'static str, value: Option<&str>, max: usize| {
         input::text(name, value, max)?
@@ -402,6 +435,7 @@ async fn code_grant(
         device_name: None,
         device_platform: None,
         origin: origin(&req),
+        dpop_jkt,
     };
     let outcome = service::sign_in::redeem(&state, client, request).await.map_err(|e| match e {
         SignInError::Db(db) => OAuthError::from(db),
@@ -413,7 +447,8 @@ async fn code_grant(
     };
     state.metrics.sign_ins.with_label_values(&[signed_in.device.idp.as_str(), "ok"]).inc();
     let device = &signed_in.device;
-    let (mut body, access_token) = token_body(&state, device, &device.scope, &signed_in.refresh_token)?;
+    let (mut body, access_token) =
+        token_body(&state, device, &device.scope, &signed_in.refresh_token, device.dpop_jkt.as_deref())?;
     if device.scope.split(' ').any(|s| s == "openid") {
         let grant = id_token::IdTokenGrant {
             issuer: state.settings.issuer(),
@@ -520,11 +555,15 @@ pub async fn introspect(
         let Some(claims) = check_access_token(&state, token).await? else {
             return inactive();
         };
-        return Ok(no_store().json(json!({
+        let mut body = json!({
             "active": true, "sub": claims.sub, "client_id": claims.client_id, "sid": claims.sid,
             "scope": claims.scope, "exp": claims.exp, "iat": claims.iat, "iss": claims.iss,
-            "aud": claims.aud, "token_type": "Bearer", "idp": claims.idp,
-        })));
+            "aud": claims.aud, "token_type": claims.token_type(), "idp": claims.idp,
+        });
+        if let Some(jkt) = claims.jkt() {
+            body["cnf"] = json!({ "jkt": jkt });
+        }
+        return Ok(no_store().json(body));
     }
     let now = crate::clock::now();
     let token = token.to_string();
@@ -538,10 +577,14 @@ pub async fn introspect(
     let Some(owner) = state.clients.get(&device.client_id) else {
         return inactive();
     };
-    Ok(no_store().json(json!({
+    let mut body = json!({
         "active": true, "sub": device.user_id, "client_id": device.client_id, "sid": device.id,
         "scope": owner.current_scope(&device.scope), "exp": expires_at, "iat": issued_at,
         "iss": state.access_policy.issuer, "aud": state.access_policy.audience,
         "token_type": "refresh_token", "idp": device.idp,
-    })))
+    });
+    if let Some(jkt) = &device.dpop_jkt {
+        body["cnf"] = json!({ "jkt": jkt });
+    }
+    Ok(no_store().json(body))
 }

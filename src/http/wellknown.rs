@@ -22,6 +22,7 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
         "end_session_endpoint": format!("{issuer}/oauth/logout"),
+        "userinfo_endpoint": format!("{issuer}/oauth/userinfo"),
         "grant_types_supported": [
             "urn:ietf:params:oauth:grant-type:token-exchange",
             "refresh_token",
@@ -39,6 +40,7 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
         "id_token_signing_alg_values_supported": [format!("{:?}", state.settings.keys.access_token_alg)],
         "backchannel_logout_supported": true,
         "backchannel_logout_session_supported": true,
+        "dpop_signing_alg_values_supported": crate::tokens::dpop::ALGORITHMS,
     }))
 }
 

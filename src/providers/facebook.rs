@@ -256,6 +256,8 @@ impl Facebook {
             provider: ProviderKind::Facebook,
             subject: user_id,
             email: me.email,
+            // Facebook does not say whether it verified the address.
+            email_verified: None,
             name: me.name,
             nonce: None,
             // Facebook's SDK caches its token and sends it again while it is valid.

@@ -81,6 +81,8 @@ pub struct VerifiedAssertion {
     pub provider: ProviderKind,
     pub subject: String,
     pub email: Option<String>,
+    /// Whether the provider says it verified `email` (`None`: it did not say).
+    pub email_verified: Option<bool>,
     pub name: Option<String>,
     pub nonce: Option<String>,
     /// SHA-256 of the signed part of an ID token: its single-use record. `None` for an

@@ -69,6 +69,8 @@ struct IdTokenClaims {
     hd: Option<String>,
     nonce: Option<String>,
     email: Option<String>,
+    /// A boolean, or (Apple) the string `"true"` or `"false"`.
+    email_verified: Option<serde_json::Value>,
     name: Option<String>,
 }
 
@@ -156,6 +158,11 @@ impl OidcVerifier {
         Ok(VerifiedAssertion {
             provider: self.kind,
             subject: claims.sub,
+            email_verified: claims.email_verified.as_ref().and_then(|v| match v {
+                serde_json::Value::Bool(b) => Some(*b),
+                serde_json::Value::String(s) => s.parse().ok(),
+                _ => None,
+            }),
             email: claims.email,
             name: claims.name,
             nonce: claims.nonce,

@@ -16,6 +16,8 @@ pub struct Refresh {
     /// A narrower scope for the new access token; absent means the device's whole scope.
     pub scope: Option<String>,
     pub origin: Origin,
+    /// The thumbprint of the DPoP key the request proved.
+    pub dpop_jkt: Option<String>,
 }
 
 pub async fn refresh(
@@ -63,5 +65,6 @@ fn request<'a>(client: &'a Client, presented: &'a Refresh) -> RefreshRequest<'a>
         client_scopes: &client.scopes,
         scope: presented.scope.as_deref(),
         origin: &presented.origin,
+        dpop_jkt: presented.dpop_jkt.as_deref(),
     }
 }

@@ -91,6 +91,9 @@ pub struct CodeRedemption {
     pub device_name: Option<String>,
     pub device_platform: Option<String>,
     pub origin: Origin,
+    /// The thumbprint of the DPoP key the request proved: a code bound to a key needs it, and
+    /// the device is bound to it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Redeems an authorization code and records the sign-in it proves.
@@ -112,15 +115,14 @@ pub fn redeem_in(
     request: &CodeRedemption,
     now: i64,
 ) -> Result<CodeOutcome, SignInError> {
-    let redeemed = match codes::redeem(
-        conn,
-        app.user_keys.keyring(),
-        &request.code,
-        &client.id,
-        &request.redirect_uri,
-        &request.verifier,
-        now,
-    )? {
+    let presented = codes::PresentedCode {
+        code: &request.code,
+        client_id: &client.id,
+        redirect_uri: &request.redirect_uri,
+        verifier: &request.verifier,
+        dpop_jkt: request.dpop_jkt.as_deref(),
+    };
+    let redeemed = match codes::redeem(conn, app.user_keys.keyring(), &presented, now)? {
         Ok(redeemed) => redeemed,
         Err(codes::CodeRefused::Reused { device_id }) => {
             if let Some(device) = device_id.map(|id| sessions::find(conn, &id)).transpose()?.flatten() {
@@ -137,6 +139,9 @@ pub fn redeem_in(
         Err(codes::CodeRefused::PkceMismatch) => {
             return Ok(CodeOutcome::Refused("the code_verifier does not match"))
         }
+        Err(codes::CodeRefused::DpopMismatch) => {
+            return Ok(CodeOutcome::Refused("the code is bound to a DPoP key this request did not prove"))
+        }
         Err(codes::CodeRefused::RedirectMismatch) => {
             return Ok(CodeOutcome::Refused("redirect_uri is not the one the code was issued for"))
         }
@@ -151,6 +156,7 @@ pub fn redeem_in(
         device_name: request.device_name.clone(),
         device_platform: request.device_platform.clone(),
         origin: request.origin.clone(),
+        dpop_jkt: request.dpop_jkt.clone(),
     };
     let signed_in = match sign_in_in(conn, app, &sign_in, now) {
         Ok(signed_in) => signed_in,

@@ -51,6 +51,7 @@ impl World {
                 provider: ProviderKind::Dev,
                 subject: subject.to_string(),
                 email: None,
+                email_verified: None,
                 name: None,
                 nonce: None,
                 assertion_hash: None,
@@ -64,6 +65,7 @@ impl World {
             device_name: None,
             device_platform: None,
             origin: Default::default(),
+            dpop_jkt: None,
         };
         self.db
             .write(move |conn| {
@@ -207,6 +209,7 @@ async fn deleting_a_console_client_ends_its_devices() {
         redirect_uris: vec!["https://app.example/cb".into()],
         scopes: vec!["openid".into()],
         backchannel_logout_uri: None,
+        dpop_required: false,
     };
     let by = Requester::new(crate::audit::Actor::Admin("a".into()), Default::default());
     clients::create(&w.db, &registry, new, &by).await.expect("create").expect("made");

@@ -32,6 +32,7 @@ pub fn open(
         last_seen_at: now,
         session_expires_at: policy.session_end(now),
         revoked_at: None,
+        dpop_jkt: request.dpop_jkt.clone(),
     };
     diesel::insert_into(devices::table).values(&device).execute(conn)?;
     let refresh_token = refresh::issue_first(conn, &device, policy, now)?;

@@ -40,6 +40,9 @@ pub struct Device {
     pub last_seen_at: i64,
     pub session_expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// DPoP (RFC 9449): the thumbprint of the key the device is bound to; its refresh needs a
+    /// proof by that key.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Device {
@@ -142,6 +145,8 @@ pub struct SignIn {
     pub device_name: Option<String>,
     pub device_platform: Option<String>,
     pub origin: Origin,
+    /// The thumbprint of the DPoP key the request proved: the new device is bound to it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A session just opened: its device and first refresh token.
@@ -224,6 +229,7 @@ mod tests {
             last_seen_at: 0,
             session_expires_at,
             revoked_at,
+            dpop_jkt: None,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct RefreshRequest<'a> {
     /// A narrower scope for the new access token; absent means the device's whole scope.
     pub scope: Option<&'a str>,
     pub origin: &'a Origin,
+    /// The thumbprint of the DPoP key the request proved, if it sent a proof.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 pub enum Rotation {
@@ -65,6 +67,8 @@ pub enum Rotation {
     Rotated { device: Box<Device>, refresh_token: String, scope: String },
     /// The requested scope is not within the device's; nothing was spent.
     InvalidScope,
+    /// The device is bound to a DPoP key this request did not prove; nothing was spent.
+    WrongKey,
     /// Not a usable token: unknown, expired, another client's, or a revoked device's.
     Refused,
     /// A spent token came back after the grace, or after its successor was spent: the device
@@ -132,6 +136,11 @@ pub fn rotate(
     };
     if device.client_id != client_id || !device.is_live(now) || user_disabled {
         return Ok(Rotation::Refused);
+    }
+    // RFC 9449 §5: a bound device's refresh token works only with a proof by its key. Checked
+    // before anything is spent, so a thief without the key cannot even burn the token.
+    if device.dpop_jkt.is_some() && device.dpop_jkt.as_deref() != request.dpop_jkt {
+        return Ok(Rotation::WrongKey);
     }
     // What the device was granted, narrowed to what its client may grant now.
     let allowed = narrowed_scope(&device.scope, request.client_scopes);
@@ -252,6 +261,7 @@ fn rotate_in_one_statement(
         successor_hash: &successor_hash,
         new_id: crate::db::new_id(),
         idle_ttl_secs: policy.idle_ttl_secs,
+        dpop_jkt: request.dpop_jkt,
     };
     let rotated: Option<Device> = statement.get_result(conn).optional()?;
     let Some(device) = rotated else {
@@ -273,6 +283,7 @@ struct RotateStatement<'a> {
     successor_hash: &'a str,
     new_id: String,
     idle_ttl_secs: i64,
+    dpop_jkt: Option<&'a str>,
 }
 
 impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RotateStatement<'_> {
@@ -293,8 +304,11 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RotateStatement<'_
         out.push_sql(" AND d.client_id = ");
         out.push_bind_param::<Text, _>(&self.client_id)?;
         super::push_live(&mut out, "d", &self.now)?;
+        // An unbound device, or one bound to the key this request proved.
+        out.push_sql(" AND (d.dpop_jkt IS NULL OR d.dpop_jkt = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.dpop_jkt)?;
         out.push_sql(
-            " AND u.disabled_at IS NULL), \
+            ") AND u.disabled_at IS NULL), \
              touched AS (UPDATE devices SET last_seen_at = ",
         );
         out.push_bind_param::<BigInt, _>(&self.now)?;

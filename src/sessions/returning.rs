@@ -46,6 +46,7 @@ struct ReturningSignIn<'a> {
     user_agent: Option<&'a str>,
     ip: Option<&'a str>,
     session_expires_at: i64,
+    dpop_jkt: Option<&'a str>,
     token_id: String,
     token_hash: String,
     idle_ttl_secs: i64,
@@ -72,6 +73,7 @@ impl<'a> ReturningSignIn<'a> {
             user_agent: request.origin.user_agent.as_deref(),
             ip: request.origin.ip.as_deref(),
             session_expires_at: policy.session_end(now),
+            dpop_jkt: request.dpop_jkt.as_deref(),
             token_id: crate::db::new_id(),
             token_hash: crate::crypto::sha256_b64(refresh_token.as_bytes()),
             idle_ttl_secs: policy.idle_ttl_secs,
@@ -87,7 +89,7 @@ impl ReturningSignIn<'_> {
     fn push_device_token_audit<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>, source: &str) -> QueryResult<()> {
         out.push_sql(
             "dev AS (INSERT INTO devices (id, user_id, client_id, idp, scope, name, platform, user_agent, ip, \
-             created_at, last_seen_at, session_expires_at) SELECT ",
+             created_at, last_seen_at, session_expires_at, dpop_jkt) SELECT ",
         );
         out.push_bind_param::<Text, _>(&self.device_id)?;
         out.push_sql(&format!(", {source}.user_id, "));
@@ -110,6 +112,8 @@ impl ReturningSignIn<'_> {
         out.push_bind_param::<BigInt, _>(&self.now)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.session_expires_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.dpop_jkt)?;
         out.push_sql(&format!(
             " FROM {source} RETURNING *), \
              tok AS (INSERT INTO refresh_tokens (id, device_id, token_hash, issued_at, expires_at) SELECT "
@@ -229,6 +233,7 @@ struct NewUserSignIn<'a> {
     user_id: String,
     display_name_ct: Option<String>,
     email_ct: Option<String>,
+    email_verified: Option<bool>,
     wrapped: Vec<u8>,
     wrapped_by: String,
     identity_id: String,
@@ -255,7 +260,7 @@ impl QueryFragment<Pg> for NewUserSignIn<'_> {
         use diesel::sql_types::{Binary, Integer};
         let d = &self.device;
         out.push_sql(
-            "WITH u AS (INSERT INTO users (id, created_at, is_admin, display_name_ct, email_ct) VALUES (",
+            "WITH u AS (INSERT INTO users (id, created_at, is_admin, display_name_ct, email_ct, email_verified) VALUES (",
         );
         out.push_bind_param::<Text, _>(&self.user_id)?;
         out.push_sql(", ");
@@ -264,6 +269,8 @@ impl QueryFragment<Pg> for NewUserSignIn<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.display_name_ct)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Text>, _>(&self.email_ct)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<diesel::sql_types::Bool>, _>(&self.email_verified)?;
         out.push_sql(
             ") RETURNING id), \
              k AS (INSERT INTO user_keys (user_id, version, wrapped, wrapped_by, created_at) SELECT u.id, ",
@@ -352,6 +359,7 @@ pub fn sign_in_new_user(
         user_id,
         display_name_ct: sealed.display_name,
         email_ct: sealed.email,
+        email_verified: assertion.email.as_ref().and(assertion.email_verified),
         wrapped,
         wrapped_by,
         identity_id: crate::db::new_id(),

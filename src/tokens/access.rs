@@ -20,6 +20,31 @@ pub struct AccessClaims {
     pub exp: i64,
     pub scope: String,
     pub idp: String,
+    /// RFC 9449 §6.1: the DPoP key the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 `cnf`, as DPoP uses it: the SHA-256 thumbprint of the key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Confirmation {
+    pub jkt: String,
+}
+
+impl AccessClaims {
+    /// The thumbprint of the DPoP key this token is bound to, if it is.
+    pub fn jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().map(|c| c.jkt.as_str())
+    }
+
+    /// `DPoP` for a bound token, else `Bearer` (introspection's `token_type`).
+    pub fn token_type(&self) -> &'static str {
+        if self.cnf.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        }
+    }
 }
 
 /// What the issuer and verifier need to agree on.
@@ -38,6 +63,8 @@ pub struct Grant<'a> {
     pub idp: &'a str,
     /// When the device's session ends: no access token outlives it.
     pub session_expires_at: i64,
+    /// The DPoP key the token is bound to (`cnf.jkt`), when the request proved one.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 pub fn issue(
@@ -57,6 +84,7 @@ pub fn issue(
         exp: (now + policy.ttl_secs).min(grant.session_expires_at.max(now + 1)),
         scope: grant.scope.to_string(),
         idp: grant.idp.to_string(),
+        cnf: grant.dpop_jkt.map(|jkt| Confirmation { jkt: jkt.to_string() }),
     };
     keys.sign(ACCESS_TOKEN_TYP, &claims, now)
 }

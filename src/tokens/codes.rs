@@ -37,6 +37,8 @@ pub struct LoginState {
     pub upstream_nonce: Option<String>,
     pub upstream_verifier: Option<String>,
     pub expires_at: i64,
+    /// RFC 9449 §10: the thumbprint of the key the code's redemption must prove.
+    pub dpop_jkt: Option<String>,
 }
 
 pub fn save_login(conn: &mut DbConnection, login: &LoginState) -> Result<(), DbError> {
@@ -77,6 +79,8 @@ pub fn take_login(
 struct CarriedProfile {
     name: Option<String>,
     email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     upstream: Option<CarriedGrant>,
 }
@@ -136,6 +140,7 @@ pub fn issue_code(
         serde_json::to_vec(&CarriedProfile {
             name: assertion.name.clone(),
             email: assertion.email.clone(),
+            email_verified: assertion.email_verified,
             upstream,
         })
         .expect("a profile serialises"),
@@ -153,6 +158,7 @@ pub fn issue_code(
             authorization_codes::profile.eq(Some(keyring.wrap(&profile, profile_aad(&code_hash).as_bytes()))),
             authorization_codes::auth_time.eq(now),
             authorization_codes::expires_at.eq(now + CODE_TTL_SECS),
+            authorization_codes::dpop_jkt.eq(&login.dpop_jkt),
         ))
         .execute(conn)?;
     Ok(code)
@@ -174,6 +180,7 @@ struct CodeRow {
     expires_at: i64,
     used_at: Option<i64>,
     device_id: Option<String>,
+    dpop_jkt: Option<String>,
 }
 
 /// A code redeemed: what the sign-in and the ID token need.
@@ -197,6 +204,8 @@ pub enum CodeRefused {
     OtherClient,
     RedirectMismatch,
     PkceMismatch,
+    /// The code was bound to a DPoP key (`dpop_jkt`) the request did not prove.
+    DpopMismatch,
 }
 
 /// `BASE64URL(SHA-256(verifier)) == challenge`, with a verifier of 43 to 128 unreserved
@@ -213,17 +222,27 @@ pub fn is_s256_challenge(challenge: &str) -> bool {
     challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A code as the token request presents it.
+#[derive(Clone, Copy)]
+pub struct PresentedCode<'a> {
+    pub code: &'a str,
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub verifier: &'a str,
+    /// The thumbprint of the DPoP key the request proved, if any.
+    pub dpop_jkt: Option<&'a str>,
+}
+
 /// Redeems a code in the caller's write transaction: exactly once, by its client, with the
-/// same redirect URI and the PKCE verifier. A used code comes back as `Reused`.
+/// same redirect URI, the PKCE verifier, and a proof by its DPoP key when it was bound to one.
+/// A used code comes back as `Reused`.
 pub fn redeem(
     conn: &mut DbConnection,
     keyring: &MasterKeyring,
-    code: &str,
-    client_id: &str,
-    redirect_uri: &str,
-    verifier: &str,
+    presented: &PresentedCode<'_>,
     now: i64,
 ) -> Result<Result<Redeemed, CodeRefused>, DbError> {
+    let PresentedCode { code, client_id, redirect_uri, verifier, dpop_jkt } = *presented;
     let code_hash = sha256_b64(code.as_bytes());
     let found: Option<CodeRow> =
         authorization_codes::table.find(&code_hash).select(CodeRow::as_select()).first(conn).optional()?;
@@ -245,6 +264,9 @@ pub fn redeem(
     if !pkce_matches(verifier, &row.code_challenge) {
         return Ok(Err(CodeRefused::PkceMismatch));
     }
+    if row.dpop_jkt.is_some() && row.dpop_jkt.as_deref() != dpop_jkt {
+        return Ok(Err(CodeRefused::DpopMismatch));
+    }
     // The conditional write decides between concurrent redemptions.
     let won = diesel::update(
         authorization_codes::table.find(&code_hash).filter(authorization_codes::used_at.is_null()),
@@ -265,13 +287,14 @@ pub fn redeem(
         .as_deref()
         .and_then(|wrapped| keyring.unwrap(wrapped, profile_aad(&row.code_hash).as_bytes()).ok())
         .and_then(|plain| serde_json::from_slice(&plain).ok())
-        .unwrap_or(CarriedProfile { name: None, email: None, upstream: None });
+        .unwrap_or(CarriedProfile { name: None, email: None, email_verified: None, upstream: None });
     let provider = ProviderKind::from_stored(&row.provider).ok_or(DbError::Task)?;
     Ok(Ok(Redeemed {
         assertion: VerifiedAssertion {
             provider,
             subject: row.subject,
             email: profile.email,
+            email_verified: profile.email_verified,
             name: profile.name,
             nonce: None,
             assertion_hash: None,

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod codes;
+pub mod dpop;
 pub mod id_token;
 pub mod logout;
 pub mod nonce;

@@ -546,3 +546,41 @@ async fn rp_initiated_logout_ends_the_device_and_returns_to_the_app(backend: Bac
     assert_eq!(browser.get("/oauth/logout").await.status, 200, "without a hint: a page");
 }
 both_backends!(rp_initiated_logout_ends_the_device_and_returns_to_the_app);
+
+/// RFC 9449 §10: `dpop_jkt` at `/oauth/authorize` binds the code to that key.
+async fn a_code_bound_to_a_dpop_key_is_redeemed_only_with_that_key(backend: Backend) {
+    let app = spawn_dev_app(backend).await;
+    let rp = RelyingParty::new(&app, REDIRECT).await;
+    let key = crate::support::dpop::DpopKey::es256();
+    let thief = crate::support::dpop::DpopKey::es256();
+    let mut browser = Browser::new(&app);
+    let started = rp.start(&[("provider", "dev"), ("dpop_jkt", &key.jkt)]);
+    let back = through_dev(&mut browser, &started, "rita").await;
+    let code = query_of(back.location.as_deref().unwrap())["code"].clone();
+    let verifier = started.verifier.secret().clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("redirect_uri", REDIRECT),
+    ];
+    let token_url = format!("{PUBLIC_URL}/oauth/token");
+    let redeem = |proof: Option<String>| {
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> = proof.as_deref().map(|p| ("DPoP", p)).into_iter().collect();
+            app.post_form_with("/oauth/token", Auth::Public("app"), &form, &headers).await
+        }
+    };
+
+    let without = redeem(None).await;
+    let by_thief = redeem(Some(thief.proof("POST", &token_url, None))).await;
+    let by_key = redeem(Some(key.proof("POST", &token_url, None))).await;
+
+    without.assert_oauth_error(400, "invalid_grant");
+    by_thief.assert_oauth_error(400, "invalid_grant");
+    by_key.assert_status(200);
+    assert_eq!(by_key.body["token_type"], json!("DPoP"));
+    assert_eq!(jwt_claims(by_key.str("access_token"))["cnf"]["jkt"], json!(key.jkt));
+}
+both_backends!(a_code_bound_to_a_dpop_key_is_redeemed_only_with_that_key);

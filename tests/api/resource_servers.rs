@@ -154,3 +154,97 @@ async fn the_python_logout_token_snippet_verifies_a_real_logout_token_when_pyjwt
         "an access token is no logout token"
     );
 }
+
+/// A DPoP-bound sign-in against an app at its own address (its issuer is its address).
+async fn bound_tokens(app: &TestApp) -> (Tokens, crate::support::dpop::DpopKey) {
+    let key = crate::support::dpop::DpopKey::es256();
+    let id_token = app.google.id_token_for(&crate::support::fake_google::random_sub());
+    let form =
+        [("grant_type", TOKEN_EXCHANGE), ("subject_token", &id_token), ("subject_token_type", ID_TOKEN_TYPE)];
+    let proof = key.proof("POST", &app.url("/oauth/token"), None);
+    let a = app.post_form_with("/oauth/token", Auth::Public("app"), &form, &[("DPoP", &proof)]).await;
+    (Tokens::from_answer(&a, ""), key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actix_example_checks_dpop_bound_tokens_and_their_proofs() {
+    let app = app_at_its_own_address(Backend::Sqlite, false).await;
+    let api = start_example(&app).await;
+    let (tokens, key) = bound_tokens(&app).await;
+    let at = tokens.access_token.as_str();
+    let notes = format!("{api}/notes");
+    let get = |scheme: &str, proof: Option<String>| {
+        let mut request = app.client.get(&notes).header("Authorization", format!("{scheme} {at}"));
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        request.send()
+    };
+
+    let proof = key.proof("GET", &notes, Some(at));
+    let ok = get("DPoP", Some(proof.clone())).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let thief = crate::support::dpop::DpopKey::es256();
+    let refusals = [
+        ("a replayed proof", get("DPoP", Some(proof)).await.unwrap()),
+        ("Bearer downgrade", get("Bearer", None).await.unwrap()),
+        ("no proof", get("DPoP", None).await.unwrap()),
+        ("another key", get("DPoP", Some(thief.proof("GET", &notes, Some(at)))).await.unwrap()),
+        (
+            "another URL",
+            get("DPoP", Some(key.proof("GET", &format!("{api}/admin/reports"), Some(at)))).await.unwrap(),
+        ),
+    ];
+    for (what, refused) in refusals {
+        assert_eq!(refused.status().as_u16(), 401, "{what}");
+        let challenge = refused.headers()["www-authenticate"].to_str().unwrap().to_string();
+        assert!(challenge.starts_with("DPoP"), "{what}: {challenge}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_and_node_snippets_check_dpop_proofs_when_their_tools_are_present() {
+    let app = app_at_its_own_address(Backend::Sqlite, false).await;
+    let (tokens, key) = bound_tokens(&app).await;
+    let at = tokens.access_token.clone();
+    let url = "https://api.example/notes";
+    let args = |proof: Option<String>| {
+        let mut a = vec![app.address.clone(), AUDIENCE.to_string(), "api".to_string(), at.clone()];
+        if let Some(proof) = proof {
+            a.extend([proof, "GET".to_string(), url.to_string()]);
+        }
+        a
+    };
+    let thief = crate::support::dpop::DpopKey::es256();
+    let mut ran = Vec::new();
+    let node_ready =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/node_modules/jose").exists()
+            && tool_works("node", &["--version"]);
+    let tools = [
+        ("python3", "resource_server.py", tool_works("python3", &["-c", "import jwt, cryptography"])),
+        ("node", "resource_server.mjs", node_ready),
+    ];
+    for (program, script, present) in tools {
+        if !present {
+            continue;
+        }
+        let with = |proof: Option<String>| {
+            let mut a = args(proof);
+            a.insert(0, script.to_string());
+            a
+        };
+        let (code, out) = run(program, with(Some(key.proof("GET", url, Some(&at))))).await;
+        assert_eq!(code, 0, "{program}: {out}");
+        assert_eq!(run(program, with(None)).await.0, 1, "{program}: a bound token without its proof");
+        let by_thief = thief.proof("GET", url, Some(&at));
+        assert_eq!(run(program, with(Some(by_thief))).await.0, 1, "{program}: another key");
+        let elsewhere = key.proof("POST", url, Some(&at));
+        assert_eq!(run(program, with(Some(elsewhere))).await.0, 1, "{program}: another method");
+        let stale = key.proof_with("GET", url, Some(&at), |_, c| {
+            c.insert("iat".into(), serde_json::json!(crate::support::fake_google::now() - 600));
+        });
+        assert_eq!(run(program, with(Some(stale))).await.0, 1, "{program}: a stale proof");
+        ran.push(program);
+    }
+    eprintln!("DPoP snippets run: {ran:?}");
+}

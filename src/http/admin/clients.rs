@@ -33,6 +33,8 @@ pub struct NewClientForm {
     redirect_uris: Option<String>,
     scopes: Option<String>,
     backchannel_logout_uri: Option<String>,
+    /// The checkbox: present (`on`) when ticked.
+    dpop_required: Option<String>,
 }
 
 impl CarriesCsrf for NewClientForm {
@@ -49,6 +51,7 @@ struct FormEcho {
     redirect_uris: String,
     scopes: String,
     backchannel_logout_uri: String,
+    dpop_required: bool,
 }
 
 #[derive(Template)]
@@ -137,6 +140,7 @@ pub async fn create(
         redirect_uris: form.redirect_uris.clone().unwrap_or_default(),
         scopes: form.scopes.clone().unwrap_or_default(),
         backchannel_logout_uri: form.backchannel_logout_uri.clone().unwrap_or_default(),
+        dpop_required: form.dpop_required.is_some(),
     };
     let kind = match form.kind.as_deref().map(ClientKind::parse) {
         None => ClientKind::Public,
@@ -170,6 +174,7 @@ pub async fn create(
             .backchannel_logout_uri
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty()),
+        dpop_required: form.dpop_required.is_some(),
     };
     let client_id = new.client_id.clone();
     let made = service::clients::create(&state.db, &state.clients, new, &requester(&session, &req)).await;

@@ -121,6 +121,7 @@ pub async fn callback(
         device_name: Some("Admin console".into()),
         device_platform: Some("web".into()),
         origin: origin(&req),
+        dpop_jkt: None,
     };
     let policy = session_policy(&state);
     let outcome = console::sign_in(&state, client, request, policy).await;

@@ -3,6 +3,7 @@
 
 pub mod broken_graph;
 pub mod browser;
+pub mod dpop;
 pub mod fake_apple;
 pub mod fake_facebook;
 pub mod fake_google;
@@ -122,6 +123,8 @@ pub struct TestConfig {
     pub app_logout_uri: Option<String>,
     /// The `app` client's `post_logout_redirect_uris`.
     pub app_post_logout_redirect_uris: Vec<String>,
+    /// `[tokens] dpop_nonce`.
+    pub dpop_nonce: bool,
     /// Appended to the configuration as it is (more sections, e.g. `[[providers.oidc]]`).
     pub extra: String,
 }
@@ -150,6 +153,7 @@ impl Default for TestConfig {
             database_extra: String::new(),
             app_logout_uri: None,
             app_post_logout_redirect_uris: Vec::new(),
+            dpop_nonce: false,
             extra: String::new(),
         }
     }
@@ -193,7 +197,7 @@ refresh_idle_ttl = "{idle}"
 refresh_max_ttl = "{max}"
 refresh_reuse_grace = "{grace}"
 max_devices_per_user = {max_devices}
-
+{dpop_nonce}
 [rate_limits]
 per_ip_per_second = {per_ip}
 per_client_per_second = {per_client}
@@ -230,6 +234,7 @@ scopes = [{svc_scopes}]
                 other => format!("statement_timeout = \"{other}\"\n"),
             },
             database_extra = self.database_extra,
+            dpop_nonce = if self.dpop_nonce { "dpop_nonce = true\n" } else { "" },
         );
         if self.app_client {
             let scopes: Vec<String> = self.app_scopes.iter().map(|s| format!("\"{s}\"")).collect();
@@ -731,6 +736,17 @@ impl TestApp {
 
     /// POST a form, authenticating the client as `auth` says.
     pub async fn post_form(&self, path: &str, auth: Auth<'_>, form: &[(&str, &str)]) -> Answer {
+        self.post_form_with(path, auth, form, &[]).await
+    }
+
+    /// [`Self::post_form`] with more request headers (a `DPoP` proof).
+    pub async fn post_form_with(
+        &self,
+        path: &str,
+        auth: Auth<'_>,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut fields: Vec<(String, String)> =
             form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut req = self.client.post(self.url(path));
@@ -746,6 +762,9 @@ impl TestApp {
             }
             Auth::Basic(id, secret) => req = req.basic_auth(id, Some(secret)),
             Auth::Anonymous => {}
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let r = req.form(&fields).send().await.expect("POST form failed");
         Answer::read(r).await
