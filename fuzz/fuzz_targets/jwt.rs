@@ -1,6 +1,6 @@
 //! Every JWT decoder idbridge runs on a token from outside: the issuer peek that picks a
 //! provider, a provider's ID-token verification (header, `crit`, algorithm, claims), and the
-//! access-token check of `/v1` and introspection.
+//! access-token check of `/v1` and introspection, and a DPoP proof's check (RFC 9449 §4.3).
 #![no_main]
 
 use std::collections::HashMap;
@@ -56,4 +56,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = f.verifier.verify(token).now_or_never();
     let _ = access::verify(&f.keys, &f.policy, token, 1_800_000_000);
     let _ = access::looks_like_jwt(token);
+    let urls = ["https://idbridge.test/v1/me"];
+    let expected = idbridge::tokens::dpop::Expected { method: "GET", urls: &urls, access_token: Some("t"), nonces: None };
+    let _ = idbridge::tokens::dpop::verify(token, &expected, 1_800_000_000);
 });
