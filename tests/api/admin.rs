@@ -767,3 +767,41 @@ async fn an_older_console_clients_argon2_secret_is_rehashed_at_its_next_login(ba
     restarted.introspect_as(Auth::Basic("older", "wrong"), "x").await.assert_status(401);
 }
 both_backends!(an_older_console_clients_argon2_secret_is_rehashed_at_its_next_login);
+
+/// A console client made with "Require DPoP" refuses token requests without a proof.
+async fn a_console_client_can_require_dpop(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let csrf = csrf_of(&browser.get("/admin/clients").await);
+    let made = browser
+        .post(
+            "/admin/clients",
+            &[
+                ("csrf", &csrf),
+                ("client_id", "strict-svc"),
+                ("kind", "confidential"),
+                ("redirect_uris", ""),
+                ("scopes", "api"),
+                ("dpop_required", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let secret = between(&made.body, r#"id="secret" readonly value=""#, "\"");
+    assert_eq!(app.count("clients WHERE client_id = 'strict-svc' AND dpop_required").await, 1);
+
+    let token = app.google.id_token_for("dpop-sub");
+    let without = app.exchange_as(Auth::Basic("strict-svc", &secret), &token, &[]).await;
+
+    without.assert_oauth_error(400, "invalid_dpop_proof");
+    let key = crate::support::dpop::DpopKey::es256();
+    let form =
+        [("grant_type", TOKEN_EXCHANGE), ("subject_token", &token), ("subject_token_type", ID_TOKEN_TYPE)];
+    let proof = key.proof("POST", &format!("{PUBLIC_URL}/oauth/token"), None);
+    let with = app
+        .post_form_with("/oauth/token", Auth::Basic("strict-svc", &secret), &form, &[("DPoP", &proof)])
+        .await;
+    with.assert_status(200);
+    assert_eq!(with.body["token_type"], serde_json::json!("DPoP"));
+}
+both_backends!(a_console_client_can_require_dpop);
