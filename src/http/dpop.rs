@@ -10,9 +10,15 @@ use crate::proof_replay::Seen;
 use crate::state::AppState;
 use crate::tokens::dpop::{self, Expected, Proof, ProofError};
 
-/// What of a request a DPoP check needs, taken before the handler's future runs.
+/// What of a request a DPoP check needs, taken before the handler's future runs. A request
+/// without a `DPoP` header (every Bearer request) costs an empty list and nothing more.
 pub struct ProofHeaders {
     proofs: Vec<String>,
+    /// The request's target, read only when it carries a proof.
+    target: Option<Target>,
+}
+
+struct Target {
     method: String,
     path: String,
     /// The request's own URL (scheme and `Host` as received), without query.
@@ -32,14 +38,20 @@ pub enum Refusal {
 
 impl ProofHeaders {
     pub fn of(req: &HttpRequest) -> Self {
-        let proofs = req
+        let proofs: Vec<String> = req
             .headers()
             .get_all("dpop")
             .map(|v| v.to_str().map(str::to_string).unwrap_or_default())
             .collect();
-        let info = req.connection_info();
-        let own_url = format!("{}://{}{}", info.scheme(), info.host(), req.path());
-        Self { proofs, method: req.method().as_str().to_string(), path: req.path().to_string(), own_url }
+        let target = (!proofs.is_empty()).then(|| {
+            let info = req.connection_info();
+            Target {
+                method: req.method().as_str().to_string(),
+                path: req.path().to_string(),
+                own_url: format!("{}://{}{}", info.scheme(), info.host(), req.path()),
+            }
+        });
+        Self { proofs, target }
     }
 
     /// Whether the request carries a `DPoP` header at all.
@@ -55,18 +67,18 @@ pub fn check(
     headers: &ProofHeaders,
     access_token: Option<&str>,
 ) -> Result<Option<Proof>, Refusal> {
-    let proof = match headers.proofs.as_slice() {
-        [] => return Ok(None),
-        [one] => one,
+    let (proof, target) = match (headers.proofs.as_slice(), &headers.target) {
+        ([], _) | (_, None) => return Ok(None),
+        ([one], Some(target)) => (one, target),
         _ => return Err(Refusal::Invalid("a request carries one DPoP proof".into())),
     };
     let now = crate::clock::now();
     // The issuer's name for this endpoint (what discovery lists, right behind a proxy), or the
     // request's own: a client library builds `htu` from the URL it sends to.
-    let url = format!("{}{}", state.settings.issuer(), headers.path);
+    let url = format!("{}{}", state.settings.issuer(), target.path);
     let expected = Expected {
-        method: &headers.method,
-        urls: &[&url, &headers.own_url],
+        method: &target.method,
+        urls: &[&url, &target.own_url],
         access_token,
         nonces: state.settings.tokens.dpop_nonce.then_some(&state.dpop_nonces),
     };

@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::db::DbError;
 
 const RETRY_AFTER_SECS: u64 = 5;
-/// RFC 9449 §8's header.
-pub const DPOP_NONCE: &str = "DPoP-Nonce";
+/// RFC 9449 §8's header (lower case, as `HeaderName::from_static` needs it).
+pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
 /// The DPoP challenge's `algs` (RFC 9449 §7.1).
 const DPOP_ALGS: &str = "algs=\"ES256 EdDSA\"";
 
@@ -118,7 +118,7 @@ impl ResponseError for OAuthError {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         if let Some(nonce) = &self.dpop_nonce {
-            response.insert_header((DPOP_NONCE, nonce.as_str()));
+            response.insert_header((DPOP_NONCE_HEADER, nonce.as_str()));
         }
         response.json(json!({ "error": self.error, "error_description": self.description }))
     }
@@ -254,7 +254,7 @@ impl ResponseError for Problem {
                     response.insert_header((header::WWW_AUTHENTICATE, value));
                 }
                 if let Some(nonce) = &self.dpop_nonce {
-                    response.insert_header((DPOP_NONCE, nonce.as_str()));
+                    response.insert_header((DPOP_NONCE_HEADER, nonce.as_str()));
                 }
             }
             StatusCode::UNAUTHORIZED if self.no_credentials => {

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::auth::{authenticate_client, check_access_token, origin};
 use super::dpop::{self, ProofHeaders};
 use super::errors::OAuthError;
+use super::errors::DPOP_NONCE_HEADER;
 use super::input;
 use crate::accounts::SignInError;
 use crate::audit::Actor;
@@ -111,7 +112,7 @@ pub async fn token(
     }?;
     if let Some(nonce) = dpop::next_nonce(&state) {
         if let Ok(value) = header::HeaderValue::from_str(&nonce) {
-            answer.headers_mut().insert(header::HeaderName::from_static("dpop-nonce"), value);
+            answer.headers_mut().insert(header::HeaderName::from_static(DPOP_NONCE_HEADER), value);
         }
     }
     Ok(answer)
@@ -404,7 +405,7 @@ fn token_body(
     let body = json!({
         "access_token": access_token,
         "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
-        "token_type": if dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
+        "token_type": access::token_type(dpop_jkt.is_some()),
         "expires_in": state.access_policy.ttl_secs,
         "refresh_token": refresh_token,
         "scope": scope,

@@ -39,11 +39,16 @@ impl AccessClaims {
 
     /// `DPoP` for a bound token, else `Bearer` (introspection's `token_type`).
     pub fn token_type(&self) -> &'static str {
-        if self.cnf.is_some() {
-            "DPoP"
-        } else {
-            "Bearer"
-        }
+        token_type(self.cnf.is_some())
+    }
+}
+
+/// The `token_type` of an access token: `DPoP` when it is bound to a key, else `Bearer`.
+pub fn token_type(bound: bool) -> &'static str {
+    if bound {
+        "DPoP"
+    } else {
+        "Bearer"
     }
 }
 
