@@ -233,6 +233,7 @@ impl Application {
             successor_key: SuccessorKey(successor_key),
             dpop_nonces: crate::tokens::dpop::DpopNonces::new(&nonce_key),
             proof_replay: crate::proof_replay::ProofReplay::default(),
+            openapi: std::sync::OnceLock::new(),
             nonce_key: NonceKey(nonce_key),
             user_keys,
             blind_index,

@@ -38,6 +38,8 @@ pub struct AppState {
     pub dpop_nonces: DpopNonces,
     /// The `jti`s of DPoP proofs accepted in the last minutes.
     pub proof_replay: ProofReplay,
+    /// The OpenAPI document, made on first use (`http::openapi::document`).
+    pub openapi: std::sync::OnceLock<String>,
 }
 
 impl AppState {

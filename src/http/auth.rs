@@ -54,6 +54,8 @@ fn client_credentials(
     form_id: Option<&str>,
     form_secret: Option<&str>,
 ) -> Result<ClientCredentials, OAuthError> {
+    // RFC 6749 §3.1: a parameter sent without a value is as if omitted.
+    let (form_id, form_secret) = (form_id.filter(|f| !f.is_empty()), form_secret.filter(|f| !f.is_empty()));
     match basic_credentials(req)? {
         Some((id, secret)) => {
             if form_secret.is_some() || form_id.is_some_and(|f| f != id) {

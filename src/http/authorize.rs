@@ -183,19 +183,43 @@ pub(super) fn client_error(login: &LoginState, error: &str, description: &str, i
     )
 }
 
-#[derive(Deserialize)]
+/// An authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3). Once the client and its
+/// redirect URI are known, every other fault goes back to the client as `error`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuthorizeQuery {
+    /// `code`
+    #[param(required = true, pattern = "^code$")]
     response_type: Option<String>,
+    /// A registered client
+    #[param(required = true, min_length = 1)]
     client_id: Option<String>,
+    /// One of the client's redirect URIs, exactly; a loopback one may use any port (RFC 8252)
+    #[param(required = true, min_length = 1, max_length = 2048)]
     redirect_uri: Option<String>,
+    /// The PKCE S256 challenge: 43 characters of base64url
+    #[param(required = true, pattern = "^[A-Za-z0-9_-]{43}$")]
     code_challenge: Option<String>,
+    /// `S256`
+    #[param(required = true, pattern = "^S256$")]
     code_challenge_method: Option<String>,
+    /// Returned unchanged
+    #[param(max_length = 2048)]
     state: Option<String>,
+    /// A subset of the client's scopes; `openid` adds an ID token
+    #[param(max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     scope: Option<String>,
+    /// A provider configured for browser sign-in; without it, a page lets the person choose
+    #[param(max_length = 32)]
     provider: Option<String>,
+    /// Copied into the ID token
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     nonce: Option<String>,
+    /// Passed on to the provider
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     login_hint: Option<String>,
     /// RFC 9449 §10: the thumbprint of the DPoP key the code's redemption must prove.
+    #[param(pattern = "^[A-Za-z0-9_-]{43}$")]
     dpop_jkt: Option<String>,
 }
 
@@ -232,6 +256,16 @@ pub(super) fn callback_url(state: &AppState, provider: ProviderKind) -> String {
     format!("{}/oauth/callback/{}", state.settings.issuer(), provider.as_str())
 }
 
+/// Browser sign-in: authorization code with PKCE
+///
+/// RFC 6749 §4.1, RFC 7636, RFC 8252. Without `provider`, a page lets the person choose.
+#[utoipa::path(
+    get,
+    path = "/oauth/authorize",
+    tag = "oauth",
+    params(AuthorizeQuery),
+    responses(super::openapi::answers::BrowserAnswers)
+)]
 pub async fn authorize(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -447,14 +481,24 @@ pub(super) async fn finish(
     }
 }
 
-#[derive(Deserialize)]
+/// The provider's answer on its redirect back.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
+    /// The provider's authorization code
     code: Option<String>,
+    /// The login in flight, as idbridge sent it
     state: Option<String>,
+    /// Set when the person declined
     error: Option<String>,
 }
 
-/// The provider's redirect back: `code` and our `state`.
+/// Where the provider sends the person back
+///
+/// Register `{public_url}/oauth/callback/{provider}` with each provider.
+#[utoipa::path(get, path = "/oauth/callback/{provider}", tag = "oauth",
+    params(("provider" = String, Path, description = "`google`, `facebook`, `apple` or a `[[providers.oidc]]` name"), CallbackQuery),
+    responses(super::openapi::answers::BrowserAnswers))]
 pub async fn callback(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -505,47 +549,6 @@ pub(super) fn provider_failed(login: &LoginState, e: AssertionError, issuer: &st
         ),
         e => client_error(login, "access_denied", &e.to_string(), issuer),
     }
-}
-
-#[derive(Deserialize)]
-pub struct DevLoginForm {
-    login: Option<String>,
-    name: Option<String>,
-}
-
-/// The dev provider's form (dev mode only): signs in whoever is named.
-pub async fn dev_login(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    form: web::Form<DevLoginForm>,
-) -> HttpResponse {
-    let login = match take_login(&state, &req, form.login.as_deref()).await {
-        Ok(login) if login.provider == ProviderKind::Dev.as_str() => login,
-        Ok(_) => return error_page(StatusCode::BAD_REQUEST, "This sign-in was begun with another provider."),
-        Err(page) => return page,
-    };
-    let name = match input::text("name", form.name.as_deref().map(str::trim), 256) {
-        Ok(Some(name)) if name.chars().count() <= 64 => name.to_string(),
-        _ => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "A name of 1 to 64 characters is needed. Start again from the app.",
-            )
-        }
-    };
-    let assertion = VerifiedAssertion {
-        provider: ProviderKind::Dev,
-        subject: name.clone(),
-        email: None,
-        email_verified: None,
-        name: Some(name),
-        nonce: None,
-        assertion_hash: None,
-        expires_at: crate::clock::now() + codes::CODE_TTL_SECS,
-        audience: None,
-        upstream: None,
-    };
-    finish(&state, login, assertion).await
 }
 
 #[cfg(test)]

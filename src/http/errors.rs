@@ -5,7 +5,6 @@ use std::borrow::Cow;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 use crate::db::DbError;
 
@@ -14,6 +13,33 @@ const RETRY_AFTER_SECS: u64 = 5;
 pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
 /// The DPoP challenge's `algs` (RFC 9449 §7.1).
 const DPOP_ALGS: &str = "algs=\"ES256 EdDSA\"";
+
+/// An error of an `/oauth` endpoint (RFC 6749 §5.2).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OAuthErrorBody<'a> {
+    /// An RFC 6749, 7009, 8693 or 9449 error code
+    #[schema(value_type = String)]
+    pub error: &'a str,
+    /// What was wrong, for the developer
+    #[schema(value_type = String)]
+    pub error_description: &'a str,
+}
+
+/// An error under `/v1`, `/oauth/userinfo` and `/admin` JSON (RFC 9457 problem details).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProblemBody<'a> {
+    /// Always `about:blank`
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'a str,
+    /// The status's reason phrase
+    #[schema(value_type = String)]
+    pub title: &'a str,
+    pub status: u16,
+    /// What was wrong
+    #[schema(value_type = String)]
+    pub detail: &'a str,
+}
 
 #[derive(Debug)]
 pub struct OAuthError {
@@ -120,7 +146,7 @@ impl ResponseError for OAuthError {
         if let Some(nonce) = &self.dpop_nonce {
             response.insert_header((DPOP_NONCE_HEADER, nonce.as_str()));
         }
-        response.json(json!({ "error": self.error, "error_description": self.description }))
+        response.json(OAuthErrorBody { error: self.error, error_description: &self.description })
     }
 }
 
@@ -281,13 +307,13 @@ impl ResponseError for Problem {
             }
             _ => {}
         }
-        let body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        response.body(body.to_string())
+        let body = ProblemBody {
+            kind: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        };
+        response.body(serde_json::to_string(&body).unwrap_or_default())
     }
 }
 

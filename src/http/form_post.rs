@@ -15,12 +15,23 @@ use crate::state::AppState;
 /// Longer than any code, state or ID token Apple sends.
 const MAX_FIELD: usize = 16 * 1024;
 
-#[derive(Deserialize)]
+/// Apple's form post.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct FormPost {
+    /// Apple's authorization code
+    #[schema(max_length = 16384)]
     code: Option<String>,
+    /// The login in flight
+    #[schema(required = true, min_length = 1, max_length = 16384)]
     state: Option<String>,
+    /// Apple's ID token, with this sign-in's nonce
+    #[schema(max_length = 16384)]
     id_token: Option<String>,
+    /// First authorization only: JSON with the person's name
+    #[schema(max_length = 16384)]
     user: Option<String>,
+    /// Set when the person declined
+    #[schema(max_length = 16384)]
     error: Option<String>,
 }
 
@@ -48,6 +59,14 @@ fn name_of(user: &str) -> Option<String> {
     plain.then_some(full)
 }
 
+/// Sign in with Apple's answer
+///
+/// `response_mode=form_post`, provider `apple` only: a cross-site form POST, bound to the
+/// browser by the `__Secure-idbridge-login-apple` cookie.
+#[utoipa::path(post, path = "/oauth/callback/{provider}", tag = "oauth",
+    params(("provider" = String, Path, description = "`apple`; any other is 404")),
+    request_body(content = FormPost, content_type = "application/x-www-form-urlencoded"),
+    responses(super::openapi::answers::BrowserAnswers))]
 pub async fn apple_callback(
     state: web::Data<AppState>,
     req: HttpRequest,

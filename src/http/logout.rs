@@ -18,11 +18,17 @@ use crate::service::{self, Requester};
 use crate::state::AppState;
 use crate::tokens::id_token;
 
-#[derive(Deserialize)]
+/// An RP-Initiated Logout request, as a query or a form.
+#[derive(Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 pub struct LogoutRequest {
+    /// An ID token idbridge issued (expired or not): its device ends
     id_token_hint: Option<String>,
+    /// The client; the hint's `aud` when absent
     client_id: Option<String>,
+    /// One of the client's `post_logout_redirect_uris`, exactly
     post_logout_redirect_uri: Option<String>,
+    /// Returned with the redirect
     state: Option<String>,
 }
 
@@ -37,6 +43,16 @@ fn signed_out(status: StatusCode, heading: &str, message: &str) -> HttpResponse 
     page(status, SignedOutPage { heading, message }.render())
 }
 
+/// RP-Initiated Logout 1.0
+///
+/// Ends the device the ID token names and returns to the app (with `state`), or shows a page.
+#[utoipa::path(
+    get,
+    path = "/oauth/logout",
+    tag = "oauth",
+    params(LogoutRequest),
+    responses(super::openapi::answers::LogoutAnswers)
+)]
 pub async fn logout_get(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -45,6 +61,12 @@ pub async fn logout_get(
     logout(state, req, query.into_inner()).await
 }
 
+/// RP-Initiated Logout 1.0, as a form
+///
+/// As the GET.
+#[utoipa::path(post, path = "/oauth/logout", tag = "oauth",
+    request_body(content = LogoutRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(super::openapi::answers::LogoutAnswers))]
 pub async fn logout_post(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -12,10 +12,13 @@ pub mod errors;
 pub mod events;
 pub mod form_post;
 pub mod input;
+pub mod introspection;
 pub mod logout;
 pub mod me;
 pub mod oauth;
+pub mod openapi;
 pub mod ops;
+pub mod token_form;
 pub mod userinfo;
 pub mod wellknown;
 
@@ -36,7 +39,7 @@ use errors::{OAuthError, Problem};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every path and the methods it answers. The route table, the `Allow` header of a 405 and
-/// the OpenAPI document (`openapi.json`, checked against this list by a test) agree on it.
+/// the OpenAPI document (`/openapi.json`, checked against this list by a test) agree on it.
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
@@ -108,12 +111,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
         )
         .service(resource("/token").route(web::post().to(oauth::token)))
         .service(resource("/nonce").route(web::post().to(oauth::nonce)))
-        .service(resource("/revoke").route(web::post().to(oauth::revoke)))
-        .service(resource("/introspect").route(web::post().to(oauth::introspect)))
+        .service(resource("/revoke").route(web::post().to(introspection::revoke)))
+        .service(resource("/introspect").route(web::post().to(introspection::introspect)))
         .service(
             resource("/userinfo")
-                .route(web::get().to(userinfo::userinfo))
-                .route(web::post().to(userinfo::userinfo)),
+                .route(web::get().to(userinfo::userinfo_get))
+                .route(web::post().to(userinfo::userinfo_post)),
         )
         .service(
             resource("/logout")
@@ -121,8 +124,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
                 .route(web::post().to(logout::logout_post)),
         );
     if dev_enabled {
-        oauth_scope =
-            oauth_scope.service(resource("/authorize/dev").route(web::post().to(authorize::dev_login)));
+        oauth_scope = oauth_scope.service(resource("/authorize/dev").route(web::post().to(dev::dev_login)));
     }
     cfg.app_data(form_config())
         .app_data(json_config())

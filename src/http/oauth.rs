@@ -4,89 +4,41 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::auth::{authenticate_client, check_access_token, origin};
+use super::auth::{authenticate_client, origin};
 use super::dpop::{self, ProofHeaders};
 use super::errors::OAuthError;
 use super::errors::DPOP_NONCE_HEADER;
 use super::input;
 use crate::accounts::SignInError;
-use crate::audit::Actor;
-use crate::clients::{Client, ClientKind};
+use crate::clients::Client;
 use crate::providers::{AssertionError, ProviderKind, VerifiedAssertion};
+use crate::service;
 use crate::service::sign_in::{CodeOutcome, CodeRedemption};
-use crate::service::{self, Requester};
 use crate::sessions::{Device, Rotation, SignIn};
 use crate::state::AppState;
 use crate::tokens::access::{self, Grant};
 use crate::tokens::id_token;
 use crate::tokens::nonce::NONCE_TTL_SECS;
 
-pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
-pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
-const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const PLATFORMS: [&str; 5] = ["ios", "android", "web", "desktop", "other"];
-/// Longer than any real assertion or token; bounds the work spent on garbage.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub use super::token_form::TokenForm;
+use super::token_form::{
+    TokenResponse, GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, MAX_TOKEN_LEN,
+    PLATFORMS, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN,
+};
 
-#[derive(Deserialize)]
-pub struct TokenForm {
-    grant_type: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    scope: Option<String>,
-    // token exchange
-    subject_token: Option<String>,
-    subject_token_type: Option<String>,
-    provider: Option<String>,
-    nonce: Option<String>,
-    device_name: Option<String>,
-    device_platform: Option<String>,
-    /// Sign in with Apple: the person's name as the app got it (Apple gives it only once).
-    display_name: Option<String>,
-    /// Sign in with Apple: the app's `authorizationCode`, redeemed for a refresh token that is
-    /// revoked when the account is deleted.
-    authorization_code: Option<String>,
-    // refresh
-    refresh_token: Option<String>,
-    // authorization code
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    code_verifier: Option<String>,
-}
-
-impl TokenForm {
-    /// Every field's length and characters, before anything else looks at the request (the
-    /// client secret is left to client authentication). The `cargo fuzz` target `token_form`
-    /// runs the form parser and this.
-    pub fn check_fields(&self) -> Result<(), OAuthError> {
-        let fields: [(&'static str, &Option<String>, usize); 15] = [
-            ("grant_type", &self.grant_type, 128),
-            ("client_id", &self.client_id, 128),
-            ("scope", &self.scope, 1024),
-            ("subject_token", &self.subject_token, MAX_TOKEN_LEN),
-            ("subject_token_type", &self.subject_token_type, 128),
-            ("provider", &self.provider, 32),
-            ("nonce", &self.nonce, 256),
-            ("device_name", &self.device_name, 400),
-            ("device_platform", &self.device_platform, 32),
-            ("display_name", &self.display_name, 400),
-            ("authorization_code", &self.authorization_code, 1024),
-            ("refresh_token", &self.refresh_token, 512),
-            ("code", &self.code, 256),
-            ("redirect_uri", &self.redirect_uri, 2048),
-            ("code_verifier", &self.code_verifier, 128),
-        ];
-        for (name, value, max) in fields {
-            input::text(name, value.as_deref(), max)?;
-        }
-        Ok(())
-    }
-}
-
+/// The token endpoint
+///
+/// Token exchange (RFC 8693) of a provider's assertion, refresh-token rotation, or an
+/// authorization code (with an `id_token` when `openid` is in scope). A `DPoP` proof header
+/// binds the tokens to its key (RFC 9449).
+#[utoipa::path(post, path = "/oauth/token", tag = "oauth",
+    request_body(content = super::token_form::TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    params(("DPoP" = Option<String>, Header, description = "a DPoP proof (RFC 9449 §4)")),
+    security((), ("basic" = [])),
+    responses((status = 200, description = "Tokens (`Cache-Control: no-store`); a sign-in makes a new device", body = TokenResponse,
+        headers(("DPoP-Nonce" = String, description = "a fresh DPoP server nonce, when `tokens.dpop_nonce` is on"))),
+        super::openapi::answers::OAuthErrors))]
 pub async fn token(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -387,7 +339,7 @@ fn token_body(
     scope: &str,
     refresh_token: &str,
     dpop_jkt: Option<&str>,
-) -> Result<(serde_json::Value, String), OAuthError> {
+) -> Result<(TokenResponse, String), OAuthError> {
     let grant = Grant {
         user_id: &device.user_id,
         device_id: &device.id,
@@ -402,15 +354,16 @@ fn token_body(
             tracing::error!(error = %e, "cannot sign an access token");
             OAuthError::server_error()
         })?;
-    let body = json!({
-        "access_token": access_token,
-        "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
-        "token_type": access::token_type(dpop_jkt.is_some()),
-        "expires_in": state.access_policy.ttl_secs,
-        "refresh_token": refresh_token,
-        "scope": scope,
-        "device_id": device.id,
-    });
+    let body = TokenResponse {
+        access_token: access_token.clone(),
+        issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
+        token_type: access::token_type(dpop_jkt.is_some()),
+        expires_in: state.access_policy.ttl_secs,
+        refresh_token: refresh_token.to_string(),
+        scope: scope.to_string(),
+        device_id: device.id.to_string(),
+        id_token: None,
+    };
     Ok((body, access_token))
 }
 
@@ -466,22 +419,39 @@ async fn code_grant(
             tracing::error!(error = %e, "cannot sign an ID token");
             OAuthError::server_error()
         })?;
-        body["id_token"] = json!(token);
+        body.id_token = Some(token);
     }
     Ok(no_store().json(body))
 }
 
-fn no_store() -> actix_web::HttpResponseBuilder {
+pub(super) fn no_store() -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response.insert_header((header::CACHE_CONTROL, "no-store")).insert_header((header::PRAGMA, "no-cache"));
     response
 }
 
-#[derive(Deserialize)]
+/// A sign-in nonce and its lifetime in seconds.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NonceAnswer {
+    nonce: String,
+    expires_in: i64,
+}
+
+/// The form of `POST /oauth/nonce`.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NonceForm {
+    /// The public client
+    #[schema(required = true, min_length = 1, max_length = 128)]
     client_id: Option<String>,
 }
 
+/// A sign-in nonce
+///
+/// A single-use nonce for the client's next ID token (valid 600 s).
+#[utoipa::path(post, path = "/oauth/nonce", tag = "oauth",
+    request_body(content = NonceForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The nonce (`Cache-Control: no-store`)", body = NonceAnswer),
+        super::openapi::answers::OAuthErrors))]
 pub async fn nonce(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -489,103 +459,5 @@ pub async fn nonce(
 ) -> Result<HttpResponse, OAuthError> {
     let client = authenticate_client(&state, &req, form.client_id.as_deref(), None).await?;
     let nonce = state.nonce_key.issue(&client.id, crate::clock::now());
-    Ok(no_store().json(json!({ "nonce": nonce, "expires_in": NONCE_TTL_SECS })))
-}
-
-#[derive(Deserialize)]
-pub struct TokenOnlyForm {
-    token: Option<String>,
-    #[allow(dead_code)] // accepted per RFC 7009/7662; the token's shape tells its type
-    token_type_hint: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-}
-
-/// RFC 7009: 200 whatever the token was; a token of this client ends its whole device.
-pub async fn revoke(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    form: web::Form<TokenOnlyForm>,
-) -> Result<HttpResponse, OAuthError> {
-    let form = form.into_inner();
-    let client =
-        authenticate_client(&state, &req, form.client_id.as_deref(), form.client_secret.as_deref()).await?;
-    if form.token.as_deref().is_none_or(str::is_empty) {
-        return Err(OAuthError::invalid_request("token is required"));
-    }
-    // A malformed token is like an unknown one: 200, nothing changes (RFC 7009 §2.2).
-    let Ok(Some(token)) = input::text("token", form.token.as_deref(), MAX_TOKEN_LEN) else {
-        return Ok(no_store().finish());
-    };
-    let token = token.to_string();
-    let now = crate::clock::now();
-    let access_device = if access::looks_like_jwt(&token) {
-        access::verify(&state.keys, &state.access_policy, &token, now)
-            .ok()
-            .filter(|c| c.client_id == client.id)
-            .map(|c| c.sid)
-    } else {
-        None
-    };
-    let presented = match access_device {
-        Some(device_id) => service::devices::Presented::DeviceOfAccessToken(device_id),
-        None => service::devices::Presented::Other(token),
-    };
-    let by = Requester::new(Actor::Client(client.id.clone()), origin(&req));
-    service::devices::revoke_token(&state.db, &client.id, presented, &by).await?;
-    Ok(no_store().finish())
-}
-
-/// RFC 7662, for confidential clients: `{"active": false}` for anything not live.
-pub async fn introspect(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    form: web::Form<TokenOnlyForm>,
-) -> Result<HttpResponse, OAuthError> {
-    let form = form.into_inner();
-    let client =
-        authenticate_client(&state, &req, form.client_id.as_deref(), form.client_secret.as_deref()).await?;
-    if client.kind != ClientKind::Confidential {
-        return Err(OAuthError::invalid_client());
-    }
-    let inactive = || Ok(no_store().json(json!({ "active": false })));
-    let Ok(Some(token)) = input::text("token", form.token.as_deref(), MAX_TOKEN_LEN) else {
-        return inactive();
-    };
-    if access::looks_like_jwt(token) {
-        let Some(claims) = check_access_token(&state, token).await? else {
-            return inactive();
-        };
-        let mut body = json!({
-            "active": true, "sub": claims.sub, "client_id": claims.client_id, "sid": claims.sid,
-            "scope": claims.scope, "exp": claims.exp, "iat": claims.iat, "iss": claims.iss,
-            "aud": claims.aud, "token_type": claims.token_type(), "idp": claims.idp,
-        });
-        if let Some(jkt) = claims.jkt() {
-            body["cnf"] = json!({ "jkt": jkt });
-        }
-        return Ok(no_store().json(body));
-    }
-    let now = crate::clock::now();
-    let token = token.to_string();
-    let Some((device, issued_at, expires_at)) =
-        state.db.run(move |conn| crate::sessions::refresh::find_live(conn, &token, now)).await?
-    else {
-        return inactive();
-    };
-    // A device of a client removed from the configuration is not live; its scope is what the
-    // client may still grant.
-    let Some(owner) = state.clients.get(&device.client_id) else {
-        return inactive();
-    };
-    let mut body = json!({
-        "active": true, "sub": device.user_id, "client_id": device.client_id, "sid": device.id,
-        "scope": owner.current_scope(&device.scope), "exp": expires_at, "iat": issued_at,
-        "iss": state.access_policy.issuer, "aud": state.access_policy.audience,
-        "token_type": "refresh_token", "idp": device.idp,
-    });
-    if let Some(jkt) = &device.dpop_jkt {
-        body["cnf"] = json!({ "jkt": jkt });
-    }
-    Ok(no_store().json(body))
+    Ok(no_store().json(NonceAnswer { nonce, expires_in: NONCE_TTL_SECS }))
 }

@@ -2,40 +2,69 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 
 use crate::state::AppState;
 
-/// The HTTP API's reference, kept in the repository and served as it is.
-pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
-
+/// Liveness
+///
+/// `200` while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Status)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Status { status: "ok", ..Status::default() })
 }
 
+/// The state of the process or of its readiness.
+#[derive(serde::Serialize, utoipa::ToSchema, Default)]
+pub struct Status {
+    /// `ok`, `ready` or `unavailable`
+    status: &'static str,
+    /// `/readyz` when unavailable: whether the database answers
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    database: Option<bool>,
+    /// `/readyz` when unavailable: whether it takes writes
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    writes: Option<bool>,
+    /// `/readyz` when unavailable: whether the signing keys are loaded
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    keys: Option<bool>,
+}
+
+/// Readiness
+///
 /// Ready when the database answers and takes writes and the signing keys are loaded; decided
 /// within a second whatever the database does (a stalled one counts as not ready).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Not ready", body = Status, headers(("Retry-After" = i64, description = "seconds")))))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.db.ready().await;
     let keys = state.keys.is_loaded();
     if database.answers && database.writes && keys {
         HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(json!({ "status": "ready" }))
+            .json(Status { status: "ready", ..Status::default() })
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "5"))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(json!({
-                "status": "unavailable",
-                "database": database.answers,
-                "writes": database.writes,
-                "keys": keys,
-            }))
+            .json(Status {
+                status: "unavailable",
+                database: Some(database.answers),
+                writes: Some(database.writes),
+                keys: Some(keys),
+            })
     }
 }
 
-/// Prometheus text format; the pool and signing-key gauges are read at scrape time.
+/// Prometheus metrics
+///
+/// Prometheus text format 0.0.4; the pool and signing-key gauges are read at scrape time.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (connections, idle) = state.db.pool_state();
     let pool = &state.metrics.db_pool_connections;
@@ -51,9 +80,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-pub async fn openapi() -> HttpResponse {
+/// This document
+///
+/// OpenAPI 3.1, generated from the handlers.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .content_type("application/json")
-        .body(OPENAPI_JSON)
+        .body(super::openapi::document(&state).to_string())
 }

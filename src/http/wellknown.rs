@@ -7,7 +7,11 @@ use serde_json::json;
 use crate::crypto::signing::JWKS_MAX_AGE_SECS;
 use crate::state::AppState;
 
+/// Discovery (RFC 8414, OpenID Connect Discovery 1.0)
+///
 /// Lists only endpoints and grants that exist.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, description = "The discovery document (`Cache-Control: public, max-age=300`)", body = Object)))]
 pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
     let issuer = state.settings.issuer();
     let clients = state.clients.all();
@@ -44,8 +48,21 @@ pub async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
+/// The signing keys (RFC 7517)
+///
+/// Every public key that can verify a live access token.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    responses((status = 200, description = "The JWK Set (`Cache-Control: public, max-age=300`)", body = Jwks)))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECS}")))
         .json(state.keys.jwks(crate::clock::now()))
+}
+
+/// A JWK Set.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the answer the key store serialises
+pub struct Jwks {
+    /// Public JWKs with `kid`, `alg` and `use` `sig`
+    keys: Vec<serde_json::Map<String, serde_json::Value>>,
 }

@@ -128,6 +128,72 @@ async fn the_openapi_document_is_served_and_lists_every_route(backend: Backend) 
 }
 both_backends!(the_openapi_document_is_served_and_lists_every_route);
 
+/// Every operation declares the parameters of its path (OpenAPI 3.1 requires it), every request
+/// body and every answer has a description, and every answer with a body says its media type.
+async fn the_openapi_document_declares_every_path_parameter_and_answer(backend: Backend) {
+    let app = spawn_dev_app(backend).await;
+
+    let doc = app.get("/openapi.json").await;
+
+    doc.assert_status(200);
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    for (path, item) in doc.body["paths"].as_object().expect("paths") {
+        let declared_in_path: Vec<&str> =
+            path.split('{').skip(1).filter_map(|rest| rest.split_once('}')).map(|(name, _)| name).collect();
+        for (method, op) in item.as_object().unwrap() {
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path" && p["required"] == true)
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            for name in &declared_in_path {
+                assert!(params.contains(name), "{method} {path} does not declare `{name}`");
+            }
+            let responses =
+                op["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}: no responses"));
+            assert!(!responses.is_empty(), "{method} {path}");
+            for (status, answer) in responses {
+                assert!(answer["description"].is_string(), "{method} {path} {status}");
+            }
+            assert!(op["operationId"].is_string(), "{method} {path}");
+        }
+    }
+    // What idbridge answers is described, shapes and all.
+    let token = &doc.body["components"]["schemas"]["TokenResponse"];
+    for field in ["access_token", "token_type", "expires_in", "refresh_token", "scope", "device_id"] {
+        assert!(token["required"].as_array().unwrap().contains(&Value::from(field)), "{field}: {token}");
+    }
+    let shapes = &doc.body["components"]["schemas"]["TokenRequest"]["oneOf"];
+    assert_eq!(shapes.as_array().map(Vec::len), Some(3), "one shape per grant: {shapes}");
+}
+both_backends!(the_openapi_document_declares_every_path_parameter_and_answer);
+
+/// The document describes this server: its URL, no dev routes outside dev mode, and the
+/// provider names this one takes (a `[[providers.oidc]]` one too).
+async fn the_openapi_document_describes_the_running_server(backend: Backend) {
+    let entra = crate::support::fake_google::FakeGoogle::start().await;
+    let entry = format!(
+        "\n[[providers.oidc]]\nname = \"entra\"\nissuer = \"{}\"\nclient_ids = [\"x\"]\n",
+        entra.issuer()
+    );
+    let app = spawn_app_with(backend, |c| c.extra = entry).await;
+
+    let doc = app.get("/openapi.json").await;
+
+    doc.assert_status(200);
+    assert_eq!(doc.body["servers"][0]["url"], PUBLIC_URL);
+    let paths = doc.body["paths"].as_object().unwrap();
+    assert!(!paths.contains_key("/dev/id-token") && !paths.contains_key("/oauth/authorize/dev"));
+    let unlink = &paths["/v1/me/identities/{provider}"]["delete"]["parameters"][0]["schema"]["enum"];
+    assert!(unlink.as_array().unwrap().contains(&Value::from("entra")), "{unlink}");
+    let token_url =
+        &doc.body["components"]["securitySchemes"]["oauth2"]["flows"]["authorizationCode"]["tokenUrl"];
+    assert_eq!(token_url.as_str(), Some(format!("{PUBLIC_URL}/oauth/token").as_str()));
+}
+both_backends!(the_openapi_document_describes_the_running_server);
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_database_and_its_wal_are_private_to_the_service() {

@@ -35,6 +35,9 @@ pub struct AuditQuery {
 }
 
 /// The events, newest first, filtered by user, actor and action, a page at a time.
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", summary = "The audit log, newest first, filtered by `user`, `actor`, `action`; paged by `before`",
+    params(("user" = Option<String>, Query, description = "a user id"), ("actor" = Option<String>, Query, description = "who acted"), ("action" = Option<String>, Query, description = "an audit action"), ("before" = Option<String>, Query, description = "the page's end, from the previous page")),
+    responses(super::super::openapi::answers::AdminPage))]
 pub async fn log(
     state: web::Data<AppState>,
     query: web::Query<AuditQuery>,

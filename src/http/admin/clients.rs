@@ -25,13 +25,21 @@ struct ClientRow {
     disabled: bool,
 }
 
-#[derive(Default, Deserialize)]
+/// A new client, as the console's form sends it.
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 pub struct NewClientForm {
+    /// The session's anti-CSRF token
+    #[schema(required = true)]
     csrf: Option<String>,
+    /// 2 to 64 of a-z 0-9 . _ -
     client_id: Option<String>,
+    /// `public` or `confidential`
     kind: Option<String>,
+    /// One per line: https, http on loopback, or a private-use scheme (RFC 8252)
     redirect_uris: Option<String>,
+    /// Space-separated
     scopes: Option<String>,
+    /// Where OpenID Connect Back-Channel Logout tokens go
     backchannel_logout_uri: Option<String>,
     /// The checkbox: present (`on`) when ticked.
     dpop_required: Option<String>,
@@ -111,6 +119,8 @@ async fn clients_page(
 }
 
 /// The clients from the configuration file and those made here, and the form for a new one.
+#[utoipa::path(get, path = "/admin/clients", tag = "admin", summary = "Clients: from the configuration (read-only) and made here",
+    params(("done" = Option<String>, Query, description = "what was just done, for the notice")), responses(super::super::openapi::answers::AdminPage))]
 pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<DoneQuery>,
@@ -129,6 +139,9 @@ struct ClientCreatedPage {
 }
 
 /// Makes a client; a confidential one's secret is shown on this answer only.
+#[utoipa::path(post, path = "/admin/clients", tag = "admin", summary = "Makes a client; a confidential one's secret is shown once (argon2 hash stored)",
+    request_body(content = NewClientForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 201, description = "Made: the page, with a confidential client's secret", content_type = "text/html", body = String), super::super::openapi::answers::AdminChange))]
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -209,6 +222,10 @@ impl FromRoute for Change {
 }
 
 /// Disables, enables or deletes a client made in the console (the route names which), audited.
+#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "admin", summary = "Disables a client made in the console (audited)",
+    params(("id" = String, Path, description = "the client id")),
+    request_body(content = super::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    responses(super::super::openapi::answers::AdminChange))]
 pub async fn change(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -237,6 +254,8 @@ pub async fn change(
 }
 
 /// The confirmation step before deleting a client.
+#[utoipa::path(get, path = "/admin/clients/{id}/confirm-delete", tag = "admin", summary = "The confirmation step of deleting a client",
+    params(("id" = String, Path, description = "the client id")), responses(super::super::openapi::answers::AdminPage))]
 pub async fn confirm_delete(path: web::Path<String>, AdminPage(session): AdminPage) -> HttpResponse {
     let client_id = path.into_inner();
     let well_formed = client_id.len() <= 64

@@ -26,6 +26,8 @@ struct KeysPage {
 }
 
 /// The signing keys and their states (published, signing, retired, withdrawn).
+#[utoipa::path(get, path = "/admin/keys", tag = "admin", summary = "Signing keys: kid, algorithm, state, created",
+    params(("done" = Option<String>, Query, description = "what was just done, for the notice")), responses(super::super::openapi::answers::AdminPage))]
 pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<DoneQuery>,
@@ -54,6 +56,9 @@ pub async fn list(
 }
 
 /// Publishes a new signing key now (it signs after the publish lead), audited.
+#[utoipa::path(post, path = "/admin/keys/rotate", tag = "admin", summary = "Publishes a new signing key now (audited)",
+    request_body(content = super::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    responses(super::super::openapi::answers::AdminChange))]
 pub async fn rotate(
     state: web::Data<AppState>,
     req: HttpRequest,

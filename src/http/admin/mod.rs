@@ -55,6 +55,8 @@ const STYLESHEET: &str = include_str!("../../../assets/admin.css");
 /// Rows per page of the users list and the audit log.
 const PAGE_SIZE: i64 = 50;
 
+#[utoipa::path(get, path = "/admin/static/admin.css", tag = "admin", summary = "The console's stylesheet",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]
 pub async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok().content_type("text/css; charset=utf-8").body(STYLESHEET)
 }
@@ -329,8 +331,10 @@ pub trait CarriesCsrf {
 }
 
 /// The form of a change that sends nothing but the token.
-#[derive(Deserialize)]
+/// A console change's form: the session's anti-CSRF token, as the page's forms carry it.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CsrfForm {
+    #[schema(required = true)]
     csrf: Option<String>,
 }
 

@@ -18,6 +18,13 @@ struct OverviewPage {
     charts: Vec<chart::Chart>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "admin",
+    summary = "Overview: counts and 30 days of sign-ins and refresh-token reuse (server-side SVG)",
+    responses(super::super::openapi::answers::AdminPage)
+)]
 pub async fn page(state: web::Data<AppState>, AdminPage(session): AdminPage) -> HttpResponse {
     let figures = match state.db.run(|conn| directory::overview(conn, crate::clock::now())).await {
         Ok(figures) => figures,

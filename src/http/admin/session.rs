@@ -37,6 +37,9 @@ fn removal(name: &'static str, same_site: SameSite) -> Cookie<'static> {
 
 /// Starts a sign-in: `state` and the PKCE verifier go into a short-lived cookie (Lax: it must
 /// come back on the provider's top-level redirect), and the browser goes to `/oauth/authorize`.
+#[utoipa::path(get, path = "/admin/login", tag = "admin", summary = "Starts an admin sign-in through the browser flow (client `idbridge-admin`)",
+    responses((status = 303, description = "To `/oauth/authorize`, with a short-lived sign-in cookie", headers(("Location" = String))),
+        (status = 503, description = "The database cannot be reached", content_type = "text/html", body = String)))]
 pub async fn login(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     if let Ok(Some(_)) = current_session(&state, &req).await {
         return see_other("/admin");
@@ -76,6 +79,13 @@ struct SignedInPage;
 /// The browser flow's return: redeem the code (in-process, as client `idbridge-admin`), and
 /// open a session when the person is an admin. Anyone else gets a 403 page naming their user
 /// id (for `idbridge admins grant`); the device the sign-in made is deleted at once.
+#[utoipa::path(get, path = "/admin/callback", tag = "admin", summary = "The browser flow's return: opens a session for an admin",
+    params(("code" = Option<String>, Query, description = "the code"), ("state" = Option<String>, Query, description = "the sign-in's state"), ("error" = Option<String>, Query, description = "set when the sign-in failed")),
+    responses((status = 200, description = "Signed in: sets `__Host-idbridge-admin` (Secure, HttpOnly, SameSite=Strict)", content_type = "text/html", body = String),
+        (status = 303, description = "Already signed in: to `/admin`", headers(("Location" = String))),
+        (status = 400, description = "An unknown, expired or other browser's sign-in", content_type = "text/html", body = String),
+        (status = 403, description = "Not an admin: nothing is kept", content_type = "text/html", body = String),
+        (status = 503, description = "The database cannot be reached", content_type = "text/html", body = String)))]
 pub async fn callback(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -162,6 +172,9 @@ pub async fn callback(
 }
 
 /// Ends this session (and revokes the device it rode on).
+#[utoipa::path(post, path = "/admin/logout", tag = "admin", summary = "Ends the session and revokes its device",
+    request_body(content = super::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Signed out", content_type = "text/html", body = String), super::super::openapi::answers::AdminChange))]
 pub async fn logout(
     state: web::Data<AppState>,
     req: HttpRequest,

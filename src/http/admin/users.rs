@@ -46,6 +46,9 @@ pub struct UsersQuery {
 }
 
 /// The users, newest first, or those a search finds.
+#[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "Users, newest first; `q` searches by user id, provider subject or exact e-mail",
+    params(("q" = Option<String>, Query, description = "a user id, provider subject or e-mail"), ("after" = Option<String>, Query, description = "the page's start, from the previous page"), ("done" = Option<String>, Query, description = "what was just done, for the notice")),
+    responses(super::super::openapi::answers::AdminPage))]
 pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<UsersQuery>,
@@ -134,6 +137,9 @@ struct UserPage {
 }
 
 /// One user: profile, identities, devices and recent events.
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", summary = "A user: identities, devices, recent events, actions",
+    params(("id" = String, Path, description = "the user id"), ("done" = Option<String>, Query, description = "what was just done, for the notice")),
+    responses(super::super::openapi::answers::AdminPage))]
 pub async fn detail(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -235,6 +241,9 @@ pub struct ConfirmQuery {
 }
 
 /// The confirmation step before an action on a user: what will happen, and the form that does it.
+#[utoipa::path(get, path = "/admin/users/{id}/confirm", tag = "admin", summary = "The confirmation step of `action`: revoke-device (with `device`), revoke-all, disable, enable, delete",
+    params(("id" = String, Path, description = "the user id"), ("action" = Option<String>, Query, description = "the action"), ("device" = Option<String>, Query, description = "revoke-device: the device id")),
+    responses(super::super::openapi::answers::AdminPage))]
 pub async fn confirm(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -345,6 +354,10 @@ pub struct UserTarget {
 
 /// Runs an audited change on a user for an admin, then sends them back to the user's page.
 /// The route names the change (`…/revoke`, `revoke-all`, `disable`, `enable`, `delete`).
+#[utoipa::path(post, path = "/admin/users/{id}/revoke-all", tag = "admin", summary = "Ends every device of the user (audited)",
+    params(("id" = String, Path, description = "the user id")),
+    request_body(content = super::CsrfForm, content_type = "application/x-www-form-urlencoded"),
+    responses(super::super::openapi::answers::AdminChange))]
 pub async fn change(
     state: web::Data<AppState>,
     req: HttpRequest,
