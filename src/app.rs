@@ -183,6 +183,8 @@ impl Application {
             load_server_secret(&db, keyring.clone(), server_secrets::REFRESH_SUCCESSOR).await?;
         let nonce_key = load_server_secret(&db, keyring.clone(), server_secrets::NONCE).await?;
         let blind_index = load_server_secret(&db, keyring.clone(), server_secrets::EMAIL_BLIND_INDEX).await?;
+        let audit_key =
+            Arc::new(load_server_secret(&db, keyring.clone(), server_secrets::AUDIT_CHAIN).await?);
         let user_keys = Arc::new(UserKeys::new(keyring.clone()));
         let blind_index = Arc::new(BlindIndex(blind_index));
         encrypt_existing_users(&db, user_keys.clone(), blind_index.clone()).await?;
@@ -234,6 +236,8 @@ impl Application {
             dpop_nonces: crate::tokens::dpop::DpopNonces::new(&nonce_key),
             proof_replay: crate::proof_replay::ProofReplay::default(),
             openapi: std::sync::OnceLock::new(),
+            audit_key: audit_key.clone(),
+            audit_verified: Default::default(),
             nonce_key: NonceKey(nonce_key),
             user_keys,
             blind_index,
@@ -282,6 +286,7 @@ impl Application {
             retention,
             apple,
             logouts,
+            audit_key,
         });
         Ok(Application { port, server, background })
     }

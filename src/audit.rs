@@ -10,6 +10,9 @@ use crate::db::{DbConnection, DbError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditAction {
     SignIn,
+    /// A sign-in refused: a provider's refusal or a bad assertion, a disabled user, a blocked
+    /// identity, a reused nonce or assertion. The assertion itself is never recorded.
+    SignInRefused,
     DeviceRevoke,
     DeviceEvicted,
     UserLogoutAll,
@@ -44,8 +47,9 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, in the order the console's filter lists them.
-    pub const ALL: [AuditAction; 29] = [
+    pub const ALL: [AuditAction; 30] = [
         AuditAction::SignIn,
+        AuditAction::SignInRefused,
         AuditAction::DeviceRevoke,
         AuditAction::DeviceEvicted,
         AuditAction::UserLogoutAll,
@@ -80,6 +84,7 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::SignIn => "sign_in",
+            AuditAction::SignInRefused => "sign_in.refused",
             AuditAction::DeviceRevoke => "device.revoke",
             AuditAction::DeviceEvicted => "device.evicted",
             AuditAction::UserLogoutAll => "user.logout_all",
@@ -220,9 +225,4 @@ pub fn record(
         })
         .execute(conn)?;
     Ok(())
-}
-
-/// Deletes audit events older than `before`; returns how many.
-pub fn delete_older_than(conn: &mut DbConnection, before: i64) -> Result<usize, DbError> {
-    Ok(diesel::delete(audit_events::table.filter(audit_events::at.lt(before))).execute(conn)?)
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use crate::accounts::provider_tokens;
-use crate::audit;
 use crate::clients::ClientRegistry;
 use crate::config::Settings;
 use crate::crypto::keyring::MasterKeyring;
@@ -78,7 +77,7 @@ pub async fn sweep(
                 .execute(conn)?,
             refresh_tokens: refresh::delete_expired(conn, now)?,
             devices: devices::delete_ended(conn, now.saturating_sub(retention.revoked_devices_secs))?,
-            audit_events: audit::delete_older_than(conn, now.saturating_sub(retention.audit_events_secs))?,
+            audit_events: crate::audit_chain::prune(conn, now.saturating_sub(retention.audit_events_secs))?,
             logins_and_codes: crate::tokens::codes::delete_expired(conn, now)?,
             admin_sessions: crate::admin::sessions::delete_expired(conn, retention.admin_sessions, now)?,
             revocations: liveness::delete_old(conn, &liveness, now)?,
@@ -113,13 +112,51 @@ pub struct Background {
     pub apple: Option<(Arc<Apple>, Arc<MasterKeyring>)>,
     /// Back-channel logout notices to deliver.
     pub logouts: crate::backchannel::Sender,
+    /// The audit chain's key: new events are sealed with it.
+    pub audit_key: Arc<crate::crypto::server_secrets::ServerSecret>,
+}
+
+/// How often new audit events are sealed into the chain.
+const SEAL_EVERY: Duration = Duration::from_secs(1);
+
+/// Seals committed audit events into the chain, a batch at a time, every second.
+fn seal_audit_events(
+    db: &Db,
+    key: Arc<crate::crypto::server_secrets::ServerSecret>,
+) -> tokio::task::JoinHandle<()> {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SEAL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            loop {
+                let key = key.clone();
+                let sealed = db
+                    .run(move |conn| crate::audit_chain::seal(conn, &key, crate::audit_chain::SEAL_BATCH))
+                    .await;
+                match sealed {
+                    Ok(n) if n == crate::audit_chain::SEAL_BATCH as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot seal audit events now; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Runs the loops until the process ends: the sweep, key maintenance, the clients' reload,
 /// the revocations' catch-up, and acting on change notices (`follow_changes`).
 pub fn spawn(work: Background) -> Vec<tokio::task::JoinHandle<()>> {
-    let Background { db, keys, rate_limits, clients, liveness, retention, apple, logouts } = work;
-    let mut tasks = vec![follow_changes(&db, &keys, &clients, &liveness), crate::backchannel::spawn(logouts)];
+    let Background { db, keys, rate_limits, clients, liveness, retention, apple, logouts, audit_key } = work;
+    let mut tasks = vec![
+        follow_changes(&db, &keys, &clients, &liveness),
+        crate::backchannel::spawn(logouts),
+        seal_audit_events(&db, audit_key),
+    ];
     if let Some((apple, keyring)) = apple {
         tasks.push(revoke_released(&db, keyring, apple));
     }

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod audit_chain;
 pub mod backchannel;
 pub mod clients;
 pub mod clock;

@@ -66,6 +66,32 @@ enum Command {
         #[command(subcommand)]
         command: AdminsCommand,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain end to end (sealing what is pending first); exit 1
+    /// naming the first event that was altered, removed or inserted.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// The events as JSON lines on stdout, oldest first.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only events at or after this time (RFC 3339).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -396,6 +422,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             println!("{}", clients::hash_secret(secret));
         }
+        Command::Audit { command: AuditCommand::Verify { config } } => {
+            let settings = load_settings(&config)?;
+            let keyring = Arc::new(app::load_keyring(&settings).map_err(start_failure)?);
+            let db = open_database(&settings).await?;
+            let key = app::load_server_secret(&db, keyring, crypto::server_secrets::AUDIT_CHAIN)
+                .await
+                .map_err(start_failure)?;
+            audit_verify(&db, Arc::new(key)).await?;
+        }
+        Command::Audit { command: AuditCommand::Export { config, since, until } } => {
+            let settings = load_settings(&config)?;
+            let since = since.as_deref().map(parse_time).transpose()?.unwrap_or(i64::MIN);
+            let until = until.as_deref().map(parse_time).transpose()?.unwrap_or(i64::MAX);
+            let db = open_database(&settings).await?;
+            audit_export(&db, since, until).await?;
+        }
         Command::Users { command } => {
             let arg = match &command {
                 UsersCommand::RevokeAll(arg)
@@ -436,4 +478,77 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `audit verify`: seals what is pending (as the server would within a second), then walks the
+/// chain from its checkpoint.
+async fn audit_verify(db: &db::Db, key: Arc<crypto::server_secrets::ServerSecret>) -> Result<(), Failure> {
+    use idbridge::audit_chain::{self, Verdict};
+    let verdict = db
+        .run(move |conn| {
+            audit_chain::seal_all(conn, &key)?;
+            audit_chain::verify(conn, &key)
+        })
+        .await?;
+    match verdict {
+        Verdict::Intact { events, head_seq, head_hash, unsealed } => {
+            println!("the audit chain verifies: {events} events checked, up to seq {head_seq}");
+            println!("head: {head_seq} {head_hash}");
+            if unsealed > 0 {
+                println!("{unsealed} events committed since are not sealed yet");
+            }
+            Ok(())
+        }
+        Verdict::Altered { id, seq } => Err(Failure::Other(anyhow::anyhow!(
+            "audit event {id} (seq {seq}) was altered or inserted: it does not link to the chain"
+        ))),
+        Verdict::Removed { before: Some(id), expected } => Err(Failure::Other(anyhow::anyhow!(
+            "audit events were removed before event {id}: seq {expected} is missing"
+        ))),
+        Verdict::Removed { before: None, expected } => Err(Failure::Other(anyhow::anyhow!(
+            "the newest audit events were removed: seq {expected} onwards is missing"
+        ))),
+    }
+}
+
+/// `audit export`: JSON lines, one object per event, oldest first.
+async fn audit_export(db: &db::Db, since: i64, until: i64) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut after = None;
+    loop {
+        let page = db.run(move |conn| idbridge::audit_chain::export_page(conn, since, until, after)).await?;
+        for event in &page {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(event.at.max(0) as u64);
+            let line = serde_json::json!({
+                "id": event.id, "at": humantime::format_rfc3339_seconds(at).to_string(),
+                "action": event.action, "actor": event.actor, "user_id": event.user_id,
+                "device_id": event.device_id, "ip": event.ip, "detail": event.detail, "hash": event.hash,
+            });
+            writeln!(out, "{line}")?;
+        }
+        match page.last() {
+            Some(last) if page.len() >= 1000 => after = Some((last.at, last.id.clone())),
+            _ => break,
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// An RFC 3339 time (`2026-12-03T10:00:00Z`, fractions and `+02:00` offsets too) in Unix seconds.
+fn parse_time(text: &str) -> Result<i64, Failure> {
+    let bad = || Failure::Config(format!("`{text}` is not an RFC 3339 time (like 2026-12-03T10:00:00Z)"));
+    let (local, offset) = match text.len().checked_sub(6).and_then(|i| text.get(i..).map(|o| (i, o))) {
+        Some((i, o)) if (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => {
+            let hours: i64 = o[1..3].parse().map_err(|_| bad())?;
+            let minutes: i64 = o[4..6].parse().map_err(|_| bad())?;
+            let secs = (hours * 60 + minutes) * 60;
+            (format!("{}Z", &text[..i]), if o.starts_with('-') { -secs } else { secs })
+        }
+        _ => (text.to_string(), 0),
+    };
+    let at = humantime::parse_rfc3339_weak(local.trim_end_matches(['Z', 'z'])).map_err(|_| bad())?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).map_err(|_| bad())?.as_secs() as i64;
+    Ok(secs - offset)
 }

@@ -38,6 +38,9 @@ pub struct AppState {
     pub dpop_nonces: DpopNonces,
     /// The `jti`s of DPoP proofs accepted in the last minutes.
     pub proof_replay: ProofReplay,
+    /// The audit chain's key (`audit_chain`), and how far this replica has verified it.
+    pub audit_key: Arc<crate::crypto::server_secrets::ServerSecret>,
+    pub audit_verified: crate::audit_chain::Verified,
     /// The OpenAPI document, made on first use (`http::openapi::document`).
     pub openapi: std::sync::OnceLock<String>,
 }

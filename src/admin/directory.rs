@@ -204,20 +204,8 @@ pub fn search_users(
     summarise(conn, keys, &ids)
 }
 
-/// An audit event as the console shows it.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = audit_events)]
-pub struct AuditRow {
-    pub id: String,
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub user_id: Option<String>,
-    pub device_id: Option<String>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub detail: Option<String>,
-}
+/// An audit event as the console shows it: every column.
+pub type AuditRow = crate::audit_chain::Event;
 
 /// A user in full: profile, every device they still have a record of, recent events.
 pub struct UserDetail {
@@ -288,10 +276,13 @@ pub fn audit_page(
 ) -> Result<(Vec<AuditRow>, Option<Cursor>), DbError> {
     let mut query = audit_events::table.into_boxed();
     if let Some(user) = &filter.user {
-        query = query.filter(audit_events::user_id.eq(user.clone()));
+        // User ids are stored lower case, as idbridge writes them.
+        query = query.filter(audit_events::user_id.eq(user.to_ascii_lowercase()));
     }
     if let Some(actor) = &filter.actor {
-        query = query.filter(audit_events::actor.eq(actor.clone()));
+        // A prefix: `admin` finds every admin, `user:0190…` one user.
+        let escaped = actor.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        query = query.filter(audit_events::actor.like(format!("{escaped}%")).escape('\\'));
     }
     if let Some(action) = &filter.action {
         query = query.filter(audit_events::action.eq(action.clone()));

@@ -18,6 +18,7 @@ const CREATE_LOCK_ID: i64 = 0x1db_5ec7;
 pub const REFRESH_SUCCESSOR: &str = "refresh-token-successor";
 pub const NONCE: &str = "nonce";
 pub const EMAIL_BLIND_INDEX: &str = "email-blind-index";
+pub const AUDIT_CHAIN: &str = "audit-chain";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerSecretError {

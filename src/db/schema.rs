@@ -187,6 +187,18 @@ diesel::table! {
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
         detail -> Nullable<Text>,
+        seq -> Nullable<BigInt>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_chain (id) {
+        id -> Integer,
+        sealed_seq -> BigInt,
+        sealed_hash -> Text,
+        checkpoint_seq -> BigInt,
+        checkpoint_hash -> Text,
     }
 }
 
@@ -253,6 +265,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_keys,
     nonces,
     audit_events,
+    audit_chain,
     admin_sessions,
     revocations,
     server_state,

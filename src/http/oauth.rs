@@ -111,10 +111,22 @@ async fn token_exchange(
         provider: requested_provider,
         nonce: nonce.as_deref(),
     };
+    let refused = |provider: &str, subject: Option<String>, reason: String| service::sign_in::Refusal {
+        provider: provider.to_string(),
+        subject,
+        client_id: client.id.clone(),
+        reason,
+    };
     let assertion = match verify_subject_token(&state, &subject).await {
         Ok(assertion) => assertion,
+        Err(SubjectRefused::Refused(reason)) => {
+            count(provider_label, "refused");
+            let refusal = refused(provider_label, None, reason.clone());
+            service::sign_in::record_refusal(&state.db, refusal, origin(&req)).await;
+            return Err(SubjectRefused::Refused(reason).into());
+        }
         Err(e) => {
-            count(provider_label, if e.is_unavailable() { "unavailable" } else { "refused" });
+            count(provider_label, "unavailable");
             return Err(e.into());
         }
     };
@@ -145,13 +157,20 @@ async fn token_exchange(
         origin: origin(&req),
         dpop_jkt,
     };
-    let signed_in = service::sign_in::sign_in(&state, sign_in).await.map_err(|e| {
-        count(provider_label, if matches!(e, SignInError::Db(_)) { "error" } else { "refused" });
-        match e {
-            SignInError::Db(db) => OAuthError::from(db),
-            other => OAuthError::invalid_request(other.to_string()),
+    let subject_id = sign_in.assertion.subject.clone();
+    let signed_in = match service::sign_in::sign_in(&state, sign_in).await {
+        Ok(signed_in) => signed_in,
+        Err(SignInError::Db(db)) => {
+            count(provider_label, "error");
+            return Err(OAuthError::from(db));
         }
-    })?;
+        Err(other) => {
+            count(provider_label, "refused");
+            let refusal = refused(provider_label, Some(subject_id), other.to_string());
+            service::sign_in::record_refusal(&state.db, refusal, origin(&req)).await;
+            return Err(OAuthError::invalid_request(other.to_string()));
+        }
+    };
     count(provider_label, "ok");
     tracing::info!(user_id = %signed_in.user_id, device_id = %signed_in.device.id, "signed in");
     let device = &signed_in.device;

@@ -166,3 +166,42 @@ pub fn redeem_in(
     codes::attach_device(conn, &redeemed.code_hash, &signed_in.device.id)?;
     Ok(CodeOutcome::Signed(Box::new(signed_in), Box::new(redeemed)))
 }
+
+/// A refused sign-in, as the audit log records it: never the assertion.
+pub struct Refusal {
+    pub provider: String,
+    /// The provider's subject, when the assertion was verified (then its user is named).
+    pub subject: Option<String>,
+    pub client_id: String,
+    pub reason: String,
+}
+
+/// Audits a refused sign-in (`sign_in.refused`), naming the user when the identity is known.
+/// A failure to write it is logged, and does not change the refusal.
+pub async fn record_refusal(db: &crate::db::Db, refusal: Refusal, origin: Origin) {
+    let written = db
+        .write(move |conn| {
+            let owner = match &refusal.subject {
+                Some(subject) => accounts::owner_of(conn, &refusal.provider, subject)?.map(|(user, _)| user),
+                None => None,
+            };
+            let actor = match &owner {
+                Some(user) => Actor::User(user.clone()),
+                None => Actor::Client(refusal.client_id.clone()),
+            };
+            let detail =
+                format!("provider={} client={}: {}", refusal.provider, refusal.client_id, refusal.reason);
+            let event = crate::audit::AuditEvent {
+                actor: &actor,
+                action: AuditAction::SignInRefused,
+                user_id: owner.as_deref(),
+                device_id: None,
+                detail: Some(&detail),
+            };
+            crate::audit::record(conn, event, &origin, crate::clock::now())
+        })
+        .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot audit a refused sign-in");
+    }
+}

@@ -193,9 +193,12 @@ both_backends!(the_device_list_pages_with_limit_and_cursor);
 
 async fn the_sweep_deletes_audit_events_and_ended_devices_past_their_retention(backend: Backend) {
     let app = spawn_app(backend).await;
-    let kept = app.sign_in().await;
     let ended = app.sign_in().await;
+    let kept = app.sign_in().await;
     app.revoke(&ended.refresh_token, Auth::Public("app")).await.assert_status(200);
+    // Sealed into the audit chain in the order they happened: retention removes the oldest
+    // run of sealed events, here the first sign-in's.
+    assert!(app.run_cli(&["audit", "verify"]).await.status.success());
     let long_ago = fake_google::now() - 400 * 86_400;
     app.execute_sql(&format!("UPDATE devices SET revoked_at = {long_ago} WHERE id = '{}'", ended.device_id))
         .await;
@@ -219,6 +222,7 @@ async fn the_sweep_deletes_audit_events_and_ended_devices_past_their_retention(b
         swept.audit_events >= 1
             && app.count("audit_events").await == audit_before - swept.audit_events as i64
     );
+    assert_eq!(app.count("audit_chain WHERE checkpoint_seq = 1").await, 1, "{swept:?}");
     app.get_me(&kept.access_token).await.assert_status(200);
 }
 both_backends!(the_sweep_deletes_audit_events_and_ended_devices_past_their_retention);

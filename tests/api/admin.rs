@@ -441,8 +441,30 @@ async fn the_audit_log_filters_by_user_actor_and_action(backend: Backend) {
     let by_action = browser.get("/admin/audit?action=sign_in").await;
     assert!(by_action.body.contains(&jack.user_id) && !by_action.body.contains("user.revoke_all</td>"));
     assert_eq!(browser.get("/admin/audit?before=nonsense").await.status, 400);
+    // The actor filter is a prefix, and the user filter takes any case.
+    let by_admins = browser.get("/admin/audit?actor=admin").await;
+    assert!(by_admins.body.contains(">user.revoke_all</td>") && !by_admins.body.contains(&jack.user_id));
+    let by_upper = browser.get(&format!("/admin/audit?user={}", jack.user_id.to_uppercase())).await;
+    assert!(by_upper.body.contains(&jack.user_id) && !by_upper.body.contains(&ivy.user_id));
 }
 both_backends!(the_audit_log_filters_by_user_actor_and_action);
+
+/// The audit page says whether the hash chain verifies, and says so when a row was altered.
+async fn the_audit_page_shows_whether_the_chain_verifies(backend: Backend) {
+    let app = dev_app(backend).await;
+    app.sign_in_as("kim-sub").await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    assert!(app.run_cli(&["audit", "verify"]).await.status.success());
+
+    let intact = browser.get("/admin/audit").await;
+    app.execute_sql("UPDATE audit_events SET detail = 'edited' WHERE seq = 1").await;
+    let broken = browser.get("/admin/audit").await;
+
+    assert!(intact.body.contains("The hash chain verifies up to event"), "{}", intact.body);
+    assert!(broken.body.contains("The hash chain is broken"), "{}", broken.body);
+    assert!(broken.body.contains("(number 1) was altered"), "{}", broken.body);
+}
+both_backends!(the_audit_page_shows_whether_the_chain_verifies);
 
 async fn the_audit_log_pages_through_older_events(backend: Backend) {
     let app = dev_app(backend).await;

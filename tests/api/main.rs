@@ -11,6 +11,7 @@ mod admin;
 mod admin_browser;
 mod apple;
 mod apple_web;
+mod audit_chain;
 mod backchannel;
 mod browser_flow;
 mod config;

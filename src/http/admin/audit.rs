@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::{bad_request, event_rows, failed, html, AdminPage, EventRow, Layout, PAGE_SIZE};
 use crate::admin::directory::{self, AuditFilter, Cursor};
 use crate::audit::AuditAction;
+use crate::audit_chain::Verdict;
 use crate::state::AppState;
 
 struct ActionChoice {
@@ -24,6 +25,39 @@ struct AuditPage {
     actions: Vec<ActionChoice>,
     events: Vec<EventRow>,
     next: Option<String>,
+    chain: ChainStatus,
+}
+
+/// Whether the hash chain verifies, as the page says it.
+struct ChainStatus {
+    intact: bool,
+    text: String,
+}
+
+impl ChainStatus {
+    fn of(verdict: Verdict) -> Self {
+        let (intact, text) = match verdict {
+            Verdict::Intact { head_seq: 0, unsealed, .. } => {
+                (true, format!("No event is sealed yet ({unsealed} waiting)."))
+            }
+            Verdict::Intact { head_seq, unsealed, .. } => (
+                true,
+                format!("The hash chain verifies up to event {head_seq}, the newest sealed ({unsealed} newer waiting to be sealed)."),
+            ),
+            Verdict::Altered { id, seq } => (
+                false,
+                format!("The hash chain is broken: event {id} (number {seq}) was altered or inserted. Run idbridge audit verify on the server for details."),
+            ),
+            Verdict::Removed { before, expected } => (
+                false,
+                match before {
+                    Some(id) => format!("The hash chain is broken: events were removed before event {id} (number {expected} is missing)."),
+                    None => format!("The hash chain is broken: the newest events, from number {expected}, were removed."),
+                },
+            ),
+        };
+        Self { intact, text }
+    }
 }
 
 #[derive(Deserialize)]
@@ -56,12 +90,19 @@ pub async fn log(
         Some(None) => return bad_request(&session, "That page link is malformed."),
         other => other.flatten(),
     };
-    let f = filter.clone();
-    let found = state.db.run(move |conn| directory::audit_page(conn, &f, before.as_ref(), PAGE_SIZE)).await;
-    let (events, next) = match found {
+    let (f, app) = (filter.clone(), state.clone());
+    let found = state
+        .db
+        .run(move |conn| {
+            let chain = app.audit_verified.check(conn, &app.audit_key)?;
+            Ok::<_, crate::db::DbError>((directory::audit_page(conn, &f, before.as_ref(), PAGE_SIZE)?, chain))
+        })
+        .await;
+    let ((events, next), chain) = match found {
         Ok(found) => found,
         Err(e) => return failed(e),
     };
+    let chain = ChainStatus::of(chain);
     let next = next.map(|cursor| {
         let mut link = url::form_urlencoded::Serializer::new(String::new());
         for (key, value) in [("user", &filter.user), ("actor", &filter.actor), ("action", &filter.action)] {
@@ -83,6 +124,7 @@ pub async fn log(
         actor: filter.actor.unwrap_or_default(),
         events: event_rows(events),
         next,
+        chain,
     };
     html(StatusCode::OK, page.render())
 }
