@@ -101,6 +101,25 @@ fn wrapping_and_hashing(c: &mut Criterion) {
     c.bench_function("master_key_unwrap_32_bytes", |b| b.iter(|| ring.unwrap(&wrapped, b"aad").unwrap()));
     let token = idbridge::crypto::random_token::<32>();
     c.bench_function("refresh_token_hash", |b| b.iter(|| idbridge::crypto::sha256_b64(token.as_bytes())));
+    // One link of the audit log's hash chain: a sign-in's event, as the sealer and verify hash it.
+    let key = idbridge::crypto::server_secrets::ServerSecret::from_bytes([7u8; 32]);
+    let event = idbridge::audit_chain::Event {
+        id: "0190f0f0-0000-7000-8000-000000000001".into(),
+        at: 1_800_000_000,
+        actor: "user:0190f0f0-0000-7000-8000-000000000002".into(),
+        action: "sign_in".into(),
+        user_id: Some("0190f0f0-0000-7000-8000-000000000002".into()),
+        device_id: Some("0190f0f0-0000-7000-8000-000000000003".into()),
+        ip: Some("203.0.113.7".into()),
+        user_agent: Some("Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X)".into()),
+        detail: Some("provider=google client=ios-app".into()),
+        seq: None,
+        hash: None,
+    };
+    let previous = "A".repeat(43);
+    c.bench_function("audit_chain_link", |b| {
+        b.iter(|| idbridge::audit_chain::link(&key, &previous, 42, &event))
+    });
 }
 
 fn user_data_encryption(c: &mut Criterion) {

@@ -99,22 +99,32 @@ pub fn seal(conn: &mut DbConnection, key: &ServerSecret, limit: i64) -> Result<u
             .limit(limit)
             .select(Event::as_select())
             .load(conn)?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        // One statement for the batch: `seq` and `hash` by id (a CASE each; literals, quoted).
+        let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        let (mut seqs, mut hashes, mut ids) = (String::new(), String::new(), Vec::new());
         for event in &pending {
             let seq = head.sealed_seq + 1;
             let hash = link(key, &head.sealed_hash, seq, event);
-            diesel::update(audit_events::table.find(&event.id))
-                .set((audit_events::seq.eq(seq), audit_events::hash.eq(&hash)))
-                .execute(conn)?;
+            let id = quote(&event.id);
+            seqs.push_str(&format!(" WHEN {id} THEN {seq}"));
+            hashes.push_str(&format!(" WHEN {id} THEN {}", quote(&hash)));
+            ids.push(id);
             (head.sealed_seq, head.sealed_hash) = (seq, hash);
         }
-        if !pending.is_empty() {
-            diesel::update(audit_chain::table.find(1))
-                .set((
-                    audit_chain::sealed_seq.eq(head.sealed_seq),
-                    audit_chain::sealed_hash.eq(&head.sealed_hash),
-                ))
-                .execute(conn)?;
-        }
+        diesel::sql_query(format!(
+            "UPDATE audit_events SET seq = CASE id{seqs} END, hash = CASE id{hashes} END WHERE id IN ({})",
+            ids.join(", ")
+        ))
+        .execute(conn)?;
+        diesel::update(audit_chain::table.find(1))
+            .set((
+                audit_chain::sealed_seq.eq(head.sealed_seq),
+                audit_chain::sealed_hash.eq(&head.sealed_hash),
+            ))
+            .execute(conn)?;
         Ok(pending.len())
     })
 }
@@ -192,7 +202,8 @@ pub fn verify_from(
 
 /// How long the console trusts an earlier walk of a long chain before it walks it all again.
 const REWALK_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
-/// A chain this long or shorter is walked whole on every look (about 50 ms).
+/// A chain this long or shorter is walked whole on every look (20,000 links hash in 30 ms,
+/// `cargo bench --bench micro audit_chain_link`, plus reading 20 pages).
 const WALK_WHOLE_UP_TO: i64 = 20_000;
 
 /// What this replica last verified of the chain (`seq`, `hash`, when the last whole walk

@@ -194,3 +194,77 @@ async fn an_admin_finds_a_user_by_email_and_revokes_their_phone_in_chromium() {
 
     client.close().await.unwrap();
 }
+
+/// Hostile and very long values at a phone's width and at a desktop's: nothing scrolls
+/// sideways, long names are cut with the whole value in the title, ids and dates stay on one
+/// line on a desktop, and every page starts with a skip link. An admin is not offered to
+/// disable or delete their own account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_values_fit_at_phone_and_desktop_widths_in_chromium() {
+    let driver = start_driver();
+    let app = app_at_its_own_address(Backend::Sqlite, true).await;
+    let long_name =
+        format!("<img src=x onerror=alert(1)> {}", "Wolfeschlegelsteinhausenbergerdorff ".repeat(6));
+    let long_email = format!("{}@{}.example.com", "a".repeat(60), "very-long-subdomain-".repeat(8));
+    let token = app.google.id_token(json!({"sub": "long-sub", "email": long_email, "name": long_name}));
+    let long = Tokens::from_answer(
+        &app.exchange(&token, &[("device_name", &"Phone ".repeat(16))]).await,
+        "long-sub",
+    );
+    let root = dev_user(&app, "root").await;
+    assert!(app.run_cli(&["admins", "grant", &root]).await.status.success());
+    let client = browser(&driver).await;
+    sign_in_through_dev(&client, &app, "root").await;
+    client.wait().for_element(Locator::Id("count-users")).await.expect("the overview after sign-in");
+
+    let fits = || async {
+        client
+            .execute("return document.documentElement.scrollWidth <= window.innerWidth + 1;", vec![])
+            .await
+            .unwrap()
+    };
+    for (width, height) in [(390, 844), (1280, 1000)] {
+        client.set_window_size(width, height).await.unwrap();
+        for page in ["/admin", "/admin/users", &format!("/admin/users/{}", long.user_id), "/admin/audit"] {
+            client.goto(&app.url(page)).await.unwrap();
+            client.wait().for_element(Locator::Css("main h1")).await.unwrap();
+            assert_eq!(fits().await, json!(true), "{page} scrolls sideways at {width}px");
+            let skip = client.find(Locator::Css("body > a.skip:first-child")).await.expect("a skip link");
+            assert_eq!(skip.attr("href").await.unwrap().as_deref(), Some("#main"));
+            let alerts =
+                client.execute("return document.querySelectorAll('img').length;", vec![]).await.unwrap();
+            assert_eq!(alerts, json!(0), "{page}: the name's markup was not escaped");
+        }
+        client.goto(&app.url("/admin/users")).await.unwrap();
+        let name = client
+            .wait()
+            .for_element(Locator::XPath("//td/a[@class='clip' and starts-with(@title, '<img')]"))
+            .await
+            .expect("the long name, cut, with its whole value in the title");
+        assert_eq!(name.attr("title").await.unwrap().as_deref(), Some(long_name.as_str()));
+        save_screenshot(&client, &format!("long-values-users-{width}.png")).await;
+        client.goto(&app.url(&format!("/admin/users/{}", long.user_id))).await.unwrap();
+        client.wait().for_element(Locator::Css("main h1")).await.unwrap();
+        save_screenshot(&client, &format!("long-values-user-{width}.png")).await;
+    }
+    // On a desktop a user id and a date take one line each.
+    client.goto(&app.url("/admin/users")).await.unwrap();
+    let one_line = client
+        .execute(
+            "const h = [...document.querySelectorAll('tbody td code, tbody td.nowrap')].map(e => e.getBoundingClientRect().height);\
+             return h.length > 0 && Math.max(...h) < 2 * parseFloat(getComputedStyle(document.body).lineHeight);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(one_line, json!(true), "ids or dates wrap on a desktop");
+    // Their own account: no disable or delete.
+    client.goto(&app.url(&format!("/admin/users/{root}"))).await.unwrap();
+    client.wait().for_element(Locator::Css("section.actions")).await.unwrap();
+    let source = client.source().await.unwrap();
+    assert!(
+        !source.contains("action=delete") && !source.contains("action=disable"),
+        "own account actions offered"
+    );
+    client.close().await.unwrap();
+}

@@ -4,7 +4,6 @@
 ALTER TABLE audit_events ADD COLUMN seq BIGINT;
 ALTER TABLE audit_events ADD COLUMN hash TEXT;
 CREATE UNIQUE INDEX audit_events_seq ON audit_events (seq);
-CREATE INDEX audit_events_unsealed ON audit_events (at, id) WHERE seq IS NULL;
 -- One row: the newest sealed event (`sealed_*`), and where verification starts
 -- (`checkpoint_*`: the last event retention removed, or the start).
 CREATE TABLE audit_chain (

@@ -150,14 +150,14 @@ pub async fn callback(
             response
         }
         AdminSignIn::NotAdmin { user_id } => {
-            let text = "You signed in, but your account does not have the admin role. An admin can grant it \
-                        with `idbridge admins grant` and your user id:";
+            let text = "You signed in, but your account does not have the admin role. An admin can grant \
+                        it on the server with the command idbridge admins grant and this user id:";
             let page = MessagePage {
                 layout: Layout::signed_out(),
                 heading: "Not an admin",
                 message: text,
                 detail: Some(&user_id),
-                link: None,
+                link: Some(("/admin/login", "Sign in as someone else")),
             };
             let mut response = html(StatusCode::FORBIDDEN, page.render());
             let _ = response.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));

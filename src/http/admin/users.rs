@@ -131,6 +131,8 @@ struct UserPage {
     created: String,
     disabled: bool,
     is_admin: bool,
+    /// The signed-in admin's own account: it cannot be disabled or deleted here.
+    own: bool,
     identities: Vec<IdentityRow>,
     devices: Vec<DeviceRow>,
     events: Vec<EventRow>,
@@ -170,6 +172,7 @@ pub async fn detail(
         created: when(profile.user.created_at),
         disabled: profile.user.disabled_at.is_some(),
         is_admin: profile.user.is_admin,
+        own: profile.user.id == session.user_id,
         identities: profile
             .identities
             .into_iter()
