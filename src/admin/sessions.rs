@@ -13,8 +13,11 @@ use crate::crypto::{random_token, sha256_b64};
 use crate::db::schema::{admin_sessions, devices, users};
 use crate::db::{DbConnection, DbError};
 
-/// The session cookie.
+/// The session cookie (`SameSite=Strict`): every change needs it.
 pub const COOKIE: &str = "__Host-idbridge-admin";
+/// The same session for reading pages (`SameSite=Lax`): a link from another site (a ticket, a
+/// chat) reaches the page it names without a new sign-in. It never authorises a change.
+pub const READ_COOKIE: &str = "__Host-idbridge-admin-read";
 /// The cookie that carries a sign-in in flight (`state` and the PKCE verifier).
 pub const LOGIN_COOKIE: &str = "__Host-idbridge-admin-login";
 /// `last_seen_at` is written at most this often per session.

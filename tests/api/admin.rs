@@ -10,7 +10,16 @@ use crate::support::*;
 /// `/admin/callback`; returns the browser and the callback's answer.
 async fn console_sign_in<'a>(app: &'a TestApp, name: &str) -> (Browser<'a>, Visit) {
     let mut browser = Browser::new(app);
-    let start = browser.get("/admin/login").await;
+    let answer = sign_in_from(&mut browser, "/admin/login", name).await;
+    (browser, answer)
+}
+
+/// Signs `name` in, starting at `start` (a console URL that leads to `/admin/login`).
+async fn sign_in_from(browser: &mut Browser<'_>, start: &str, name: &str) -> Visit {
+    let mut start = browser.get(start).await;
+    if start.location.as_deref().is_some_and(|l| l.starts_with("/admin/login")) {
+        start = browser.get(&start.location.clone().unwrap()).await;
+    }
     assert_eq!(start.status, 303, "{}", start.body);
     let authorize = start.location.expect("a redirect to /oauth/authorize");
     assert!(authorize.starts_with("/oauth/authorize?"), "{authorize}");
@@ -20,8 +29,7 @@ async fn console_sign_in<'a>(app: &'a TestApp, name: &str) -> (Browser<'a>, Visi
     let back = browser.post("/oauth/authorize/dev", &[("login", &login), ("name", name)]).await;
     let callback = back.location.expect("a redirect back to the console");
     assert!(callback.starts_with(&format!("{PUBLIC_URL}/admin/callback?")), "{callback}");
-    let answer = browser.get(&callback).await;
-    (browser, answer)
+    browser.get(&callback).await
 }
 
 /// The text between `before` and the next `after` in `text`.
@@ -107,7 +115,11 @@ async fn signed_out_visitors_are_sent_to_sign_in_and_changes_are_refused(backend
 
     for page in ["/admin", "/admin/users", "/admin/audit", "/admin/keys", "/admin/clients"] {
         let visit = browser.get(page).await;
-        assert_eq!((visit.status, visit.location.as_deref()), (303, Some("/admin/login")), "{page}");
+        let login = match page {
+            "/admin" => "/admin/login".to_string(),
+            other => format!("/admin/login?next={}", other.replace('/', "%2F")),
+        };
+        assert_eq!((visit.status, visit.location.as_deref()), (303, Some(login.as_str())), "{page}");
     }
     let path = format!("/admin/users/{}/devices/{}/revoke", bob.user_id, bob.device_id);
     let visit = browser.post(&path, &[("csrf", "anything")]).await;
@@ -465,6 +477,61 @@ async fn the_audit_page_shows_whether_the_chain_verifies(backend: Backend) {
     assert!(broken.body.contains("(number 1) was altered"), "{}", broken.body);
 }
 both_backends!(the_audit_page_shows_whether_the_chain_verifies);
+
+/// A page asked for before signing in is where the sign-in lands; a page elsewhere is not.
+async fn sign_in_comes_back_to_the_page_asked_for(backend: Backend) {
+    let app = dev_app(backend).await;
+    let (_, ada) = signed_in_admin(&app, "ada").await;
+    let page = format!("/admin/users/{ada}?done=enabled");
+
+    let mut browser = Browser::new(&app);
+    let asked = browser.get(&page).await;
+    let landed = sign_in_from(&mut browser, &page, "ada").await;
+    let mut other = Browser::new(&app);
+    let elsewhere = sign_in_from(&mut other, "/admin/login?next=https://evil.example/admin", "ada").await;
+
+    assert_eq!(asked.status, 303);
+    let next: String = url::form_urlencoded::byte_serialize(page.as_bytes()).collect();
+    assert_eq!(asked.location.as_deref(), Some(format!("/admin/login?next={next}").as_str()));
+    assert_eq!(landed.status, 200, "{}", landed.body);
+    let escaped = page.replace('&', "&amp;");
+    assert!(landed.body.contains(&format!("url={escaped}\"")), "{}", landed.body);
+    assert_eq!(browser.get(&page).await.status, 200);
+    assert!(elsewhere.body.contains("url=/admin\""), "{}", elsewhere.body);
+}
+both_backends!(sign_in_comes_back_to_the_page_asked_for);
+
+/// A link from another site reaches the page with the session's Lax read cookie, without a
+/// new sign-in; a change needs the Strict cookie, so a cross-site request changes nothing.
+async fn a_link_from_another_site_reads_but_never_changes(backend: Backend) {
+    let app = dev_app(backend).await;
+    let kim = app.sign_in_as("kim-sub").await;
+    let (mut browser, _) = signed_in_admin(&app, "ada").await;
+    let csrf = csrf_of(&browser.get("/admin").await);
+    let sessions_before = app.count("admin_sessions").await;
+
+    let page = browser.cross_site_get(&format!("/admin/users/{}", kim.user_id)).await;
+    let read_only = browser.cookies.iter().filter(|(name, _)| name.ends_with("-read"));
+    let read_cookie: Vec<String> = read_only.map(|(k, v)| format!("{k}={v}")).collect();
+    let change = app
+        .client
+        .post(app.url(&format!("/admin/users/{}/revoke-all", kim.user_id)))
+        .header("cookie", read_cookie.join("; "))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&kim.user_id));
+    assert_eq!(app.count("admin_sessions").await, sessions_before, "no second session");
+    assert_eq!(read_cookie.len(), 1, "{:?}", browser.cookie_lines);
+    assert!(browser.cookie_lines["__Host-idbridge-admin-read"].contains("SameSite=Lax"));
+    assert!(browser.cookie_lines["__Host-idbridge-admin"].contains("SameSite=Strict"));
+    assert_eq!(change.status().as_u16(), 403, "a change with the read cookie alone");
+    app.get_me(&kim.access_token).await.assert_status(200);
+}
+both_backends!(a_link_from_another_site_reads_but_never_changes);
 
 async fn the_audit_log_pages_through_older_events(backend: Backend) {
     let app = dev_app(backend).await;

@@ -236,8 +236,16 @@ fn session_policy(state: &AppState) -> sessions::SessionPolicy {
 
 /// The valid admin session of this request, restarting its idle clock; `None` when there
 /// is none (no cookie, expired, ended, or no longer an admin).
-async fn current_session(state: &AppState, req: &HttpRequest) -> Result<Option<AdminSession>, HttpResponse> {
-    let Some(token) = req.cookie(sessions::COOKIE).map(|c| c.value().to_string()) else {
+async fn current_session(
+    state: &AppState,
+    req: &HttpRequest,
+    purpose: Purpose,
+) -> Result<Option<AdminSession>, HttpResponse> {
+    let cookie = match purpose {
+        Purpose::Change => req.cookie(sessions::COOKIE),
+        Purpose::Read => req.cookie(sessions::COOKIE).or_else(|| req.cookie(sessions::READ_COOKIE)),
+    };
+    let Some(token) = cookie.map(|c| c.value().to_string()) else {
         return Ok(None);
     };
     let policy = session_policy(state);
@@ -303,10 +311,32 @@ impl ResponseError for Refusal {
     }
 }
 
+/// What a session is looked up for: reading a page (the Strict cookie, or the Lax one a
+/// cross-site link carries) or making a change (the Strict cookie only).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Read,
+    Change,
+}
+
 /// The request's session, or a storage failure's page.
-async fn session_of(req: &HttpRequest) -> Result<Option<AdminSession>, actix_web::Error> {
+async fn session_of(req: &HttpRequest, purpose: Purpose) -> Result<Option<AdminSession>, actix_web::Error> {
     let state = web::Data::<AppState>::extract(req).await?;
-    current_session(&state, req).await.map_err(|page| Refusal::new(page).into())
+    current_session(&state, req, purpose).await.map_err(|page| Refusal::new(page).into())
+}
+
+/// A page of the console, as a local path to come back to after sign-in: `/admin…`, no
+/// scheme, host, `//` or backslash, at most 1 KiB. Anything else is `None`.
+pub fn local_page(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/admin")?;
+    let local = matches!(rest.bytes().next(), None | Some(b'/' | b'?'))
+        && !path.contains("//")
+        && !path.contains('\\')
+        && !path.contains(char::is_control)
+        && path.len() <= 1024
+        && !path.starts_with("/admin/login")
+        && !path.starts_with("/admin/callback");
+    local.then_some(path)
 }
 
 /// The admin viewing a page: the request's valid session, else a redirect to sign in.
@@ -319,8 +349,17 @@ impl FromRequest for AdminPage {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let session = session_of(&req).await?;
-            session.map(AdminPage).ok_or_else(|| Refusal::signed_out(see_other("/admin/login")).into())
+            let session = session_of(&req, Purpose::Read).await?;
+            // Signed out: sign in, then come back to this page.
+            let asked = req.uri().path_and_query().map_or("/admin", |p| p.as_str());
+            let login = match local_page(asked) {
+                Some(page) if page != "/admin" => {
+                    let next: String = url::form_urlencoded::byte_serialize(page.as_bytes()).collect();
+                    format!("/admin/login?next={next}")
+                }
+                _ => "/admin/login".to_string(),
+            };
+            session.map(AdminPage).ok_or_else(|| Refusal::signed_out(see_other(&login)).into())
         })
     }
 }
@@ -362,7 +401,7 @@ impl<T: DeserializeOwned + CarriesCsrf + 'static> FromRequest for AdminForm<T> {
         let req = req.clone();
         Box::pin(async move {
             let web::Form(form) = body.await?;
-            let Some(session) = session_of(&req).await? else {
+            let Some(session) = session_of(&req, Purpose::Change).await? else {
                 let text =
                     "Your admin session has ended or never began. Sign in again, then repeat the change.";
                 return Err(Refusal::signed_out(forbidden("Signed out", text)).into());

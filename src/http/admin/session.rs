@@ -6,7 +6,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{current_session, failed, forbidden, html, message, see_other, session_policy};
+use super::{
+    current_session, failed, forbidden, html, local_page, message, see_other, session_policy, Purpose,
+};
 use super::{AdminForm, CsrfForm, Layout, MessagePage, Refusal};
 use crate::admin::sessions;
 use crate::clients::{ADMIN_CALLBACK_PATH, ADMIN_CLIENT};
@@ -38,11 +40,17 @@ fn removal(name: &'static str, same_site: SameSite) -> Cookie<'static> {
 /// Starts a sign-in: `state` and the PKCE verifier go into a short-lived cookie (Lax: it must
 /// come back on the provider's top-level redirect), and the browser goes to `/oauth/authorize`.
 #[utoipa::path(get, path = "/admin/login", tag = "admin", summary = "Starts an admin sign-in through the browser flow (client `idbridge-admin`)",
+    params(("next" = Option<String>, Query, description = "a console page (`/admin…`) to land on after sign-in; anything else lands on `/admin`")),
     responses((status = 303, description = "To `/oauth/authorize`, with a short-lived sign-in cookie", headers(("Location" = String))),
         (status = 503, description = "The database cannot be reached", content_type = "text/html", body = String)))]
-pub async fn login(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    if let Ok(Some(_)) = current_session(&state, &req).await {
-        return see_other("/admin");
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<LoginQuery>,
+) -> HttpResponse {
+    let next = query.next.as_deref().and_then(local_page).unwrap_or("/admin").to_string();
+    if let Ok(Some(_)) = current_session(&state, &req, Purpose::Read).await {
+        return see_other(&next);
     }
     let (flow_state, verifier) = (random_token::<16>(), random_token::<32>());
     let challenge = {
@@ -60,9 +68,16 @@ pub async fn login(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
     let mut response = see_other(&format!("/oauth/authorize?{}", query.finish()));
-    let value = format!("{flow_state}.{verifier}");
+    let next = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, next.as_bytes());
+    let value = format!("{flow_state}.{verifier}.{next}");
     let _ = response.add_cookie(&cookie(sessions::LOGIN_COOKIE, value, SameSite::Lax, 600));
     response
+}
+
+/// Where to land after sign-in.
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -74,7 +89,10 @@ pub struct CallbackQuery {
 
 #[derive(Template)]
 #[template(path = "admin/signed_in.html")]
-struct SignedInPage;
+struct SignedInPage {
+    /// The console page asked for before sign-in (checked again: a local `/admin` path).
+    next: String,
+}
 
 /// The browser flow's return: redeem the code (in-process, as client `idbridge-admin`), and
 /// open a session when the person is an admin. Anyone else gets a 403 page naming their user
@@ -99,12 +117,17 @@ pub async fn callback(
             "This sign-in is unknown or expired. Start again.",
         )
     };
-    let Some((expected_state, verifier)) = req
-        .cookie(sessions::LOGIN_COOKIE)
-        .and_then(|c| c.value().split_once('.').map(|(s, v)| (s.to_string(), v.to_string())))
-    else {
+    let Some((expected_state, verifier, next)) = req.cookie(sessions::LOGIN_COOKIE).and_then(|c| {
+        let mut parts = c.value().splitn(3, '.').map(str::to_string);
+        Some((parts.next()?, parts.next()?, parts.next().unwrap_or_default()))
+    }) else {
         return restart();
     };
+    let next = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, next)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|page| local_page(page).is_some())
+        .unwrap_or_else(|| "/admin".to_string());
     let state_ok = query.state.as_deref().is_some_and(|s| {
         use subtle::ConstantTimeEq;
         bool::from(s.as_bytes().ct_eq(expected_state.as_bytes()))
@@ -143,8 +166,9 @@ pub async fn callback(
         AdminSignIn::Started(token) => {
             // A page, not a redirect: the Strict cookie is then sent on the same-site
             // navigation it starts, even when the sign-in came back from another site.
-            let mut response = html(StatusCode::OK, SignedInPage.render());
+            let mut response = html(StatusCode::OK, SignedInPage { next }.render());
             let max = policy.max_secs;
+            let _ = response.add_cookie(&cookie(sessions::READ_COOKIE, token.clone(), SameSite::Lax, max));
             let _ = response.add_cookie(&cookie(sessions::COOKIE, token, SameSite::Strict, max));
             let _ = response.add_cookie(&removal(sessions::LOGIN_COOKIE, SameSite::Lax));
             response
@@ -186,6 +210,7 @@ pub async fn logout(
             // A session that already ended: the browser may drop its cookie too.
             let mut page = refused.error_response();
             let _ = page.add_cookie(&removal(sessions::COOKIE, SameSite::Strict));
+            let _ = page.add_cookie(&removal(sessions::READ_COOKIE, SameSite::Lax));
             return Ok(page);
         }
         Err(refused) => return Err(refused),
@@ -201,5 +226,6 @@ pub async fn logout(
         "You are signed out of the admin console.",
     );
     let _ = response.add_cookie(&removal(sessions::COOKIE, SameSite::Strict));
+    let _ = response.add_cookie(&removal(sessions::READ_COOKIE, SameSite::Lax));
     Ok(response)
 }

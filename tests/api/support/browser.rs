@@ -99,6 +99,23 @@ impl<'a> Browser<'a> {
         self.read(r).await
     }
 
+    /// A link followed from another site (a top-level GET): it carries only the cookies set
+    /// `SameSite=Lax` or `None`, as a browser does.
+    pub async fn cross_site_get(&mut self, url: &str) -> Visit {
+        let carried: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|(name, _)| {
+                let line = self.cookie_lines[*name].to_ascii_lowercase();
+                line.split(';').map(str::trim).any(|p| p == "samesite=lax" || p == "samesite=none")
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let r =
+            self.app.client.get(self.local(url)).header("cookie", carried.join("; ")).send().await.unwrap();
+        self.read(r).await
+    }
+
     /// Follows redirects until one leaves for `stop_at` (the app's redirect URI).
     pub async fn follow(&mut self, mut visit: Visit, stop_at: &str) -> Visit {
         for _ in 0..10 {
