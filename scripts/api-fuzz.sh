@@ -45,15 +45,16 @@ user_token() {
 st() {
   local config=$1
   shift
-  "$venv/bin/schemathesis" --config-file "$config" run "$work/openapi.json" --url "$base" --seed "$seed" \
-    --max-examples "${API_FUZZ_EXAMPLES:-25}" --no-color "$@"
+  # Run from the scratch directory: Schemathesis keeps a cache where it runs.
+  (cd "$work" && "$venv/bin/schemathesis" --config-file "$config" run "$work/openapi.json" --url "$base" --seed "$seed" \
+    --max-examples "${API_FUZZ_EXAMPLES:-25}" --no-color "$@")
 }
 
 # As a user. Signing out everywhere and deleting the user end the token, so they run last.
-st schemathesis.toml -H "Authorization: Bearer $(user_token fuzz-user)" \
+st "$PWD/schemathesis.toml" -H "Authorization: Bearer $(user_token fuzz-user)" \
   --exclude-operation-id post_v1_me_logout_all --exclude-operation-id delete_v1_me
-st schemathesis.toml -H "Authorization: Bearer $(user_token fuzz-user-2)" --include-operation-id post_v1_me_logout_all
-st schemathesis.toml -H "Authorization: Bearer $(user_token fuzz-user-3)" --include-operation-id delete_v1_me
+st "$PWD/schemathesis.toml" -H "Authorization: Bearer $(user_token fuzz-user-2)" --include-operation-id post_v1_me_logout_all
+st "$PWD/schemathesis.toml" -H "Authorization: Bearer $(user_token fuzz-user-3)" --include-operation-id delete_v1_me
 # As a service client: /v1/crypto for users it names, revocation and introspection. Two rules
 # the document states in words, as OpenAPI cannot tie a body to the security scheme used: a
 # service must name the user (`user_id`, 400 without it, as API.md says), and a client using
