@@ -154,17 +154,18 @@ pub enum Verdict {
 
 /// Walks the chain from the checkpoint to the head.
 pub fn verify(conn: &mut DbConnection, key: &ServerSecret) -> Result<Verdict, DbError> {
-    verify_from(conn, key, None)
+    let head = head(conn)?;
+    verify_from(conn, key, head, None)
 }
 
-/// Walks the chain to the head from `start` (a `seq` and `hash` verified before, when the
+/// Walks the chain to `head` from `start` (a `seq` and `hash` verified before, when the
 /// checkpoint has not passed it) or from the checkpoint.
-pub fn verify_from(
+fn verify_from(
     conn: &mut DbConnection,
     key: &ServerSecret,
+    head: Head,
     start: Option<(i64, String)>,
 ) -> Result<Verdict, DbError> {
-    let head = head(conn)?;
     let (mut last_seq, mut last_hash) = match start {
         Some((seq, hash)) if seq >= head.checkpoint_seq && seq <= head.sealed_seq => (seq, hash),
         _ => (head.checkpoint_seq, head.checkpoint_hash.clone()),
@@ -222,7 +223,7 @@ impl Verified {
             Some((seq, hash, at)) if at.elapsed() < REWALK_AFTER => (Some((seq, hash)), at),
             _ => (None, std::time::Instant::now()),
         };
-        let verdict = verify_from(conn, key, start)?;
+        let verdict = verify_from(conn, key, head, start)?;
         if let Ok(mut verified) = self.0.lock() {
             *verified = match &verdict {
                 Verdict::Intact { head_seq, head_hash, .. } => {

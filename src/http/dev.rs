@@ -12,6 +12,12 @@ use crate::providers::{ProviderKind, VerifiedAssertion};
 use crate::state::AppState;
 use crate::tokens::codes;
 
+/// A dev name as both forms take it: 1 to 64 characters without control characters, trimmed,
+/// not all whitespace.
+fn dev_name(value: Option<&str>) -> Option<&str> {
+    input::text("name", value, 64).ok().flatten().map(str::trim).filter(|n| !n.is_empty())
+}
+
 /// What the dev provider's ID token says.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct DevTokenForm {
@@ -47,10 +53,8 @@ pub async fn id_token(
     form: web::Form<DevTokenForm>,
 ) -> Result<HttpResponse, OAuthError> {
     let dev = state.providers.dev.as_ref().ok_or_else(|| OAuthError::invalid_request("dev mode is off"))?;
-    let name = input::text("name", form.name.as_deref(), 64).ok().flatten().map(str::trim).unwrap_or("");
-    if name.is_empty() {
-        return Err(OAuthError::invalid_request("name is required (at most 64 characters)"));
-    }
+    let name = dev_name(form.name.as_deref())
+        .ok_or_else(|| OAuthError::invalid_request("name is required (at most 64 characters)"))?;
     let nonce = input::text("nonce", form.nonce.as_deref(), 256)?;
     let token = dev.mint(name, nonce).map_err(|_| OAuthError::server_error())?;
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(DevIdToken { id_token: token }))
@@ -88,9 +92,9 @@ pub async fn dev_login(
         Ok(_) => return error_page(StatusCode::BAD_REQUEST, "This sign-in was begun with another provider."),
         Err(page) => return page,
     };
-    let name = match input::text("name", form.name.as_deref(), 64).map(|n| n.map(str::trim)) {
-        Ok(Some(name)) if !name.is_empty() => name.to_string(),
-        _ => {
+    let name = match dev_name(form.name.as_deref()) {
+        Some(name) => name.to_string(),
+        None => {
             return error_page(
                 StatusCode::BAD_REQUEST,
                 "A name of 1 to 64 characters is needed. Start again from the app.",
