@@ -239,8 +239,8 @@ impl Application {
             audit_key: audit_key.clone(),
             audit_verified: Default::default(),
             nonce_key: NonceKey(nonce_key),
-            user_keys,
-            blind_index,
+            user_keys: user_keys.clone(),
+            blind_index: blind_index.clone(),
             metrics,
             rate_limits: rate_limits.clone(),
             liveness: liveness.clone(),
@@ -287,6 +287,8 @@ impl Application {
             apple,
             logouts,
             audit_key,
+            user_keys,
+            blind_index,
         });
         Ok(Application { port, server, background })
     }

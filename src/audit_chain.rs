@@ -47,6 +47,23 @@ pub struct Event {
     pub hash: Option<String>,
 }
 
+/// A Unix time as RFC 3339 (`2026-12-03T10:00:00Z`).
+pub fn rfc3339(at: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+impl Event {
+    /// The event as `idbridge audit export` writes it: one JSON object.
+    pub fn json_line(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "at": rfc3339(self.at), "action": self.action, "actor": self.actor,
+            "user_id": self.user_id, "device_id": self.device_id, "ip": self.ip, "detail": self.detail,
+            "hash": self.hash,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = audit_chain)]
 pub struct Head {

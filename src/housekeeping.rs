@@ -114,6 +114,9 @@ pub struct Background {
     pub logouts: crate::backchannel::Sender,
     /// The audit chain's key: new events are sealed with it.
     pub audit_key: Arc<crate::crypto::server_secrets::ServerSecret>,
+    /// The users' keys and the blind index, for the search indexer.
+    pub user_keys: Arc<crate::crypto::user_keys::UserKeys>,
+    pub blind_index: Arc<crate::crypto::blind_index::BlindIndex>,
 }
 
 /// How often new audit events are sealed into the chain.
@@ -148,14 +151,61 @@ fn seal_audit_events(
     })
 }
 
+/// How often users whose search terms are stale (new, linked, unlinked) are indexed.
+const INDEX_EVERY: Duration = Duration::from_secs(2);
+const INDEX_BATCH: i64 = 200;
+
+/// Writes the search terms of new and changed users (`accounts::search`), a batch at a time.
+fn index_for_search(
+    db: &Db,
+    keys: Arc<crate::crypto::user_keys::UserKeys>,
+    index: Arc<crate::crypto::blind_index::BlindIndex>,
+) -> tokio::task::JoinHandle<()> {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INDEX_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            loop {
+                let (keys, index) = (keys.clone(), index.clone());
+                let indexed = db
+                    .run(move |conn| crate::accounts::search::index_pending(conn, &keys, &index, INDEX_BATCH))
+                    .await;
+                match indexed {
+                    Ok(n) if n == INDEX_BATCH as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot index users for search now; will retry");
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Runs the loops until the process ends: the sweep, key maintenance, the clients' reload,
 /// the revocations' catch-up, and acting on change notices (`follow_changes`).
 pub fn spawn(work: Background) -> Vec<tokio::task::JoinHandle<()>> {
-    let Background { db, keys, rate_limits, clients, liveness, retention, apple, logouts, audit_key } = work;
+    let Background {
+        db,
+        keys,
+        rate_limits,
+        clients,
+        liveness,
+        retention,
+        apple,
+        logouts,
+        audit_key,
+        user_keys,
+        blind_index,
+    } = work;
     let mut tasks = vec![
         follow_changes(&db, &keys, &clients, &liveness),
         crate::backchannel::spawn(logouts),
         seal_audit_events(&db, audit_key),
+        index_for_search(&db, user_keys, blind_index),
     ];
     if let Some((apple, keyring)) = apple {
         tasks.push(revoke_released(&db, keyring, apple));

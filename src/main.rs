@@ -10,6 +10,7 @@ use idbridge::app::{self, Application};
 use idbridge::audit::AuditAction;
 use idbridge::config::{Settings, DEV_DEFAULTS};
 use idbridge::ids::UserId;
+use idbridge::service::StateChange;
 use idbridge::service::{self, Requester};
 use idbridge::{clients, crypto, db};
 
@@ -454,12 +455,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .await?
                         .map(|count| format!("revoked {count} devices"))
                 }
-                UsersCommand::Disable(_) => service::users::disable(&db, user, &by, None)
-                    .await?
-                    .map(|count| format!("disabled the user; revoked {count} devices")),
-                UsersCommand::Enable(_) => service::users::enable(&db, user, &by, None)
-                    .await?
-                    .then(|| "enabled the user".to_string()),
+                UsersCommand::Disable(_) => match service::users::disable(&db, user, &by, None).await? {
+                    StateChange::Done(count) => Some(format!("disabled the user; revoked {count} devices")),
+                    StateChange::AlreadySo => Some("the user was already disabled; nothing changed".into()),
+                    StateChange::Missing => None,
+                },
+                UsersCommand::Enable(_) => match service::users::enable(&db, user, &by, None).await? {
+                    StateChange::Done(()) => Some("enabled the user".into()),
+                    StateChange::AlreadySo => Some("the user was not disabled; nothing changed".into()),
+                    StateChange::Missing => None,
+                },
                 UsersCommand::Delete(_) => delete_user(&settings, &db, user, &by).await?,
             };
             println!("{}", done.ok_or_else(|| Failure::Other(anyhow::anyhow!("no such user")))?);
@@ -519,13 +524,7 @@ async fn audit_export(db: &db::Db, since: i64, until: i64) -> Result<(), Failure
     loop {
         let page = db.run(move |conn| idbridge::audit_chain::export_page(conn, since, until, after)).await?;
         for event in &page {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(event.at.max(0) as u64);
-            let line = serde_json::json!({
-                "id": event.id, "at": humantime::format_rfc3339_seconds(at).to_string(),
-                "action": event.action, "actor": event.actor, "user_id": event.user_id,
-                "device_id": event.device_id, "ip": event.ip, "detail": event.detail, "hash": event.hash,
-            });
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", event.json_line())?;
         }
         match page.last() {
             Some(last) if page.len() >= 1000 => after = Some((last.at, last.id.clone())),

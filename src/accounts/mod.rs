@@ -4,6 +4,7 @@
 
 pub mod profile;
 pub mod provider_tokens;
+pub mod search;
 
 use diesel::prelude::*;
 use diesel::result::DatabaseErrorKind;
@@ -258,7 +259,7 @@ fn record_assertion(
     }
 }
 
-fn find_identity(
+pub fn find_identity(
     conn: &mut DbConnection,
     provider: &str,
     subject: &str,
@@ -343,16 +344,24 @@ pub fn set_admin(conn: &mut DbConnection, user_id: &str, admin: bool) -> Result<
     Ok(n == 1)
 }
 
-/// Disables (from `now`) or enables a user; `false` when there is no such user. What else a
-/// disable ends is `service::users`.
+/// Disables (from `now`) or enables a user; `false` when there is no such user or it already
+/// was so. What else a disable ends is `service::users`.
 pub fn set_disabled(
     conn: &mut DbConnection,
     user_id: &str,
     disabled: bool,
     now: i64,
 ) -> Result<bool, DbError> {
-    let n = diesel::update(users::table.find(user_id))
-        .set(users::disabled_at.eq(disabled.then_some(now)))
-        .execute(conn)?;
+    // Only a change of state writes: disabling twice keeps the first time, and says so.
+    let target = users::table.find(user_id);
+    let n = if disabled {
+        diesel::update(target.filter(users::disabled_at.is_null()))
+            .set(users::disabled_at.eq(now))
+            .execute(conn)?
+    } else {
+        diesel::update(target.filter(users::disabled_at.is_not_null()))
+            .set(users::disabled_at.eq(None::<i64>))
+            .execute(conn)?
+    };
     Ok(n == 1)
 }

@@ -91,6 +91,15 @@ pub fn profile(
     Ok(Some(Profile { user, display_name, email, identities }))
 }
 
+/// An identity's e-mail, decrypted.
+pub fn identity_email(
+    conn: &mut DbConnection,
+    keys: &UserKeys,
+    identity: &Identity,
+) -> Result<Option<String>, UserKeyError> {
+    open_field(keys, conn, &identity.user_id, IDENTITY_EMAIL, identity.email_ct.as_deref())
+}
+
 /// The users with an identity whose e-mail is exactly `email` (after normalisation), through
 /// the blind index: no plaintext is scanned.
 pub fn find_by_email(
@@ -281,6 +290,7 @@ pub fn link_identity(
         other => other?,
     };
     keep_grant(conn)?;
+    super::search::mark_stale(conn, user_id)?;
     let detail = format!("provider={provider}");
     let event = AuditEvent {
         actor: &Actor::User(user_id.to_string()),
@@ -327,6 +337,7 @@ pub fn unlink_identity(
     )
     .execute(conn)?;
     super::provider_tokens::release(conn, user_id, Some(provider), now)?;
+    super::search::mark_stale(conn, user_id)?;
     let detail = format!("provider={provider}");
     let event = AuditEvent {
         actor: by,

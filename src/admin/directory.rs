@@ -1,16 +1,17 @@
 //! What the admin console's pages read: counts and per-day figures, users (paged, searched
-//! by id, provider subject or exact e-mail through the blind index), one user in full, and
-//! the audit log.
+//! by id, provider subject, e-mail, or name and e-mail prefixes through keyed search terms),
+//! one user in full, and the audit log.
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
+use super::audit_log::{self, AuditFilter, AuditRow};
 use super::chart::DAY_SECS;
 use crate::accounts::profile::{self, Profile};
 use crate::audit::AuditAction;
 use crate::crypto::blind_index::BlindIndex;
 use crate::crypto::user_keys::UserKeys;
-use crate::db::schema::{admin_sessions, audit_events, devices, identities, users};
+use crate::db::schema::{admin_sessions, devices, identities, users};
 use crate::db::{DbConnection, DbError};
 use crate::sessions::{live, Device};
 
@@ -171,14 +172,24 @@ pub fn list_users(
     Ok((summarise(conn, keys, &ids)?, next))
 }
 
-/// Users matching `q`: a user id, a provider subject (any provider), or an exact e-mail
-/// (through the keyed blind index; no plaintext is scanned).
+/// What a search found: at most [`SEARCH_MAX`] users, and whether more matched.
+pub struct Found {
+    pub users: Vec<UserSummary>,
+    pub more: bool,
+}
+
+/// Users a search shows, at most.
+pub const SEARCH_MAX: usize = 50;
+
+/// Users matching `q`: a user id, a provider subject (any provider), an exact e-mail (through
+/// the keyed blind index), or the start of name words or of an e-mail (through the search
+/// terms, `accounts::search`; the caller brings them up to date first). No plaintext is scanned.
 pub fn search_users(
     conn: &mut DbConnection,
     keys: &UserKeys,
     index: &BlindIndex,
     q: &str,
-) -> Result<Vec<UserSummary>, DbError> {
+) -> Result<Found, DbError> {
     let q = q.trim();
     let mut ids: Vec<String> = Vec::new();
     if let Ok(id) = uuid::Uuid::try_parse(q) {
@@ -199,19 +210,30 @@ pub fn search_users(
             .limit(50)
             .load::<String>(conn)?,
     );
+    let mut more = false;
+    if let Some(query) = index.query(q) {
+        let (by_prefix, cut) = crate::accounts::search::find(conn, keys, &query, SEARCH_MAX)?;
+        ids.extend(by_prefix);
+        more = cut;
+    }
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(id.clone()));
-    summarise(conn, keys, &ids)
+    more |= ids.len() > SEARCH_MAX;
+    ids.truncate(SEARCH_MAX);
+    let mut users = summarise(conn, keys, &ids)?;
+    users.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+    Ok(Found { users, more })
 }
-
-/// An audit event as the console shows it: every column.
-pub type AuditRow = crate::audit_chain::Event;
 
 /// A user in full: profile, every device they still have a record of, recent events.
 pub struct UserDetail {
     pub profile: Profile,
     pub devices: Vec<Device>,
     pub events: Vec<AuditRow>,
+    /// The event that ended each revoked device, by device id.
+    pub endings: std::collections::HashMap<String, AuditRow>,
+    /// Who the ids of `events` and `endings` are.
+    pub people: std::collections::HashMap<String, audit_log::Person>,
     pub admin_sessions: i64,
 }
 
@@ -239,11 +261,14 @@ pub fn user_detail(
         .limit(500)
         .select(Device::as_select())
         .load(conn)?;
-    let (events, _) =
-        audit_page(conn, &AuditFilter { user: Some(user_id.to_string()), ..Default::default() }, None, 20)?;
+    let filter = AuditFilter { user: Some(user_id.to_string()), ..Default::default() };
+    let events = audit_log::page(conn, &filter, &audit_log::Page::First, 20)?.events;
+    let endings = audit_log::device_endings(conn, user_id, &devices)?;
+    let named: Vec<AuditRow> = events.iter().chain(endings.values()).cloned().collect();
+    let people = audit_log::people(conn, keys, &named)?;
     let admin_sessions: i64 =
         admin_sessions::table.filter(admin_sessions::user_id.eq(user_id)).count().get_result(conn)?;
-    Ok(Some(UserDetail { profile, devices, events, admin_sessions }))
+    Ok(Some(UserDetail { profile, devices, events, endings, people, admin_sessions }))
 }
 
 fn undecrypted_profile(conn: &mut DbConnection, user_id: &str) -> Result<Option<Profile>, DbError> {
@@ -258,52 +283,4 @@ fn undecrypted_profile(conn: &mut DbConnection, user_id: &str) -> Result<Option<
         .select(crate::accounts::Identity::as_select())
         .load(conn)?;
     Ok(Some(Profile { user, display_name: None, email: None, identities }))
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub user: Option<String>,
-    pub actor: Option<String>,
-    pub action: Option<String>,
-}
-
-/// One page of the audit log, newest first, filtered; and where the next page starts.
-pub fn audit_page(
-    conn: &mut DbConnection,
-    filter: &AuditFilter,
-    before: Option<&Cursor>,
-    limit: i64,
-) -> Result<(Vec<AuditRow>, Option<Cursor>), DbError> {
-    let mut query = audit_events::table.into_boxed();
-    if let Some(user) = &filter.user {
-        // User ids are stored lower case, as idbridge writes them.
-        query = query.filter(audit_events::user_id.eq(user.to_ascii_lowercase()));
-    }
-    if let Some(actor) = &filter.actor {
-        // A prefix: `admin` finds every admin, `user:0190…` one user.
-        let escaped = actor.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        query = query.filter(audit_events::actor.like(format!("{escaped}%")).escape('\\'));
-    }
-    if let Some(action) = &filter.action {
-        query = query.filter(audit_events::action.eq(action.clone()));
-    }
-    if let Some(before) = before {
-        query = query.filter(
-            audit_events::at
-                .lt(before.at)
-                .or(audit_events::at.eq(before.at).and(audit_events::id.lt(before.id.clone()))),
-        );
-    }
-    let mut page: Vec<AuditRow> = query
-        .order((audit_events::at.desc(), audit_events::id.desc()))
-        .limit(limit + 1)
-        .select(AuditRow::as_select())
-        .load(conn)?;
-    let next = if page.len() as i64 > limit {
-        page.truncate(limit as usize);
-        page.last().map(|e| Cursor { at: e.at, id: e.id.clone() })
-    } else {
-        None
-    };
-    Ok((page, next))
 }

@@ -19,8 +19,8 @@ pub use crate::config::ClientKind;
 pub use registry::{ClientAuthError, ClientCredentials, ClientRegistry};
 pub use secrets::{hash_secret, new_secret, SHA256_PREFIX};
 pub use stored::{
-    check_new_client, check_redirect_uri, delete_stored, insert_stored, list_stored, set_stored_disabled,
-    upgrade_stored_secret, NewClient, NewClientError, StoredClient,
+    check_new_client, check_redirect_uri, delete_stored, find_stored, insert_stored, list_stored,
+    set_stored_disabled, upgrade_stored_secret, NewClient, NewClientError, StoredClient,
 };
 
 use secrets::{secret_digest, SecretCheck};

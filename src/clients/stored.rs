@@ -211,18 +211,33 @@ pub fn upgrade_stored_secret(
     Ok(n == 1)
 }
 
-/// Disables or enables a stored client; `false` when there is none.
+/// Disables or enables a stored client; `false` when there is none or it already was so.
 pub fn set_stored_disabled(
     conn: &mut DbConnection,
     client_id: &str,
     disabled: bool,
     now: i64,
 ) -> Result<bool, DbError> {
-    let n = diesel::update(stored_clients::table.find(client_id))
-        .set(stored_clients::disabled_at.eq(disabled.then_some(now)))
-        .execute(conn)?;
-    notify_clients_changed(conn)?;
+    // Only a change of state writes.
+    let target = stored_clients::table.find(client_id);
+    let n = if disabled {
+        diesel::update(target.filter(stored_clients::disabled_at.is_null()))
+            .set(stored_clients::disabled_at.eq(now))
+            .execute(conn)?
+    } else {
+        diesel::update(target.filter(stored_clients::disabled_at.is_not_null()))
+            .set(stored_clients::disabled_at.eq(None::<i64>))
+            .execute(conn)?
+    };
+    if n == 1 {
+        notify_clients_changed(conn)?;
+    }
     Ok(n == 1)
+}
+
+/// A stored client, if there is one by this id.
+pub fn find_stored(conn: &mut DbConnection, client_id: &str) -> Result<Option<StoredClient>, DbError> {
+    Ok(stored_clients::table.find(client_id).select(StoredClient::as_select()).first(conn).optional()?)
 }
 
 /// Deletes a stored client; `false` when there is none. Its devices stop working, as for a

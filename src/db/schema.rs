@@ -11,6 +11,14 @@ diesel::table! {
         display_name_ct -> Nullable<Text>,
         email_ct -> Nullable<Text>,
         email_verified -> Nullable<Bool>,
+        search_indexed -> Bool,
+    }
+}
+
+diesel::table! {
+    user_search_terms (term, user_id) {
+        term -> Text,
+        user_id -> Text,
     }
 }
 
@@ -248,11 +256,13 @@ diesel::joinable!(identities -> users (user_id));
 diesel::joinable!(devices -> users (user_id));
 diesel::joinable!(refresh_tokens -> devices (device_id));
 diesel::joinable!(user_keys -> users (user_id));
+diesel::joinable!(user_search_terms -> users (user_id));
 diesel::joinable!(admin_sessions -> users (user_id));
 diesel::joinable!(admin_sessions -> devices (device_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
+    user_search_terms,
     identities,
     clients,
     devices,

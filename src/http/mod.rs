@@ -86,10 +86,13 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/admin/users/{id}/enable", &["POST"]),
     ("/admin/users/{id}/delete", &["POST"]),
     ("/admin/audit", &["GET"]),
+    ("/admin/audit/export", &["GET"]),
     ("/admin/keys", &["GET"]),
-    ("/admin/keys/rotate", &["POST"]),
+    ("/admin/keys/rotate", &["GET", "POST"]),
     ("/admin/clients", &["GET", "POST"]),
+    ("/admin/clients/{id}/confirm", &["GET"]),
     ("/admin/clients/{id}/confirm-delete", &["GET"]),
+    ("/admin/clients/{id}/created", &["GET"]),
     ("/admin/clients/{id}/disable", &["POST"]),
     ("/admin/clients/{id}/enable", &["POST"]),
     ("/admin/clients/{id}/delete", &["POST"]),
@@ -191,16 +194,23 @@ pub fn routes(cfg: &mut web::ServiceConfig, dev_enabled: bool) {
             .service(resource("/users/{id}/enable").route(web::post().to(admin::users::change)))
             .service(resource("/users/{id}/delete").route(web::post().to(admin::users::change)))
             .service(resource("/audit").route(web::get().to(admin::audit::log)))
+            .service(resource("/audit/export").route(web::get().to(admin::audit::export)))
             .service(resource("/keys").route(web::get().to(admin::keys::list)))
-            .service(resource("/keys/rotate").route(web::post().to(admin::keys::rotate)))
+            .service(
+                resource("/keys/rotate")
+                    .route(web::get().to(admin::keys::confirm_rotate))
+                    .route(web::post().to(admin::keys::rotate)),
+            )
             .service(
                 resource("/clients")
                     .route(web::get().to(admin::clients::list))
                     .route(web::post().to(admin::clients::create)),
             )
+            .service(resource("/clients/{id}/confirm").route(web::get().to(admin::clients::confirm)))
             .service(
                 resource("/clients/{id}/confirm-delete").route(web::get().to(admin::clients::confirm_delete)),
             )
+            .service(resource("/clients/{id}/created").route(web::get().to(admin::clients::created)))
             .service(resource("/clients/{id}/disable").route(web::post().to(admin::clients::change)))
             .service(resource("/clients/{id}/enable").route(web::post().to(admin::clients::change)))
             .service(resource("/clients/{id}/delete").route(web::post().to(admin::clients::change))),

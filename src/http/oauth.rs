@@ -409,6 +409,7 @@ async fn code_grant(
         device_platform: None,
         origin: origin(&req),
         dpop_jkt,
+        known_users_only: false,
     };
     let outcome = service::sign_in::redeem(&state, client, request).await.map_err(|e| match e {
         SignInError::Db(db) => OAuthError::from(db),
@@ -417,6 +418,7 @@ async fn code_grant(
     let (signed_in, redeemed) = match outcome {
         CodeOutcome::Signed(signed_in, redeemed) => (signed_in, redeemed),
         CodeOutcome::Refused(why) => return Err(OAuthError::invalid_grant(why)),
+        CodeOutcome::NoUser { .. } => return Err(OAuthError::invalid_grant("the account cannot sign in")),
     };
     state.metrics.sign_ins.with_label_values(&[signed_in.device.idp.as_str(), "ok"]).inc();
     let device = &signed_in.device;

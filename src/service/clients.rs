@@ -8,7 +8,7 @@ use crate::clients::{self, ClientRegistry, NewClient, NewClientError};
 use crate::db::{Db, DbError};
 use crate::sessions::devices;
 
-use super::Requester;
+use super::{Requester, StateChange};
 
 /// Stores a new client; a confidential one's secret is returned once (only a hash is kept).
 pub async fn create(
@@ -50,7 +50,7 @@ pub enum Change {
     Delete,
 }
 
-/// Applies `change` to a client made in the console; `false` when there is no such client.
+/// Applies `change` to a client made in the console.
 /// (Clients of the configuration file are changed only there: the caller refuses them.)
 pub async fn change(
     db: &Db,
@@ -58,7 +58,7 @@ pub async fn change(
     client_id: &str,
     change: Change,
     by: &Requester,
-) -> Result<bool, DbError> {
+) -> Result<StateChange<()>, DbError> {
     let (id, by) = (client_id.to_string(), by.clone());
     let changed = db
         .write(move |conn| {
@@ -73,7 +73,8 @@ pub async fn change(
                 Change::Delete => (clients::delete_stored(conn, &id)?, AuditAction::ClientDelete),
             };
             if !found {
-                return Ok(false);
+                let exists = clients::find_stored(conn, &id)?.is_some();
+                return Ok(if exists { StateChange::AlreadySo } else { StateChange::Missing });
             }
             if change == Change::Delete {
                 let ended =
@@ -84,10 +85,10 @@ pub async fn change(
             }
             let detail = format!("client={id}");
             by.doing(action, None).record(conn, None, None, Some(&detail), now)?;
-            Ok::<_, DbError>(true)
+            Ok::<_, DbError>(StateChange::Done(()))
         })
         .await?;
-    if changed {
+    if changed == StateChange::Done(()) {
         reload(db, registry).await;
     }
     Ok(changed)

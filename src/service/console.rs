@@ -19,8 +19,9 @@ pub enum AdminSignIn {
     /// A console session began; its cookie value.
     Started(String),
     /// The person signed in but has no admin role: no session, and the device made is gone.
+    /// `user_id` is `None` when their identity has no user: none is made.
     NotAdmin {
-        user_id: String,
+        user_id: Option<String>,
     },
     Refused(&'static str),
 }
@@ -34,12 +35,27 @@ pub async fn sign_in(
     policy: SessionPolicy,
 ) -> Result<AdminSignIn, DbError> {
     let a = app.clone();
+    let client_id = client.id.clone();
     app.db
         .write(move |conn| {
             let now = crate::clock::now();
             let signed_in = match redeem_in(conn, &a, &client, &request, now) {
                 Ok(CodeOutcome::Signed(signed_in, _)) => signed_in,
                 Ok(CodeOutcome::Refused(why)) => return Ok(AdminSignIn::Refused(why)),
+                Ok(CodeOutcome::NoUser { provider }) => {
+                    // Opening the console makes no user: only an app's sign-in does.
+                    let detail =
+                        format!("signed in to the admin console with a {provider} account that has no user");
+                    let event = AuditEvent {
+                        actor: &Actor::Client(client_id.clone()),
+                        action: AuditAction::AdminRefused,
+                        user_id: None,
+                        device_id: None,
+                        detail: Some(&detail),
+                    };
+                    crate::audit::record(conn, event, &request.origin, now)?;
+                    return Ok(AdminSignIn::NotAdmin { user_id: None });
+                }
                 Err(SignInError::Db(e)) => return Err(e),
                 Err(_) => return Ok(AdminSignIn::Refused("the account cannot sign in")),
             };
@@ -55,7 +71,7 @@ pub async fn sign_in(
                     detail: Some("signed in to the admin console without the admin role"),
                 };
                 crate::audit::record(conn, event, &request.origin, now)?;
-                return Ok(AdminSignIn::NotAdmin { user_id: user_id.to_string() });
+                return Ok(AdminSignIn::NotAdmin { user_id: Some(user_id.to_string()) });
             }
             let token = sessions::create(conn, user_id, &signed_in.device.id, policy, now)?;
             let event = AuditEvent {

@@ -53,6 +53,16 @@ impl Requester {
     }
 }
 
+/// What a change of state (disable, enable) came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateChange<T> {
+    Done(T),
+    /// It already was so: nothing was written or audited.
+    AlreadySo,
+    /// There is no such user or client.
+    Missing,
+}
+
 /// What the console adds to the audit detail of a change made there.
 pub const BY_CONSOLE: &str = "by the admin console";
 

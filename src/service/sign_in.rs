@@ -81,6 +81,11 @@ pub fn sign_in_in(
 pub enum CodeOutcome {
     Signed(Box<SignedIn>, Box<codes::Redeemed>),
     Refused(&'static str),
+    /// `known_users_only` was asked and the code proves an identity no user has: nothing was
+    /// made (the code is spent).
+    NoUser {
+        provider: String,
+    },
 }
 
 /// A code to redeem, as the token endpoint (or the admin console) received it.
@@ -94,6 +99,9 @@ pub struct CodeRedemption {
     /// The thumbprint of the DPoP key the request proved: a code bound to a key needs it, and
     /// the device is bound to it.
     pub dpop_jkt: Option<String>,
+    /// Sign in only a user who exists already (the admin console): an unknown identity makes
+    /// no user and comes back as [`CodeOutcome::NoUser`].
+    pub known_users_only: bool,
 }
 
 /// Redeems an authorization code and records the sign-in it proves.
@@ -147,6 +155,12 @@ pub fn redeem_in(
         }
         Err(_) => return Ok(CodeOutcome::Refused("the code is invalid or expired")),
     };
+    if request.known_users_only
+        && accounts::find_identity(conn, redeemed.assertion.provider.as_str(), &redeemed.assertion.subject)?
+            .is_none()
+    {
+        return Ok(CodeOutcome::NoUser { provider: redeemed.assertion.provider.as_str().to_string() });
+    }
     let sign_in = SignIn {
         assertion: redeemed.assertion.clone(),
         nonce: None,

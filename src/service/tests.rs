@@ -125,15 +125,23 @@ async fn a_disable_ends_every_device_everywhere_with_one_audit_event() {
     let w = world().await;
     let (a, b) = (w.sign_in("s1").await, w.sign_in("s1").await);
     let ended = users::disable(&w.db, &user(&a), &Requester::cli(), None).await.expect("disable");
-    assert_eq!(ended, Some(2));
+    assert_eq!(ended, super::StateChange::Done(2));
     for device in [&a.device.id, &b.device.id] {
         assert!(w.revoked(device).await);
         assert!(w.liveness.is_revoked(device), "this replica refuses its tokens at once");
     }
-    let last = w.audit().await.pop().expect("an event");
+    let mut events = w.audit().await;
+    let before_again = events.len();
+    let last = events.pop().expect("an event");
     assert_eq!(last, ("cli".into(), "user.disable".into(), Some("devices=2".into())));
     let unknown = UserId::parse("0192f5e4-7c1a-7d2e-9b1f-3a4c5d6e7f80").expect("uuid");
-    assert_eq!(users::disable(&w.db, &unknown, &Requester::cli(), None).await.expect("disable"), None);
+    assert_eq!(
+        users::disable(&w.db, &unknown, &Requester::cli(), None).await.expect("disable"),
+        super::StateChange::Missing
+    );
+    let again = users::disable(&w.db, &user(&a), &Requester::cli(), None).await.expect("disable");
+    assert_eq!(again, super::StateChange::AlreadySo);
+    assert_eq!(w.audit().await.len(), before_again, "disabling twice audits once");
 }
 
 #[tokio::test]
@@ -214,7 +222,9 @@ async fn deleting_a_console_client_ends_its_devices() {
     let by = Requester::new(crate::audit::Actor::Admin("a".into()), Default::default());
     clients::create(&w.db, &registry, new, &by).await.expect("create").expect("made");
     let signed = w.sign_in("s6").await;
-    assert!(clients::change(&w.db, &registry, "app", clients::Change::Delete, &by).await.expect("delete"));
+    let deleted =
+        clients::change(&w.db, &registry, "app", clients::Change::Delete, &by).await.expect("delete");
+    assert_eq!(deleted, super::StateChange::Done(()));
     assert!(w.revoked(&signed.device.id).await && w.liveness.is_revoked(&signed.device.id));
     let actions: Vec<String> = w.audit().await.into_iter().map(|(_, action, _)| action).collect();
     assert_eq!(actions[actions.len() - 2..], ["device.revoke".to_string(), "client.delete".to_string()]);

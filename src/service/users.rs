@@ -7,43 +7,54 @@ use crate::db::{Db, DbConnection, DbError};
 use crate::ids::UserId;
 use crate::sessions::devices;
 
-use super::Requester;
+use super::{Requester, StateChange};
+
+impl<T> StateChange<T> {
+    fn unchanged(conn: &mut DbConnection, user: &UserId) -> Result<Self, DbError> {
+        Ok(if accounts::user_exists(conn, user.as_str())? {
+            StateChange::AlreadySo
+        } else {
+            StateChange::Missing
+        })
+    }
+}
 
 /// Disables a user: their console sessions and every device end at once (ASVS 7.4.2), and
-/// sign-in is refused until enabled. Returns how many devices ended; `None` for no such user.
+/// sign-in is refused until enabled. `Done` with how many devices ended.
 pub async fn disable(
     db: &Db,
     user: &UserId,
     by: &Requester,
     detail: Option<&'static str>,
-) -> Result<Option<usize>, DbError> {
+) -> Result<StateChange<usize>, DbError> {
     let (user, by) = (user.clone(), by.clone());
     db.write(move |conn| {
         let now = crate::clock::now();
         if !accounts::set_disabled(conn, user.as_str(), true, now)? {
-            return Ok(None);
+            return StateChange::unchanged(conn, &user);
         }
         crate::admin::sessions::end_for_user(conn, user.as_str())?;
-        devices::end_all(conn, user.as_str(), &by.doing(AuditAction::UserDisable, detail), now).map(Some)
+        devices::end_all(conn, user.as_str(), &by.doing(AuditAction::UserDisable, detail), now)
+            .map(StateChange::Done)
     })
     .await
 }
 
-/// Enables a disabled user again (their ended devices stay ended). `false` for no such user.
+/// Enables a disabled user again (their ended devices stay ended).
 pub async fn enable(
     db: &Db,
     user: &UserId,
     by: &Requester,
     detail: Option<&'static str>,
-) -> Result<bool, DbError> {
+) -> Result<StateChange<()>, DbError> {
     let (user, by) = (user.clone(), by.clone());
     db.write(move |conn| {
         let now = crate::clock::now();
         if !accounts::set_disabled(conn, user.as_str(), false, now)? {
-            return Ok(false);
+            return StateChange::unchanged(conn, &user);
         }
         by.doing(AuditAction::UserEnable, detail).record(conn, Some(user.as_str()), None, detail, now)?;
-        Ok(true)
+        Ok(StateChange::Done(()))
     })
     .await
 }

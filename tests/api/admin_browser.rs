@@ -268,3 +268,185 @@ async fn long_values_fit_at_phone_and_desktop_widths_in_chromium() {
     );
     client.close().await.unwrap();
 }
+
+/// axe-core, installed by `.ci/run` (`tests/axe`, npm).
+fn axe_source() -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/axe/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("the accessibility check needs axe-core: run `npm ci` in tests/axe (.ci/run does) ({path:?})")
+    })
+}
+
+/// Runs axe-core on the page shown and fails on any serious or critical violation.
+async fn assert_accessible(client: &Client, axe: &str, what: &str) {
+    client.execute(axe, vec![]).await.expect("load axe-core");
+    let found = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, {resultTypes: ['violations']})\
+               .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                 .map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.html)}))))\
+               .catch(e => done('axe failed: ' + e));",
+            vec![],
+        )
+        .await
+        .expect("run axe-core");
+    assert_eq!(found, json!([]), "{what}: serious accessibility violations:\n{found:#}");
+}
+
+/// The rows' names of the users page as shown.
+async fn listed_names(client: &Client) -> serde_json::Value {
+    client
+        .execute(
+            "return [...document.querySelectorAll('tbody td[data-label=Name] a')].map(a => a.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap()
+}
+
+/// Clicks the element `css` finds, then waits for `then`.
+async fn click_then(client: &Client, css: &str, then: Locator<'_>) {
+    client.find(Locator::Css(css)).await.unwrap_or_else(|_| panic!("{css}")).click().await.unwrap();
+    client.wait().for_element(then).await.unwrap_or_else(|_| panic!("after clicking {css}"));
+}
+
+/// A day of daily use in Chromium: find people by name words and e-mail prefixes, confirm
+/// each destructive change (revoke, rotate, disable a client) and see a moot one refused, a
+/// new client's secret shown once, the audit log filtered and exported; every page passes
+/// axe-core with no serious violation, at desktop and phone width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_use_with_confirmations_search_and_export_is_accessible_in_chromium() {
+    let driver = start_driver();
+    let axe = axe_source();
+    let app = app_at_its_own_address(Backend::Sqlite, true).await;
+    for (sub, name, email) in [
+        ("s-ada", "Ada Lovelace", "ada.lovelace@example.com"),
+        ("s-adam", "Adam Smith", "adam@econ.example"),
+        ("s-grace", "Grace Hopper", "grace@navy.example"),
+    ] {
+        let token = app.google.id_token(json!({"sub": sub, "name": name, "email": email}));
+        app.exchange(&token, &[("device_name", &format!("{name}'s phone"))]).await.assert_status(200);
+    }
+    let grace = app.sign_in_as("s-grace").await;
+    let root = dev_user(&app, "root").await;
+    assert!(app.run_cli(&["admins", "grant", &root]).await.status.success());
+    let client = browser(&driver).await;
+    sign_in_through_dev(&client, &app, "root").await;
+    client.wait().for_element(Locator::Id("count-users")).await.expect("the overview");
+    assert_accessible(&client, &axe, "overview").await;
+
+    // Search by name words and by the start of an e-mail.
+    client.goto(&app.url("/admin/users")).await.unwrap();
+    for (q, names) in [
+        ("lovelace", json!(["Ada Lovelace"])),
+        ("ada", json!(["Adam Smith", "Ada Lovelace"])),
+        ("grace@na", json!(["Grace Hopper"])),
+    ] {
+        let field = client.wait().for_element(Locator::Id("q")).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(q).await.unwrap();
+        click_then(&client, "form.search button", Locator::Id("found")).await;
+        let mut shown = listed_names(&client).await;
+        let mut want = names.clone();
+        let sort = |v: &mut serde_json::Value| v.as_array_mut().unwrap().sort_by_key(|n| n.to_string());
+        sort(&mut shown);
+        sort(&mut want);
+        assert_eq!(shown, want, "search {q}");
+    }
+    save_screenshot(&client, "search-by-email-prefix.png").await;
+    assert_accessible(&client, &axe, "search results").await;
+
+    // Revoke a device: the confirmation, Cancel changes nothing, confirming revokes, and going
+    // back to the confirmation finds it already done.
+    let user_page = app.url(&format!("/admin/users/{}", grace.user_id));
+    client.goto(&user_page).await.unwrap();
+    assert_accessible(&client, &axe, "user page").await;
+    let revoke_link = format!("#device-{} a.button", grace.device_id);
+    click_then(&client, &revoke_link, Locator::Css("form.confirm")).await;
+    assert_accessible(&client, &axe, "confirmation").await;
+    save_screenshot(&client, "confirm-revoke.png").await;
+    click_then(&client, "form.confirm a.button", Locator::Css("section.actions")).await;
+    assert_eq!(app.count("devices WHERE revoked_at IS NOT NULL").await, 0, "Cancel revoked nothing");
+    click_then(&client, &revoke_link, Locator::Css("form.confirm")).await;
+    let confirm_url = client.current_url().await.unwrap();
+    click_then(&client, "form.confirm button.danger", Locator::Css("p.notice")).await;
+    assert_eq!(
+        app.count(&format!("devices WHERE id = '{}' AND revoked_at IS NOT NULL", grace.device_id)).await,
+        1
+    );
+    let ended = client.find(Locator::Css(&format!("#device-{} .ending", grace.device_id))).await.unwrap();
+    assert!(ended.text().await.unwrap().contains("by admin root: revoked"), "the device's end is explained");
+    client.goto(confirm_url.as_str()).await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::XPath("//h1[text()='Already done']"))
+        .await
+        .expect("a moot confirmation");
+    assert!(client.find(Locator::Css("form.confirm")).await.is_err(), "nothing to confirm");
+    save_screenshot(&client, "confirm-moot.png").await;
+
+    // Rotate signing keys: confirmed first.
+    client.goto(&app.url("/admin/keys")).await.unwrap();
+    assert_accessible(&client, &axe, "keys").await;
+    let keys = app.count("signing_keys").await;
+    client.find(Locator::LinkText("Rotate now…")).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::Css("form.confirm")).await.unwrap();
+    assert_eq!(app.count("signing_keys").await, keys, "the confirmation changes nothing");
+    click_then(&client, "form.confirm button.danger", Locator::Css("p.notice")).await;
+    assert_eq!(app.count("signing_keys").await, keys + 1);
+
+    // A confidential client: its secret once (reloading shows it no more), then disabled
+    // after a confirmation.
+    client.goto(&app.url("/admin/clients")).await.unwrap();
+    assert_accessible(&client, &axe, "clients").await;
+    client.find(Locator::Id("client_id")).await.unwrap().send_keys("reports").await.unwrap();
+    client.find(Locator::Css("input[name=kind][value=confidential]")).await.unwrap().click().await.unwrap();
+    click_then(&client, "form.stacked button[type=submit]", Locator::Id("secret")).await;
+    assert!(client.current_url().await.unwrap().path().ends_with("/reports/created"));
+    assert_accessible(&client, &axe, "client created").await;
+    client.refresh().await.unwrap();
+    client.wait().for_element(Locator::Css("main h1")).await.unwrap();
+    assert!(client.find(Locator::Id("secret")).await.is_err(), "the secret is shown once");
+    assert_eq!(app.count("clients").await, 1, "reloading made nothing");
+    client.goto(&app.url("/admin/clients")).await.unwrap();
+    client.find(Locator::Css("a[aria-label='Disable reports']")).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::Css("form.confirm")).await.unwrap();
+    click_then(&client, "form.confirm button.danger", Locator::Css("p.notice")).await;
+    assert_eq!(app.count("clients WHERE disabled_at IS NOT NULL").await, 1);
+
+    // The audit log: filtered by actor prefix and action, and exported as filtered.
+    client.goto(&app.url("/admin/audit")).await.unwrap();
+    client.find(Locator::Id("actor")).await.unwrap().send_keys("admin").await.unwrap();
+    client.find(Locator::Css("#action option[value='device.revoke']")).await.unwrap().click().await.unwrap();
+    click_then(&client, "form.filters button", Locator::Id("paging-summary")).await;
+    let summary = client.find(Locator::Id("paging-summary")).await.unwrap().text().await.unwrap();
+    assert!(summary.contains("Events 1–1 of 1"), "{summary}");
+    assert_accessible(&client, &axe, "audit log").await;
+    save_screenshot(&client, "audit-filtered.png").await;
+    // The link, followed with the browser's session (the console's CSP lets no page fetch).
+    let href = client.find(Locator::Id("export-csv")).await.unwrap().prop("href").await.unwrap().unwrap();
+    let session = client.get_named_cookie("__Host-idbridge-admin").await.unwrap();
+    let csv = app
+        .client
+        .get(&href)
+        .header("cookie", format!("__Host-idbridge-admin={}", session.value()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 2, "a header and the one event: {csv}");
+    assert!(csv.lines().nth(1).unwrap().contains(",device.revoke,admin:"), "{csv}");
+
+    // At a phone's width too.
+    client.set_window_size(390, 844).await.unwrap();
+    for page in ["/admin", "/admin/users?q=ada", &format!("/admin/users/{}", grace.user_id), "/admin/audit"] {
+        client.goto(&app.url(page)).await.unwrap();
+        client.wait().for_element(Locator::Css("main h1")).await.unwrap();
+        assert_accessible(&client, &axe, &format!("{page} at 390px")).await;
+    }
+    client.close().await.unwrap();
+}

@@ -9,6 +9,7 @@ mod abuse;
 mod access_token;
 mod admin;
 mod admin_browser;
+mod admin_daily;
 mod apple;
 mod apple_web;
 mod audit_chain;

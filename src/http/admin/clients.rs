@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{bad_request, failed, html, not_found, requester, see_other, when};
+use super::{already, bad_request, failed, html, not_found, requester, see_other, when};
 use super::{
     AdminForm, AdminPage, CarriesCsrf, ConfirmPage, CsrfForm, DoneQuery, FromRoute, Layout, RouteAction,
 };
@@ -14,6 +14,7 @@ use crate::admin::sessions::AdminSession;
 use crate::clients::{self, ClientKind, NewClient, NewClientError};
 use crate::service;
 use crate::service::clients::Change;
+use crate::service::StateChange;
 use crate::state::AppState;
 
 struct ClientRow {
@@ -135,13 +136,16 @@ pub async fn list(
 struct ClientCreatedPage {
     layout: Layout,
     client_id: String,
+    confidential: bool,
+    /// A confidential client's secret, on the first visit only.
     secret: Option<String>,
 }
 
-/// Makes a client; a confidential one's secret is shown on this answer only.
-#[utoipa::path(post, path = "/admin/clients", tag = "admin", summary = "Makes a client; a confidential one's secret is shown once (argon2 hash stored)",
+/// Makes a client, then sends the browser to its page, where a confidential one's secret is
+/// shown once.
+#[utoipa::path(post, path = "/admin/clients", tag = "admin", summary = "Makes a client; a confidential one's secret is shown once, on the page this redirects to (a SHA-256 hash is stored)",
     request_body(content = NewClientForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 201, description = "Made: the page, with a confidential client's secret", content_type = "text/html", body = String), super::super::openapi::answers::AdminChange))]
+    responses(super::super::openapi::answers::AdminChange))]
 pub async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -200,13 +204,80 @@ pub async fn create(
         }
         Err(e) => return failed(e),
     };
-    use secrecy::ExposeSecret;
-    let page = ClientCreatedPage {
-        layout: Layout::of(&session, "clients"),
-        client_id,
-        secret: secret.map(|s| s.expose_secret().to_string()),
+    // Post/Redirect/Get: a reload shows the page again instead of sending the form twice. A
+    // secret travels to that page once, sealed under the master key for this session and
+    // client, in a cookie the page clears.
+    let mut response = see_other(&format!("/admin/clients/{client_id}/created"));
+    if let Some(secret) = secret {
+        use secrecy::ExposeSecret;
+        let aad = created_secret_aad(&session, &client_id);
+        let sealed = state.user_keys.keyring().wrap(secret.expose_secret().as_bytes(), &aad);
+        let value = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sealed);
+        let _ = response.add_cookie(&secret_cookie(value, 300));
+    }
+    response
+}
+
+/// The cookie that carries a new client's sealed secret from the form to its page, once.
+const CREATED_SECRET_COOKIE: &str = "__Host-idbridge-new-secret";
+
+fn secret_cookie(value: String, max_age_secs: i64) -> actix_web::cookie::Cookie<'static> {
+    actix_web::cookie::Cookie::build(CREATED_SECRET_COOKIE, value)
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(actix_web::cookie::SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::seconds(max_age_secs))
+        .finish()
+}
+
+/// What the sealed secret is bound to: this admin session and this client.
+fn created_secret_aad(session: &AdminSession, client_id: &str) -> Vec<u8> {
+    format!("idbridge:admin.new-client-secret\0{}\0{client_id}", session.id_hash).into_bytes()
+}
+
+/// The page after making a client: a confidential client's secret, shown this once.
+#[utoipa::path(get, path = "/admin/clients/{id}/created", tag = "admin", summary = "A client just made: its secret, shown once",
+    params(("id" = String, Path, description = "the client id")), responses(super::super::openapi::answers::AdminPage))]
+pub async fn created(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    let client_id = path.into_inner();
+    let found = if well_formed(&client_id) {
+        let id = client_id.clone();
+        match state.db.run(move |conn| clients::find_stored(conn, &id)).await {
+            Ok(found) => found,
+            Err(e) => return failed(e),
+        }
+    } else {
+        None
     };
-    html(StatusCode::CREATED, page.render())
+    let Some(client) = found else {
+        return not_found(&session, "There is no such client.");
+    };
+    let confidential = ClientKind::parse(&client.kind) == Some(ClientKind::Confidential);
+    let secret = req.cookie(CREATED_SECRET_COOKIE).filter(|_| confidential).and_then(|c| {
+        let sealed =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, c.value()).ok()?;
+        let opened =
+            state.user_keys.keyring().unwrap(&sealed, &created_secret_aad(&session, &client_id)).ok()?;
+        String::from_utf8(opened).ok()
+    });
+    let page = ClientCreatedPage { layout: Layout::of(&session, "clients"), client_id, confidential, secret };
+    let mut response = html(StatusCode::OK, page.render());
+    if req.cookie(CREATED_SECRET_COOKIE).is_some() {
+        let _ = response.add_cookie(&secret_cookie(String::new(), 0));
+    }
+    response
+}
+
+/// A client id as clients are named: 2 to 64 of a-z 0-9 . _ -.
+fn well_formed(client_id: &str) -> bool {
+    client_id.len() <= 64
+        && client_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 /// The change to a stored client a route names.
@@ -240,7 +311,7 @@ pub async fn change(
     let by = requester(&session, &req);
     let changed = service::clients::change(&state.db, &state.clients, &client_id, change, &by).await;
     match changed {
-        Ok(true) => {
+        Ok(StateChange::Done(())) => {
             let done = match change {
                 Change::Disable => "client-disabled",
                 Change::Enable => "client-enabled",
@@ -248,29 +319,109 @@ pub async fn change(
             };
             see_other(&format!("/admin/clients?done={done}"))
         }
-        Ok(false) => not_found(&session, "There is no such client."),
+        Ok(StateChange::AlreadySo) => {
+            let text = if change == Change::Disable {
+                "The client was already disabled. Nothing was changed."
+            } else {
+                "The client was not disabled. Nothing was changed."
+            };
+            already(&session, text, "/admin/clients")
+        }
+        Ok(StateChange::Missing) => not_found(&session, "There is no such client."),
         Err(e) => failed(e),
     }
 }
 
-/// The confirmation step before deleting a client.
+#[derive(Deserialize)]
+pub struct ClientConfirmQuery {
+    action: Option<String>,
+}
+
+/// The confirmation step before disabling, enabling or deleting a client, aware of its state.
+#[utoipa::path(get, path = "/admin/clients/{id}/confirm", tag = "admin", summary = "The confirmation step of `action` on a client: disable, enable, delete",
+    params(("id" = String, Path, description = "the client id"), ("action" = Option<String>, Query, description = "disable, enable or delete")),
+    responses(super::super::openapi::answers::AdminPage))]
+pub async fn confirm(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<ClientConfirmQuery>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    let Some(change) = query.action.as_deref().and_then(Change::from_route) else {
+        return bad_request(&session, "Unknown action.");
+    };
+    confirm_change(&state, &session, path.into_inner(), change).await
+}
+
+/// The confirmation step before deleting a client (the older link of [`confirm`]).
 #[utoipa::path(get, path = "/admin/clients/{id}/confirm-delete", tag = "admin", summary = "The confirmation step of deleting a client",
     params(("id" = String, Path, description = "the client id")), responses(super::super::openapi::answers::AdminPage))]
-pub async fn confirm_delete(path: web::Path<String>, AdminPage(session): AdminPage) -> HttpResponse {
-    let client_id = path.into_inner();
-    let well_formed = client_id.len() <= 64
-        && client_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if !well_formed {
-        return not_found(&session, "There is no such client.");
+pub async fn confirm_delete(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    AdminPage(session): AdminPage,
+) -> HttpResponse {
+    confirm_change(&state, &session, path.into_inner(), Change::Delete).await
+}
+
+async fn confirm_change(
+    state: &AppState,
+    session: &AdminSession,
+    client_id: String,
+    change: Change,
+) -> HttpResponse {
+    if well_formed(&client_id) && state.clients.is_configured(&client_id) {
+        return bad_request(session, "Clients from the configuration file can be changed only there.");
     }
-    let question = format!("Delete client {client_id}?");
+    let found = if well_formed(&client_id) {
+        let id = client_id.clone();
+        match state.db.run(move |conn| clients::find_stored(conn, &id)).await {
+            Ok(found) => found,
+            Err(e) => return failed(e),
+        }
+    } else {
+        None
+    };
+    let Some(client) = found else {
+        return not_found(session, "There is no such client.");
+    };
+    let disabled = client.disabled_at.is_some();
+    let (question, consequence, button) = match change {
+        Change::Disable if disabled => {
+            return already(session, "This client is already disabled.", "/admin/clients")
+        }
+        Change::Enable if !disabled => {
+            return already(session, "This client is not disabled.", "/admin/clients")
+        }
+        Change::Disable => (
+            format!("Disable client {client_id}?"),
+            "Apps using it can no longer sign in, refresh or introspect until it is enabled again. Its \
+             devices are kept.",
+            "Disable client",
+        ),
+        Change::Enable => (
+            format!("Enable client {client_id}?"),
+            "Apps using it can sign in, refresh and introspect again.",
+            "Enable client",
+        ),
+        Change::Delete => (
+            format!("Delete client {client_id}?"),
+            "Apps using it can no longer sign in, refresh or introspect, and its devices stop working. This \
+             cannot be undone.",
+            "Delete client",
+        ),
+    };
+    let action = match change {
+        Change::Disable => "disable",
+        Change::Enable => "enable",
+        Change::Delete => "delete",
+    };
     let page = ConfirmPage {
-        layout: Layout::of(&session, "clients"),
+        layout: Layout::of(session, "clients"),
         question: &question,
-        consequence:
-            "Apps using it can no longer sign in, refresh or introspect, and its devices stop working.",
-        button: "Delete client",
-        action: format!("/admin/clients/{client_id}/delete"),
+        consequence,
+        button,
+        action: format!("/admin/clients/{client_id}/{action}"),
         cancel: "/admin/clients".into(),
     };
     html(StatusCode::OK, page.render())

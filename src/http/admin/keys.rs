@@ -4,7 +4,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::{failed, html, requester, see_other, when, AdminForm, AdminPage, CsrfForm, DoneQuery, Layout};
+use super::{
+    failed, html, requester, see_other, when, AdminForm, AdminPage, ConfirmPage, CsrfForm, DoneQuery, Layout,
+};
 use crate::crypto::signing::SigningError;
 use crate::db::DbError;
 use crate::service;
@@ -52,6 +54,45 @@ pub async fn list(
         .collect();
     let page =
         KeysPage { layout: Layout::of(&session, "keys").with_notice(query.done.as_deref()), keys: rows };
+    html(StatusCode::OK, page.render())
+}
+
+/// The confirmation step before rotating, naming a rotation already under way.
+#[utoipa::path(
+    get,
+    path = "/admin/keys/rotate",
+    tag = "admin",
+    summary = "The confirmation step of publishing a new signing key",
+    responses(super::super::openapi::answers::AdminPage)
+)]
+pub async fn confirm_rotate(state: web::Data<AppState>, AdminPage(session): AdminPage) -> HttpResponse {
+    let keys = state.keys.clone();
+    if let Err(e) = state.db.run(move |conn| keys.reload(conn)).await {
+        tracing::warn!(error = %e, "cannot reload signing keys");
+    }
+    let now = crate::clock::now();
+    let pending =
+        state.keys.summary(now).into_iter().filter(|k| k.activates_at > now).max_by_key(|k| k.activates_at);
+    let consequence = match pending {
+        Some(k) => format!(
+            "A rotation is already under way: key {} was published on {} and starts signing on {}. \
+             Rotating again publishes another key, which replaces it as the next to sign.",
+            k.kid,
+            when(k.created_at),
+            when(k.activates_at)
+        ),
+        None => "A new key is published in the JWKS at once and starts signing after the publish lead. \
+                 Tokens signed by the current key stay valid until they expire."
+            .to_string(),
+    };
+    let page = ConfirmPage {
+        layout: Layout::of(&session, "keys"),
+        question: "Publish a new signing key now?",
+        consequence: &consequence,
+        button: "Rotate now",
+        action: "/admin/keys/rotate".into(),
+        cancel: "/admin/keys".into(),
+    };
     html(StatusCode::OK, page.render())
 }
 

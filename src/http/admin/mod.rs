@@ -31,7 +31,7 @@ use askama::Template;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::admin::directory;
+use crate::admin::audit_log;
 use crate::admin::sessions::{self, AdminSession};
 use crate::db::DbError;
 use crate::service::Requester;
@@ -170,6 +170,19 @@ fn not_found(session: &AdminSession, what: &str) -> HttpResponse {
     message(StatusCode::NOT_FOUND, Layout::of(session, ""), "Not found", what)
 }
 
+/// A change, or its confirmation, that is moot: what it would do is already so (`409`), with a
+/// way back to `back`.
+fn already(session: &AdminSession, text: &str, back: &str) -> HttpResponse {
+    let page = MessagePage {
+        layout: Layout::of(session, ""),
+        heading: "Already done",
+        message: text,
+        detail: None,
+        link: Some((back, "Back")),
+    };
+    html(StatusCode::CONFLICT, page.render())
+}
+
 fn bad_request(session: &AdminSession, text: &str) -> HttpResponse {
     message(StatusCode::BAD_REQUEST, Layout::of(session, ""), "Not possible", text)
 }
@@ -188,28 +201,57 @@ struct ConfirmPage<'a> {
     cancel: String,
 }
 
-/// An audit event as the user page and the audit log show it.
+/// An audit event as the user page and the audit log show it, with the people its ids name.
 struct EventRow {
     when: String,
     action: String,
     actor: String,
+    /// The name of an `admin:` or `user:` actor, or that they were deleted.
+    actor_person: Option<PersonLabel>,
     user_id: Option<String>,
+    user_person: Option<PersonLabel>,
     device_id: Option<String>,
     ip: Option<String>,
     detail: Option<String>,
 }
 
-fn event_rows(events: Vec<directory::AuditRow>) -> Vec<EventRow> {
+/// Who a user id is: a name and e-mail, or "deleted".
+struct PersonLabel {
+    name: Option<String>,
+    email: Option<String>,
+    deleted: bool,
+}
+
+impl PersonLabel {
+    fn of(person: Option<&audit_log::Person>) -> Option<Self> {
+        Some(match person? {
+            audit_log::Person::Known { name, email } => {
+                PersonLabel { name: name.clone(), email: email.clone(), deleted: false }
+            }
+            audit_log::Person::Deleted => PersonLabel { name: None, email: None, deleted: true },
+        })
+    }
+}
+
+fn event_rows(
+    events: Vec<audit_log::AuditRow>,
+    people: &std::collections::HashMap<String, audit_log::Person>,
+) -> Vec<EventRow> {
     events
         .into_iter()
-        .map(|e| EventRow {
-            when: when(e.at),
-            action: e.action,
-            actor: e.actor,
-            user_id: e.user_id,
-            device_id: e.device_id,
-            ip: e.ip,
-            detail: e.detail,
+        .map(|e| {
+            let actor_id = e.actor.split_once(':').map(|(_, id)| id).unwrap_or_default();
+            EventRow {
+                when: when(e.at),
+                action: e.action,
+                actor_person: PersonLabel::of(people.get(actor_id)),
+                user_person: PersonLabel::of(e.user_id.as_ref().and_then(|u| people.get(u))),
+                actor: e.actor,
+                user_id: e.user_id,
+                device_id: e.device_id,
+                ip: e.ip,
+                detail: e.detail,
+            }
         })
         .collect()
 }

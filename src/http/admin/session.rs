@@ -155,6 +155,7 @@ pub async fn callback(
         device_platform: Some("web".into()),
         origin: origin(&req),
         dpop_jkt: None,
+        known_users_only: true,
     };
     let policy = session_policy(&state);
     let outcome = console::sign_in(&state, client, request, policy).await;
@@ -174,13 +175,22 @@ pub async fn callback(
             response
         }
         AdminSignIn::NotAdmin { user_id } => {
-            let text = "You signed in, but your account does not have the admin role. An admin can grant \
-                        it on the server with the command idbridge admins grant and this user id:";
+            let text = match user_id {
+                Some(_) => {
+                    "You signed in, but your account does not have the admin role. An admin can grant \
+                            it on the server with the command idbridge admins grant and this user id:"
+                }
+                None => {
+                    "You signed in, but this account has never signed in to an app through idbridge, so \
+                         it has no user here, and none was made. Sign in to an app with it first; an admin \
+                         can then grant it the admin role with the command idbridge admins grant."
+                }
+            };
             let page = MessagePage {
                 layout: Layout::signed_out(),
                 heading: "Not an admin",
                 message: text,
-                detail: Some(&user_id),
+                detail: user_id.as_deref(),
                 link: Some(("/admin/login", "Sign in as someone else")),
             };
             let mut response = html(StatusCode::FORBIDDEN, page.render());

@@ -6,16 +6,20 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{bad_request, event_rows, failed, html, not_found, see_other, when, PAGE_SIZE};
+use super::{already, bad_request, event_rows, failed, html, not_found, see_other, when, PAGE_SIZE};
 use super::{
     AdminForm, AdminPage, ConfirmPage, CsrfForm, DoneQuery, EventRow, FromRoute, Layout, RouteAction,
 };
 use crate::accounts::profile;
+use std::collections::HashMap;
+
+use crate::admin::audit_log::{AuditRow, Person};
 use crate::admin::directory::{self, Cursor};
 use crate::audit::AuditAction;
 use crate::db::DbError;
 use crate::ids::{DeviceId, UserId};
 use crate::service::devices::Owner;
+use crate::service::StateChange;
 use crate::service::{self, BY_CONSOLE};
 use crate::state::AppState;
 
@@ -36,7 +40,13 @@ struct UsersPage {
     searching: bool,
     users: Vec<UserRow>,
     next: Option<String>,
+    /// A search found more users than it shows.
+    more: bool,
 }
+
+/// Users whose search terms a search brings up to date first, at most (the indexer in
+/// housekeeping does the rest).
+const SEARCH_CATCH_UP: i64 = 500;
 
 #[derive(Deserialize)]
 pub struct UsersQuery {
@@ -46,8 +56,8 @@ pub struct UsersQuery {
 }
 
 /// The users, newest first, or those a search finds.
-#[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "Users, newest first; `q` searches by user id, provider subject or exact e-mail",
-    params(("q" = Option<String>, Query, description = "a user id, provider subject or e-mail"), ("after" = Option<String>, Query, description = "the page's start, from the previous page"), ("done" = Option<String>, Query, description = "what was just done, for the notice")),
+#[utoipa::path(get, path = "/admin/users", tag = "admin", summary = "Users, newest first; `q` searches by user id, provider subject, e-mail, or the start of name words or of an e-mail",
+    params(("q" = Option<String>, Query, description = "a user id, provider subject, e-mail, or the start of name words or of an e-mail"), ("after" = Option<String>, Query, description = "the page's start, from the previous page"), ("done" = Option<String>, Query, description = "what was just done, for the notice")),
     responses(super::super::openapi::answers::AdminPage))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -70,14 +80,22 @@ pub async fn list(
         .db
         .run(move |conn| {
             if searching {
+                // Users who signed in since the indexer last ran are found too.
+                crate::accounts::search::index_pending(
+                    conn,
+                    &app.user_keys,
+                    &app.blind_index,
+                    SEARCH_CATCH_UP,
+                )?;
                 directory::search_users(conn, &app.user_keys, &app.blind_index, &needle)
-                    .map(|list| (list, None))
+                    .map(|found| (found.users, None, found.more))
             } else {
                 directory::list_users(conn, &app.user_keys, after.as_ref(), PAGE_SIZE)
+                    .map(|(list, next)| (list, next, false))
             }
         })
         .await;
-    let (list, next) = match found {
+    let (list, next, more) = match found {
         Ok(found) => found,
         Err(e) => return failed(e),
     };
@@ -97,6 +115,7 @@ pub async fn list(
             })
             .collect(),
         next: next.map(|c| c.encode()),
+        more,
     };
     html(StatusCode::OK, page.render())
 }
@@ -119,6 +138,85 @@ struct DeviceRow {
     user_agent: Option<String>,
     live: bool,
     state: &'static str,
+    /// How an ended device ended: when, by whom, why (and, for a reuse, from where).
+    ending: Option<Ending>,
+}
+
+struct Ending {
+    when: String,
+    by: String,
+    why: String,
+    /// The address and user agent of the request that ended it (a reuse attempt's).
+    from: Option<String>,
+}
+
+impl Ending {
+    /// How `device` ended, from the event that ended it (`None` when retention removed it).
+    fn of(
+        device: &crate::sessions::Device,
+        event: Option<&AuditRow>,
+        people: &HashMap<String, Person>,
+        now: i64,
+    ) -> Option<Self> {
+        let Some(revoked_at) = device.revoked_at else {
+            return (!device.is_live(now)).then(|| Ending {
+                when: when(device.session_expires_at),
+                by: "idbridge".into(),
+                why: "its session ran out (idle or absolute limit); nobody revoked it".into(),
+                from: None,
+            });
+        };
+        let Some(event) = event else {
+            return Some(Ending {
+                when: when(revoked_at),
+                by: "unknown".into(),
+                why: "the audit event that ended it is past retention".into(),
+                from: None,
+            });
+        };
+        let (kind, id) = event.actor.split_once(':').unwrap_or((event.actor.as_str(), ""));
+        let person = |id: &str| match people.get(id) {
+            Some(Person::Known { name: Some(name), .. }) => name.clone(),
+            Some(Person::Deleted) => format!("{id} (deleted)"),
+            _ => id.to_string(),
+        };
+        let by = match kind {
+            "user" if id == device.user_id => "the user".to_string(),
+            "user" => format!("user {}", person(id)),
+            "admin" => format!("admin {}", person(id)),
+            "client" => format!("client {id}"),
+            "provider" => format!("provider {id}"),
+            "cli" => "the command line".into(),
+            "system" => "idbridge".into(),
+            other => other.to_string(),
+        };
+        let why = match event.action.as_str() {
+            "device.revoke" => "revoked".to_string(),
+            "device.evicted" => "evicted: the user signed in on more devices than the cap allows".into(),
+            "refresh_token.reuse" => {
+                "a refresh token already spent was presented again (a possible theft)".into()
+            }
+            "authorization_code.reuse" => "its authorization code was redeemed twice".into(),
+            "admin.sign_out" => "signed out of the admin console".into(),
+            "user.logout_all" => "the user signed out everywhere".into(),
+            "user.revoke_all" => "every device of the user was revoked".into(),
+            "user.disable" => "the user was disabled".into(),
+            "provider.event" => "the provider reported the account".into(),
+            other => other.to_string(),
+        };
+        let why = match &event.detail {
+            Some(detail) => format!("{why} ({detail})"),
+            None => why,
+        };
+        let from = (event.action == "refresh_token.reuse").then(|| {
+            format!(
+                "{}, {}",
+                event.ip.as_deref().unwrap_or("unknown address"),
+                event.user_agent.as_deref().unwrap_or("no user agent")
+            )
+        });
+        Some(Ending { when: when(event.at), by, why, from })
+    }
 }
 
 #[derive(Template)]
@@ -187,6 +285,7 @@ pub async fn detail(
             .devices
             .into_iter()
             .map(|d| DeviceRow {
+                ending: Ending::of(&d, detail.endings.get(&d.id), &detail.people, now),
                 live: d.is_live(now),
                 state: if d.revoked_at.is_some() { "revoked" } else { "expired" },
                 created: when(d.created_at),
@@ -199,7 +298,7 @@ pub async fn detail(
                 user_agent: d.user_agent,
             })
             .collect(),
-        events: event_rows(detail.events),
+        events: event_rows(detail.events, &detail.people),
     };
     html(StatusCode::OK, page.render())
 }
@@ -266,54 +365,86 @@ pub async fn confirm(
         }
         _ => None,
     };
+    let own = user_id == session.user_id;
+    if own && matches!(action, UserAction::Disable | UserAction::Delete) {
+        return bad_request(&session, OWN_ACCOUNT);
+    }
     let app = state.clone();
     let (uid, did) = (user_id.clone(), device.clone());
     let found = state
         .db
         .run(move |conn| {
-            let name = match profile::profile(conn, &app.user_keys, &uid) {
-                Ok(Some(p)) => Some(p.display_name.unwrap_or_else(|| "(no name)".into())),
-                Ok(None) => None,
+            let (name, disabled) = match profile::profile(conn, &app.user_keys, &uid) {
+                Ok(Some(p)) => {
+                    (Some(p.display_name.unwrap_or_else(|| "(no name)".into())), p.user.disabled_at.is_some())
+                }
+                Ok(None) => (None, false),
                 Err(crate::crypto::user_keys::UserKeyError::Db(e)) => return Err(e),
-                Err(_) => Some("(no name)".into()),
+                Err(_) => (Some("(no name)".into()), false),
             };
             let device = match did {
                 Some(d) => crate::sessions::find(conn, &d)?.filter(|d| d.user_id == uid),
                 None => None,
             };
-            Ok((name, device))
+            let live = crate::sessions::devices::unrevoked_of_user(conn, &uid)?.len();
+            Ok((name, disabled, device, live))
         })
         .await;
-    let (name, device) = match found {
-        Ok((Some(name), device)) => (name, device),
-        Ok((None, _)) => return not_found(&session, "There is no such user."),
+    let (name, disabled, device, live) = match found {
+        Ok((Some(name), disabled, device, live)) => (name, disabled, device, live),
+        Ok((None, ..)) => return not_found(&session, "There is no such user. They may have been deleted."),
         Err(e) => return failed(e),
     };
     let base = format!("/admin/users/{user_id}");
+    // What is already so is said, with nothing to confirm.
+    let moot = match action {
+        UserAction::RevokeDevice => match &device {
+            None => return not_found(&session, "This user has no such device."),
+            Some(d) if d.revoked_at.is_some() => Some(format!(
+                "This device already ended on {}. Nothing is left to revoke.",
+                when(d.revoked_at.unwrap_or_default())
+            )),
+            Some(_) => None,
+        },
+        UserAction::RevokeAll if live == 0 => {
+            Some(format!("{name} has no device left to revoke. Nothing is left to do."))
+        }
+        UserAction::Disable if disabled => Some(format!("{name} is already disabled.")),
+        UserAction::Enable if !disabled => Some(format!("{name} is not disabled.")),
+        _ => None,
+    };
+    if let Some(text) = moot {
+        return already(&session, &text, &base);
+    }
     let (question, consequence, button, target) = match action {
         UserAction::RevokeDevice => {
-            let Some(device) = device else {
-                return not_found(&session, "This user has no such device.");
-            };
+            let device = device.expect("checked above");
             let label = device.name.clone().unwrap_or_else(|| "this device".into());
             (
                 format!("Revoke “{label}” of {name}?"),
-                "Its refresh token and access tokens stop working at once. The user must sign in again on that device."
-                    .to_string(),
+                format!(
+                    "Its refresh token and access tokens stop working at once. The user must sign in again on \
+                     that device (created {}, last seen {}).",
+                    when(device.created_at),
+                    when(device.last_seen_at)
+                ),
                 "Revoke device",
                 format!("{base}/devices/{}/revoke", device.id),
             )
         }
         UserAction::RevokeAll => (
             format!("Revoke every device of {name}?"),
-            "Every refresh token and access token of this user stops working at once. They can sign in again."
-                .to_string(),
+            format!(
+                "{live} device{} and every refresh token and access token of this user stop working at once. \
+                 They can sign in again.",
+                if live == 1 { "" } else { "s" }
+            ),
             "Revoke all devices",
             format!("{base}/revoke-all"),
         ),
         UserAction::Disable => (
             format!("Disable {name}?"),
-            "They cannot sign in or refresh, and every device of theirs stops working at once.".to_string(),
+            format!("They cannot sign in or refresh, and their {live} device(s) stop working at once."),
             "Disable user",
             format!("{base}/disable"),
         ),
@@ -343,8 +474,13 @@ pub async fn confirm(
     html(StatusCode::OK, page.render())
 }
 
+const OWN_ACCOUNT: &str =
+    "You cannot disable or delete your own account here. Another admin can, or use the command line.";
+
 enum Changed {
     Done(&'static str),
+    /// Already so: nothing was changed; the text says what is.
+    AlreadySo(&'static str),
     Missing(&'static str),
 }
 
@@ -375,10 +511,7 @@ pub async fn change(
         return not_found(&session, "There is no such user or device.");
     };
     if user.as_str() == session.user_id && matches!(action, UserAction::Disable | UserAction::Delete) {
-        return bad_request(
-            &session,
-            "You cannot disable or delete your own account here. Another admin can, or use the command line.",
-        );
+        return bad_request(&session, OWN_ACCOUNT);
     }
     let (db, by, detail) = (&state.db, super::requester(&session, &req), Some(BY_CONSOLE));
     let missing_user = Changed::Missing("There is no such user.");
@@ -386,10 +519,10 @@ pub async fn change(
         (UserAction::RevokeDevice, Some(device)) => {
             let owner = Owner::User(user.clone());
             service::devices::end(db, &device, &owner, &by, AuditAction::DeviceRevoke, detail).await.map(
-                |ended| {
-                    ended.map_or(Changed::Missing("This user has no such device."), |_| {
-                        Changed::Done("device-revoked")
-                    })
+                |ended| match ended {
+                    None => Changed::Missing("This user has no such device."),
+                    Some(false) => Changed::AlreadySo("This device had already ended. Nothing was changed."),
+                    Some(true) => Changed::Done("device-revoked"),
                 },
             )
         }
@@ -399,15 +532,17 @@ pub async fn change(
                 .await
                 .map(|ended| ended.map_or(missing_user, |_| Changed::Done("all-revoked")))
         }
-        (UserAction::Disable, _) => service::users::disable(db, &user, &by, detail)
-            .await
-            .map(|ended| ended.map_or(missing_user, |_| Changed::Done("disabled"))),
-        (UserAction::Enable, _) => service::users::enable(db, &user, &by, detail).await.map(|found| {
-            if found {
-                Changed::Done("enabled")
-            } else {
-                missing_user
+        (UserAction::Disable, _) => service::users::disable(db, &user, &by, detail).await.map(|c| match c {
+            StateChange::Done(_) => Changed::Done("disabled"),
+            StateChange::AlreadySo => {
+                Changed::AlreadySo("The user was already disabled. Nothing was changed.")
             }
+            StateChange::Missing => missing_user,
+        }),
+        (UserAction::Enable, _) => service::users::enable(db, &user, &by, detail).await.map(|c| match c {
+            StateChange::Done(()) => Changed::Done("enabled"),
+            StateChange::AlreadySo => Changed::AlreadySo("The user was not disabled. Nothing was changed."),
+            StateChange::Missing => missing_user,
         }),
         (UserAction::Delete, _) => service::users::delete(db, &state.user_keys, &user, &by)
             .await
@@ -416,6 +551,7 @@ pub async fn change(
     match changed {
         Ok(Changed::Done("deleted")) => see_other("/admin/users?done=deleted"),
         Ok(Changed::Done(done)) => see_other(&format!("/admin/users/{user}?done={done}")),
+        Ok(Changed::AlreadySo(what)) => already(&session, what, &format!("/admin/users/{user}")),
         Ok(Changed::Missing(what)) => not_found(&session, what),
         Err(e) => failed(e),
     }

@@ -34,8 +34,8 @@ use crate::state::AppState;
         dev::id_token,
         admin::overview::page, admin::session::login, admin::session::callback, admin::session::logout,
         admin::stylesheet, admin::users::list, admin::users::detail, admin::users::confirm,
-        admin::users::change, admin::audit::log, admin::keys::list, admin::keys::rotate,
-        admin::clients::list, admin::clients::create, admin::clients::confirm_delete, admin::clients::change,
+        admin::users::change, admin::audit::log, admin::audit::export, admin::keys::list, admin::keys::confirm_rotate, admin::keys::rotate,
+        admin::clients::list, admin::clients::create, admin::clients::confirm, admin::clients::confirm_delete, admin::clients::created, admin::clients::change,
     ),
     components(schemas(errors::OAuthErrorBody, errors::ProblemBody, events::EventError, events::DeletionStatus)),
     tags(
