@@ -244,7 +244,7 @@ enum Format {
 /// What the filters select, oldest first, as CSV or JSON lines (the fields of `idbridge audit
 /// export`), at most [`audit_log::EXPORT_MAX`] events.
 #[utoipa::path(get, path = "/admin/audit/export", tag = "admin", summary = "The events the audit log's filters select, oldest first, as CSV or JSON lines",
-    params(("format" = String, Query, description = "csv or jsonl"), ("user" = Option<String>, Query, description = "a user id"), ("actor" = Option<String>, Query, description = "who acted, or the start of it"), ("action" = Option<String>, Query, description = "an audit action"),
+    params(("format" = Option<String>, Query, description = "csv or jsonl (anything else, or none, is 400 for a signed-in admin)"), ("user" = Option<String>, Query, description = "a user id"), ("actor" = Option<String>, Query, description = "who acted, or the start of it"), ("action" = Option<String>, Query, description = "an audit action"),
         ("since" = Option<String>, Query, description = "the first day, YYYY-MM-DD (UTC)"), ("until" = Option<String>, Query, description = "the last day, YYYY-MM-DD (UTC), included"),
         ("before" = Option<String>, Query, description = "ignored"), ("after" = Option<String>, Query, description = "ignored")),
     responses((status = 200, description = "The events: `text/csv` or `application/jsonl`, as an attachment", content_type = "text/csv", body = String), super::super::openapi::answers::AdminPage))]
