@@ -451,9 +451,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let (user, by) = (&arg.user_id, Requester::cli());
             let done = match command {
                 UsersCommand::RevokeAll(_) => {
-                    service::devices::end_all(&db, user, &by, AuditAction::UserRevokeAll, None)
-                        .await?
-                        .map(|count| format!("revoked {count} devices"))
+                    match service::devices::end_all(&db, user, &by, AuditAction::UserRevokeAll, None).await? {
+                        StateChange::Done(count) => Some(format!("revoked {count} devices")),
+                        StateChange::AlreadySo => {
+                            Some("the user has no device to revoke; nothing changed".into())
+                        }
+                        StateChange::Missing => None,
+                    }
                 }
                 UsersCommand::Disable(_) => match service::users::disable(&db, user, &by, None).await? {
                     StateChange::Done(count) => Some(format!("disabled the user; revoked {count} devices")),

@@ -3,9 +3,9 @@
 //! Each user has search terms (`user_search_terms`): keyed HMACs (`crypto::blind_index`) of
 //! the prefixes of their name's words and of their e-mails' local parts, padded with random
 //! terms. A new user, a link and an unlink mark the user's terms stale (`search_indexed`); the
-//! indexer writes them again from the decrypted profile, in housekeeping every few seconds and
-//! before every search, so a search never misses a user who has signed in. A search looks its
-//! terms up, then confirms each candidate against the decrypted profile.
+//! indexer writes them again from the decrypted profile, in housekeeping every 2 seconds and (up
+//! to 500 users, best effort) before every search, so a search finds who signed in a moment ago.
+//! A search looks its terms up, then confirms each candidate against the decrypted profile.
 //!
 //! What the terms tell someone who holds only the database (not the server secret): which users
 //! share a name-word or e-mail prefix, and so how common each one is (frequency analysis can

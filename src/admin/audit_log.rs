@@ -126,8 +126,10 @@ pub fn page(
             rows
         }
     };
-    // Fewer than a page newer than the cursor: that is the first page.
-    if matches!(which, Page::Newer(_)) && (events.len() as i64) < limit {
+    // Fewer than a page newer than the cursor: that is the first page. Nothing older than it
+    // (an old link, events removed by retention): the first page too.
+    let short_newer = matches!(which, Page::Newer(_)) && (events.len() as i64) < limit;
+    if short_newer || (matches!(which, Page::Older(_)) && events.is_empty()) {
         events = filter.query().order(newest_first).limit(limit).select(AuditRow::as_select()).load(conn)?;
     }
     let total: i64 = filter.query().count().get_result(conn)?;
@@ -212,16 +214,19 @@ pub fn device_endings(
 ) -> Result<HashMap<String, AuditRow>, DbError> {
     let ended: Vec<(&str, i64)> =
         devices.iter().filter_map(|d| d.revoked_at.map(|at| (d.id.as_str(), at))).collect();
-    let Some(earliest) = ended.iter().map(|(_, at)| *at).min() else {
+    if ended.is_empty() {
         return Ok(HashMap::new());
-    };
+    }
     let ids: Vec<&str> = ended.iter().map(|(id, _)| *id).collect();
+    let mut moments: Vec<i64> = ended.iter().map(|(_, at)| *at).collect();
+    moments.sort_unstable();
+    moments.dedup();
+    // Only the moments devices ended: a busy user's other events are never read.
     let events: Vec<AuditRow> = audit_events::table
         .filter(audit_events::user_id.eq(user_id))
-        .filter(audit_events::at.ge(earliest))
+        .filter(audit_events::at.eq_any(&moments))
         .filter(audit_events::device_id.eq_any(&ids).or(audit_events::device_id.is_null()))
         .order((audit_events::at.asc(), audit_events::id.asc()))
-        .limit(5_000)
         .select(AuditRow::as_select())
         .load(conn)?;
     let mut endings = HashMap::new();

@@ -133,8 +133,17 @@ impl BlindIndex {
                 (words(&q), single.then(|| q.clone()))
             }
         };
-        let words: Vec<String> = name_words.into_iter().filter(|w| w.chars().count() >= PREFIX_MIN).collect();
-        let name_terms = words.iter().map(|w| self.term(b"name", prefix(w, PREFIX_MAX))).collect::<Vec<_>>();
+        // Every word typed must start a name word (`matches`); the terms are of those long
+        // enough to index, each once.
+        let words = name_words;
+        let mut name_terms: Vec<String> = words
+            .iter()
+            .filter(|w| w.chars().count() >= PREFIX_MIN)
+            .map(|w| self.term(b"name", prefix(w, PREFIX_MAX)))
+            .collect();
+        name_terms.sort_unstable();
+        name_terms.dedup();
+
         let email_term = email_prefix
             .as_deref()
             .map(|p| self.term(b"email", prefix(&local_part_of_prefix(p), PREFIX_MAX)));
@@ -189,7 +198,7 @@ mod tests {
         {
             assert!(found(q), "{q}");
         }
-        for q in ["ad lx", "lovelaces", "ada.lovelace@other", "bob"] {
+        for q in ["ad lx", "x lovelace", "lovelaces", "ada.lovelace@other", "bob"] {
             assert!(!found(q), "{q}");
         }
         assert_eq!(index.query("a"), None, "one character is too short");
@@ -200,5 +209,8 @@ mod tests {
         assert!(long_terms.contains(&query.name_terms[0]));
         assert!(query.matches(Some(long), &[]));
         assert!(!index.query("wolfeschlegelXX").expect("a query").matches(Some(long), &[]));
+        // Two words with one indexed prefix make one term, which a user has once.
+        let twice = index.query("wolfeschlegelstein wolfeschlegelsteinhausen").expect("a query");
+        assert_eq!(twice.name_terms.len(), 1);
     }
 }

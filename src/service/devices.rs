@@ -6,7 +6,7 @@ use crate::db::{Db, DbError};
 use crate::ids::{DeviceId, UserId};
 use crate::sessions::{self, devices, Device};
 
-use super::Requester;
+use super::{Requester, StateChange};
 
 /// Whose device may be ended by this request.
 #[derive(Debug, Clone)]
@@ -52,21 +52,25 @@ pub async fn end(
     .await
 }
 
-/// Ends every device of a user, with one audit event `action`. Returns how many; `None` when
-/// there is no such user.
+/// Ends every device of a user, with one audit event `action`: `Done` with how many;
+/// `AlreadySo` (nothing written or audited) when none was left to end.
 pub async fn end_all(
     db: &Db,
     user: &UserId,
     by: &Requester,
     action: AuditAction,
     detail: Option<&'static str>,
-) -> Result<Option<usize>, DbError> {
+) -> Result<StateChange<usize>, DbError> {
     let (user, by) = (user.clone(), by.clone());
     db.write(move |conn| {
-        if !crate::accounts::user_exists(conn, user.as_str())? {
-            return Ok(None);
+        if !crate::accounts::lock_user(conn, user.as_str())? {
+            return Ok(StateChange::Missing);
         }
-        devices::end_all(conn, user.as_str(), &by.doing(action, detail), crate::clock::now()).map(Some)
+        if devices::unrevoked_of_user(conn, user.as_str())?.is_empty() {
+            return Ok(StateChange::AlreadySo);
+        }
+        devices::end_all(conn, user.as_str(), &by.doing(action, detail), crate::clock::now())
+            .map(StateChange::Done)
     })
     .await
 }

@@ -101,6 +101,7 @@ async fn confirmations_know_the_current_state(backend: Backend) {
     assert!(again.body.contains("Nothing was changed"));
     // Nothing left to revoke.
     assert_eq!(browser.get(&format!("{user}/confirm?action=revoke-all")).await.status, 409);
+    assert_eq!(browser.post(&format!("{user}/revoke-all"), &[("csrf", &csrf)]).await.status, 409);
 
     // Disable twice, enable twice: the second of each is moot.
     assert_eq!(browser.get(&format!("{user}/confirm?action=enable")).await.status, 409, "not disabled");
@@ -144,7 +145,17 @@ async fn confirmations_know_the_current_state(backend: Backend) {
             &[("csrf", &csrf), ("client_id", "reports"), ("kind", "confidential"), ("scopes", "api")],
         )
         .await;
+    // A second client made before the first's page is seen keeps its own secret.
+    let other = browser
+        .post(
+            "/admin/clients",
+            &[("csrf", &csrf), ("client_id", "billing"), ("kind", "confidential"), ("scopes", "api")],
+        )
+        .await;
+    assert_eq!(other.status, 303);
     let created = follow_created(&mut browser, made).await;
+    let billing = browser.get("/admin/clients/billing/created").await;
+    assert!(billing.body.contains(r#"id="secret" readonly value=""#), "{}", billing.body);
     let secret =
         created.body.split(r#"id="secret" readonly value=""#).nth(1).unwrap().split('"').next().unwrap();
     let reload = browser.get("/admin/clients/reports/created").await;
@@ -204,6 +215,9 @@ async fn the_audit_log_names_people_pages_both_ways_and_exports_its_selection(ba
     assert!(browser.get(&format!("{user_log}&since={today}&until={today}")).await.body.contains("of 60"));
     assert!(browser.get(&format!("{user_log}&since={tomorrow}")).await.body.contains("No events match"));
     assert_eq!(browser.get(&format!("{user_log}&since=yesterday")).await.status, 400);
+    // A link past the oldest event (an old link, retention) shows the first page.
+    let past = browser.get(&format!("{user_log}&before=0.0192f5e4-7c1a-7d2e-9b1f-3a4c5d6e7f80")).await;
+    assert!(past.body.contains("Events 1–50 of 60"), "{}", past.body);
 
     // The export holds exactly the selection, oldest first.
     let csv =

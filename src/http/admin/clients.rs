@@ -213,16 +213,19 @@ pub async fn create(
         let aad = created_secret_aad(&session, &client_id);
         let sealed = state.user_keys.keyring().wrap(secret.expose_secret().as_bytes(), &aad);
         let value = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sealed);
-        let _ = response.add_cookie(&secret_cookie(value, 300));
+        let _ = response.add_cookie(&secret_cookie(&client_id, value, 300));
     }
     response
 }
 
-/// The cookie that carries a new client's sealed secret from the form to its page, once.
-const CREATED_SECRET_COOKIE: &str = "__Host-idbridge-new-secret";
+/// The cookie that carries a new client's sealed secret from the form to its page, once: one
+/// per client (its id is cookie-safe), so two clients made at once keep their own.
+fn created_secret_cookie(client_id: &str) -> String {
+    format!("__Host-idbridge-new-secret-{client_id}")
+}
 
-fn secret_cookie(value: String, max_age_secs: i64) -> actix_web::cookie::Cookie<'static> {
-    actix_web::cookie::Cookie::build(CREATED_SECRET_COOKIE, value)
+fn secret_cookie(client_id: &str, value: String, max_age_secs: i64) -> actix_web::cookie::Cookie<'static> {
+    actix_web::cookie::Cookie::build(created_secret_cookie(client_id), value)
         .path("/")
         .secure(true)
         .http_only(true)
@@ -259,17 +262,20 @@ pub async fn created(
         return not_found(&session, "There is no such client.");
     };
     let confidential = ClientKind::parse(&client.kind) == Some(ClientKind::Confidential);
-    let secret = req.cookie(CREATED_SECRET_COOKIE).filter(|_| confidential).and_then(|c| {
+    let cookie = created_secret_cookie(&client_id);
+    let secret = req.cookie(&cookie).filter(|_| confidential).and_then(|c| {
         let sealed =
             base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, c.value()).ok()?;
         let opened =
             state.user_keys.keyring().unwrap(&sealed, &created_secret_aad(&session, &client_id)).ok()?;
         String::from_utf8(opened).ok()
     });
+    let carried = req.cookie(&cookie).is_some();
+    let removal = secret_cookie(&client_id, String::new(), 0);
     let page = ClientCreatedPage { layout: Layout::of(&session, "clients"), client_id, confidential, secret };
     let mut response = html(StatusCode::OK, page.render());
-    if req.cookie(CREATED_SECRET_COOKIE).is_some() {
-        let _ = response.add_cookie(&secret_cookie(String::new(), 0));
+    if carried {
+        let _ = response.add_cookie(&removal);
     }
     response
 }

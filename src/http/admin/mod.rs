@@ -240,7 +240,11 @@ fn event_rows(
     events
         .into_iter()
         .map(|e| {
-            let actor_id = e.actor.split_once(':').map(|(_, id)| id).unwrap_or_default();
+            // Only user and admin actors are people (a client's id could look like a user's).
+            let actor_id = match e.actor.split_once(':') {
+                Some(("user" | "admin", id)) => id,
+                _ => "",
+            };
             EventRow {
                 when: when(e.at),
                 action: e.action,

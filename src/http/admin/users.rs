@@ -80,13 +80,16 @@ pub async fn list(
         .db
         .run(move |conn| {
             if searching {
-                // Users who signed in since the indexer last ran are found too.
-                crate::accounts::search::index_pending(
+                // Best effort: the indexer in housekeeping catches up anyway.
+                let catch_up = crate::accounts::search::index_pending(
                     conn,
                     &app.user_keys,
                     &app.blind_index,
                     SEARCH_CATCH_UP,
-                )?;
+                );
+                if let Err(e) = catch_up {
+                    tracing::warn!(error = %e, "cannot bring search terms up to date before a search");
+                }
                 directory::search_users(conn, &app.user_keys, &app.blind_index, &needle)
                     .map(|found| (found.users, None, found.more))
             } else {
@@ -528,9 +531,15 @@ pub async fn change(
         }
         (UserAction::RevokeDevice, None) => Ok(Changed::Missing("This user has no such device.")),
         (UserAction::RevokeAll, _) => {
-            service::devices::end_all(db, &user, &by, AuditAction::UserRevokeAll, detail)
-                .await
-                .map(|ended| ended.map_or(missing_user, |_| Changed::Done("all-revoked")))
+            service::devices::end_all(db, &user, &by, AuditAction::UserRevokeAll, detail).await.map(|c| {
+                match c {
+                    StateChange::Done(_) => Changed::Done("all-revoked"),
+                    StateChange::AlreadySo => {
+                        Changed::AlreadySo("The user had no device left to revoke. Nothing was changed.")
+                    }
+                    StateChange::Missing => missing_user,
+                }
+            })
         }
         (UserAction::Disable, _) => service::users::disable(db, &user, &by, detail).await.map(|c| match c {
             StateChange::Done(_) => Changed::Done("disabled"),
