@@ -22,6 +22,8 @@
 //! multiple of it; and the time until a second replica refuses the access token of a device
 //! revoked on the first (1,000 revocations, p50/p99/max).
 //!
+//! `LOAD_BIN` runs another build of the binary (for an A/B of a change).
+//!
 //! With `LOAD_SOAK_SECS` set it runs the soak instead (see `load/soak.rs`): mixed traffic with
 //! periodic faults for that long, sampled every 10 s.
 
@@ -460,7 +462,7 @@ async fn revocation_propagation(google: &FakeGoogle, first: &Target, config_path
     let port = free_port();
     let second = Target { client: first.client.clone(), base: format!("http://127.0.0.1:{port}") };
     let log = std::fs::File::create(dir.join("second.log")).expect("second log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idbridge"));
+    let mut cmd = Command::new(server_binary());
     cmd.arg("serve")
         .arg("--config")
         .arg(config_path)
@@ -535,6 +537,11 @@ async fn revocation_propagation(google: &FakeGoogle, first: &Target, config_path
         at(0.99).as_secs_f64() * 1e3,
         all.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
+}
+
+/// The binary under test: this build's, or `LOAD_BIN`.
+fn server_binary() -> String {
+    std::env::var("LOAD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_idbridge").to_string())
 }
 
 fn main() {
@@ -641,7 +648,7 @@ per_client_per_second = 0
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("server log");
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idbridge"));
+    let mut cmd = Command::new(server_binary());
     cmd.arg("serve")
         .arg("--config")
         .arg(&config_path)

@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench search` (env: SEARCH_DB=postgres|sqlite, default postgres;
 //! SEARCH_USERS, default 1000000; SEARCH_RUNS per query, default 30; IDBRIDGE_TEST_PG_URL,
-//! default postgres://postgres@127.0.0.1:5432).
+//! default postgres://postgres@127.0.0.1:5432; SEARCH_KEEP=NAME keeps the PostgreSQL database
+//! under that name, filled once, for the next run).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,10 +114,15 @@ fn main() {
         "sqlite" => format!("sqlite://{}/search.db", dir.path().display()),
         "postgres" => {
             let server = env_or("IDBRIDGE_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432");
-            let name = format!("idbridge_search_{}", uuid::Uuid::new_v4().simple());
+            let keep = std::env::var("SEARCH_KEEP").ok();
+            let name =
+                keep.clone().unwrap_or_else(|| format!("idbridge_search_{}", uuid::Uuid::new_v4().simple()));
             let mut admin = PgConnection::establish(&format!("{server}/postgres")).expect("postgres");
-            admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create database");
-            pg_drop = Some((server.clone(), name.clone()));
+            let created = admin.batch_execute(&format!("CREATE DATABASE {name}"));
+            if keep.is_none() {
+                created.expect("create database");
+                pg_drop = Some((server.clone(), name.clone()));
+            }
             format!("{server}/{name}")
         }
         other => panic!("SEARCH_DB must be postgres or sqlite, not {other}"),
@@ -127,7 +133,13 @@ fn main() {
     let keys = UserKeys::new(Arc::new(MasterKeyring::from_keys(vec![[7; 32]])));
     let index = BlindIndex(ServerSecret::from_bytes([9; 32]));
     let mut conn = db.get().expect("connection");
-    let terms = fill(&mut conn, &keys, &index, n);
+    let have: i64 = users::table.count().get_result(&mut *conn).expect("count users");
+    let terms = if have >= n as i64 {
+        println!("reusing {have} users");
+        user_search_terms::table.count().get_result::<i64>(&mut *conn).expect("count terms") as usize
+    } else {
+        fill(&mut conn, &keys, &index, n)
+    };
     if let DbConnection::Pg(c) = &mut *conn {
         c.batch_execute("ANALYZE").expect("analyze");
     }

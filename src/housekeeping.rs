@@ -135,8 +135,11 @@ fn seal_audit_events(
             tick.tick().await;
             loop {
                 let key = key.clone();
+                // Through the writer, like every request's write: on SQLite a second writing
+                // connection would make the writer wait in SQLite's busy handler (sleeps of
+                // milliseconds), slowing every sign-in far more than the seal itself.
                 let sealed = db
-                    .run(move |conn| crate::audit_chain::seal(conn, &key, crate::audit_chain::SEAL_BATCH))
+                    .write(move |conn| crate::audit_chain::seal(conn, &key, crate::audit_chain::SEAL_BATCH))
                     .await;
                 match sealed {
                     Ok(n) if n == crate::audit_chain::SEAL_BATCH as usize => continue,
@@ -151,11 +154,13 @@ fn seal_audit_events(
     })
 }
 
-/// How often users whose search terms are stale (new, linked, unlinked) are indexed.
+/// How often users whose search terms are stale (new, linked, unlinked) are indexed, and how
+/// many at a time: a gentle pace (25 a second at most), so a flood of new users does not hold
+/// the database's write lock from sign-ins; a search catches up with up to 500 first.
 const INDEX_EVERY: Duration = Duration::from_secs(2);
-const INDEX_BATCH: i64 = 200;
+const INDEX_BATCH: i64 = 50;
 
-/// Writes the search terms of new and changed users (`accounts::search`), a batch at a time.
+/// Writes the search terms of new and changed users (`accounts::search`), one batch a tick.
 fn index_for_search(
     db: &Db,
     keys: Arc<crate::crypto::user_keys::UserKeys>,
@@ -167,19 +172,13 @@ fn index_for_search(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            loop {
-                let (keys, index) = (keys.clone(), index.clone());
-                let indexed = db
-                    .run(move |conn| crate::accounts::search::index_pending(conn, &keys, &index, INDEX_BATCH))
-                    .await;
-                match indexed {
-                    Ok(n) if n == INDEX_BATCH as usize => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot index users for search now; will retry");
-                        break;
-                    }
-                }
+            let (keys, index) = (keys.clone(), index.clone());
+            // Through the writer, as the sealer (see there).
+            let indexed = db
+                .write(move |conn| crate::accounts::search::index_pending(conn, &keys, &index, INDEX_BATCH))
+                .await;
+            if let Err(e) = indexed {
+                tracing::warn!(error = %e, "cannot index users for search now; will retry");
             }
         }
     })

@@ -3,8 +3,8 @@
 //! Each user has search terms (`user_search_terms`): keyed HMACs (`crypto::blind_index`) of
 //! the prefixes of their name's words and of their e-mails' local parts, padded with random
 //! terms. A new user, a link and an unlink mark the user's terms stale (`search_indexed`); the
-//! indexer writes them again from the decrypted profile, in housekeeping every 2 seconds and (up
-//! to 500 users, best effort) before every search, so a search finds who signed in a moment ago.
+//! indexer writes them again from the decrypted profile, in housekeeping (50 users every 2 seconds) and
+//! (up to 500, best effort) before every search, so a search finds who signed in a moment ago.
 //! A search looks its terms up, then confirms each candidate against the decrypted profile.
 //!
 //! What the terms tell someone who holds only the database (not the server secret): which users
@@ -93,6 +93,47 @@ pub fn index_pending(
     Ok(pending.len())
 }
 
+#[derive(QueryableByName)]
+struct Candidate {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    user_id: String,
+}
+
+/// Up to `limit` users who have every one of `terms` (at least one): the first term's users,
+/// read in index order, each kept only when the primary key also holds the others, so the
+/// query stops after `limit` matches however common the terms are.
+fn having_every(conn: &mut DbConnection, terms: &[String], limit: i64) -> Result<Vec<String>, DbError> {
+    let placeholder = |n: usize| match conn {
+        DbConnection::Pg(_) => format!("${n}"),
+        DbConnection::Sqlite(_) => "?".to_string(),
+    };
+    let mut sql = String::from("SELECT t0.user_id FROM user_search_terms t0");
+    for i in 1..terms.len() {
+        sql.push_str(&format!(
+            " JOIN user_search_terms t{i} ON t{i}.user_id = t0.user_id AND t{i}.term = {}",
+            placeholder(i)
+        ));
+    }
+    sql.push_str(&format!(" WHERE t0.term = {} LIMIT {limit}", placeholder(terms.len())));
+    // Bound in the order the placeholders appear: the joined terms, then the driving one.
+    let (first, rest) = terms.split_first().expect("at least one term");
+    macro_rules! load {
+        ($c:expr, $backend:ty) => {{
+            let mut query = diesel::sql_query(sql).into_boxed::<$backend>();
+            for term in rest {
+                query = query.bind::<diesel::sql_types::Text, _>(term.clone());
+            }
+            query = query.bind::<diesel::sql_types::Text, _>(first.clone());
+            query.load::<Candidate>($c)?
+        }};
+    }
+    let found = match conn {
+        DbConnection::Pg(c) => load!(c, diesel::pg::Pg),
+        DbConnection::Sqlite(c) => load!(c, diesel::sqlite::Sqlite),
+    };
+    Ok(found.into_iter().map(|c| c.user_id).collect())
+}
+
 /// The users a search finds (at most `limit`), and whether more matched than were looked at.
 pub fn find(
     conn: &mut DbConnection,
@@ -100,17 +141,11 @@ pub fn find(
     query: &SearchQuery,
     limit: usize,
 ) -> Result<(Vec<String>, bool), DbError> {
-    let mut candidates: Vec<String> = Vec::new();
-    if !query.name_terms.is_empty() {
-        let wanted = query.name_terms.len() as i64;
-        candidates = user_search_terms::table
-            .filter(user_search_terms::term.eq_any(&query.name_terms))
-            .group_by(user_search_terms::user_id)
-            .having(diesel::dsl::count_star().eq(wanted))
-            .select(user_search_terms::user_id)
-            .limit(CANDIDATES_MAX)
-            .load(conn)?;
-    }
+    let mut candidates: Vec<String> = if query.name_terms.is_empty() {
+        Vec::new()
+    } else {
+        having_every(conn, &query.name_terms, CANDIDATES_MAX)?
+    };
     if let Some(term) = &query.email_term {
         let by_email: Vec<String> = user_search_terms::table
             .filter(user_search_terms::term.eq(term))

@@ -136,13 +136,16 @@ impl BlindIndex {
         // Every word typed must start a name word (`matches`); the terms are of those long
         // enough to index, each once.
         let words = name_words;
-        let mut name_terms: Vec<String> = words
-            .iter()
-            .filter(|w| w.chars().count() >= PREFIX_MIN)
-            .map(|w| self.term(b"name", prefix(w, PREFIX_MAX)))
-            .collect();
-        name_terms.sort_unstable();
-        name_terms.dedup();
+        // The longest word first: its term is likely the rarest, and drives the lookup.
+        let mut indexed: Vec<&String> = words.iter().filter(|w| w.chars().count() >= PREFIX_MIN).collect();
+        indexed.sort_by_key(|w| std::cmp::Reverse(w.chars().count().min(PREFIX_MAX)));
+        let mut name_terms: Vec<String> = Vec::new();
+        for word in indexed {
+            let term = self.term(b"name", prefix(word, PREFIX_MAX));
+            if !name_terms.contains(&term) {
+                name_terms.push(term);
+            }
+        }
 
         let email_term = email_prefix
             .as_deref()

@@ -450,3 +450,68 @@ async fn daily_use_with_confirmations_search_and_export_is_accessible_in_chromiu
     }
     client.close().await.unwrap();
 }
+
+/// A page on another site (a `data:` page: an opaque origin) with a link and a form aimed at
+/// the console.
+fn other_site(html: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(html.as_bytes()).collect();
+    format!("data:text/html,{}", encoded.replace('+', "%20"))
+}
+
+/// Deep links from another site in Chromium: signed out, the link leads through sign-in to the
+/// page it names; signed in, it opens the page without a second session; a form on that site
+/// that posts a change is refused (the Strict cookie stays home) and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_links_from_another_site_in_chromium() {
+    let driver = start_driver();
+    let app = app_at_its_own_address(Backend::Sqlite, true).await;
+    let grace = app.sign_in_as("s-grace").await;
+    let root = dev_user(&app, "root").await;
+    assert!(app.run_cli(&["admins", "grant", &root]).await.status.success());
+    let client = browser(&driver).await;
+    let target = app.url(&format!("/admin/users/{}", grace.user_id));
+    let ticket =
+        other_site(&format!("<!doctype html><title>Ticket</title><a id=go href=\"{target}\">the user</a>"));
+
+    // Signed out: through the sign-in, to the page the link names.
+    client.goto(&ticket).await.unwrap();
+    client.find(Locator::Id("go")).await.unwrap().click().await.unwrap();
+    client
+        .wait()
+        .for_element(Locator::LinkText("Continue with the dev provider"))
+        .await
+        .expect("the sign-in's provider choice")
+        .click()
+        .await
+        .unwrap();
+    client.wait().for_element(Locator::Id("name")).await.unwrap().send_keys("root").await.unwrap();
+    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::Css("section.actions")).await.expect("the user page after sign-in");
+    assert_eq!(client.current_url().await.unwrap().as_str(), target);
+    assert_eq!(app.count("admin_sessions").await, 1);
+
+    // Signed in: the link opens the page at once, with no second session.
+    client.goto(&ticket).await.unwrap();
+    client.find(Locator::Id("go")).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::Css("section.actions")).await.expect("the user page");
+    assert_eq!(client.current_url().await.unwrap().as_str(), target);
+    assert_eq!(app.count("admin_sessions").await, 1, "no second session");
+    save_screenshot(&client, "deep-link-signed-in.png").await;
+
+    // A form on the other site posting a change: refused, nothing changed.
+    let csrf =
+        client.find(Locator::Css("input[name=csrf]")).await.unwrap().prop("value").await.unwrap().unwrap();
+    let forged = other_site(&format!(
+        "<!doctype html><title>Forged</title><form method=post action=\"{target}/revoke-all\">\
+         <input type=hidden name=csrf value=\"{csrf}\"><button id=send>send</button></form>"
+    ));
+    client.goto(&forged).await.unwrap();
+    client.find(Locator::Id("send")).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::XPath("//h1[text()='Signed out']")).await.expect("a refusal");
+    assert_eq!(
+        app.count("devices WHERE revoked_at IS NULL AND client_id = 'app'").await,
+        1,
+        "nothing revoked"
+    );
+    client.close().await.unwrap();
+}

@@ -75,21 +75,23 @@ pub async fn list(
     };
     let app = state.clone();
     let searching = !q.is_empty();
+    if searching {
+        // Users who signed in since the indexer last ran are found too; best effort, through
+        // the writer (the indexer in housekeeping catches up anyway).
+        let (keys, index) = (state.user_keys.clone(), state.blind_index.clone());
+        let caught_up = state
+            .db
+            .write(move |conn| crate::accounts::search::index_pending(conn, &keys, &index, SEARCH_CATCH_UP))
+            .await;
+        if let Err(e) = caught_up {
+            tracing::warn!(error = %e, "cannot bring search terms up to date before a search");
+        }
+    }
     let needle = q.clone();
     let found = state
         .db
         .run(move |conn| {
             if searching {
-                // Best effort: the indexer in housekeeping catches up anyway.
-                let catch_up = crate::accounts::search::index_pending(
-                    conn,
-                    &app.user_keys,
-                    &app.blind_index,
-                    SEARCH_CATCH_UP,
-                );
-                if let Err(e) = catch_up {
-                    tracing::warn!(error = %e, "cannot bring search terms up to date before a search");
-                }
                 directory::search_users(conn, &app.user_keys, &app.blind_index, &needle)
                     .map(|found| (found.users, None, found.more))
             } else {
