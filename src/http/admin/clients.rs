@@ -249,17 +249,9 @@ pub async fn created(
     AdminPage(session): AdminPage,
 ) -> HttpResponse {
     let client_id = path.into_inner();
-    let found = if well_formed(&client_id) {
-        let id = client_id.clone();
-        match state.db.run(move |conn| clients::find_stored(conn, &id)).await {
-            Ok(found) => found,
-            Err(e) => return failed(e),
-        }
-    } else {
-        None
-    };
-    let Some(client) = found else {
-        return not_found(&session, "There is no such client.");
+    let client = match stored_client(&state, &session, &client_id).await {
+        Ok(client) => client,
+        Err(page) => return page,
     };
     let confidential = ClientKind::parse(&client.kind) == Some(ClientKind::Confidential);
     let cookie = created_secret_cookie(&client_id);
@@ -278,6 +270,21 @@ pub async fn created(
         let _ = response.add_cookie(&removal);
     }
     response
+}
+
+/// The stored client a path names, or the page to answer instead (404, or a storage failure's).
+async fn stored_client(
+    state: &AppState,
+    session: &AdminSession,
+    client_id: &str,
+) -> Result<clients::StoredClient, HttpResponse> {
+    let found = if well_formed(client_id) {
+        let id = client_id.to_string();
+        state.db.run(move |conn| clients::find_stored(conn, &id)).await.map_err(failed)?
+    } else {
+        None
+    };
+    found.ok_or_else(|| not_found(session, "There is no such client."))
 }
 
 /// A client id as clients are named: 2 to 64 of a-z 0-9 . _ -.
@@ -379,17 +386,9 @@ async fn confirm_change(
     if well_formed(&client_id) && state.clients.is_configured(&client_id) {
         return bad_request(session, "Clients from the configuration file can be changed only there.");
     }
-    let found = if well_formed(&client_id) {
-        let id = client_id.clone();
-        match state.db.run(move |conn| clients::find_stored(conn, &id)).await {
-            Ok(found) => found,
-            Err(e) => return failed(e),
-        }
-    } else {
-        None
-    };
-    let Some(client) = found else {
-        return not_found(session, "There is no such client.");
+    let client = match stored_client(state, session, &client_id).await {
+        Ok(client) => client,
+        Err(page) => return page,
     };
     let disabled = client.disabled_at.is_some();
     let (question, consequence, button) = match change {

@@ -35,11 +35,7 @@ pub async fn list(
     query: web::Query<DoneQuery>,
     AdminPage(session): AdminPage,
 ) -> HttpResponse {
-    // Keys another replica or the CLI added since the last reload are shown too.
-    let keys = state.keys.clone();
-    if let Err(e) = state.db.run(move |conn| keys.reload(conn)).await {
-        tracing::warn!(error = %e, "cannot reload signing keys");
-    }
+    reload_keys(&state).await;
     let rows = state
         .keys
         .summary(crate::clock::now())
@@ -57,6 +53,15 @@ pub async fn list(
     html(StatusCode::OK, page.render())
 }
 
+/// Reloads the signing keys, so keys another replica or the CLI added since the last reload
+/// are shown too (a failure is logged: the page shows what this replica knows).
+async fn reload_keys(state: &AppState) {
+    let keys = state.keys.clone();
+    if let Err(e) = state.db.run(move |conn| keys.reload(conn)).await {
+        tracing::warn!(error = %e, "cannot reload signing keys");
+    }
+}
+
 /// The confirmation step before rotating, naming a rotation already under way.
 #[utoipa::path(
     get,
@@ -66,10 +71,7 @@ pub async fn list(
     responses(super::super::openapi::answers::AdminPage)
 )]
 pub async fn confirm_rotate(state: web::Data<AppState>, AdminPage(session): AdminPage) -> HttpResponse {
-    let keys = state.keys.clone();
-    if let Err(e) = state.db.run(move |conn| keys.reload(conn)).await {
-        tracing::warn!(error = %e, "cannot reload signing keys");
-    }
+    reload_keys(&state).await;
     let now = crate::clock::now();
     let pending =
         state.keys.summary(now).into_iter().filter(|k| k.activates_at > now).max_by_key(|k| k.activates_at);
