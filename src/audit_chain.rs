@@ -2,8 +2,10 @@
 //!
 //! Events are written unsealed, inside the transactions that make the changes they record, so
 //! writing one costs a sign-in nothing more than the row. Shortly after they commit, a sealer
-//! (every second on each replica; one at a time, by the chain head's row lock) gives them the
-//! next sequence numbers and links each to the one before:
+//! (every second on each replica) gives them the next sequence numbers and links each to the
+//! one before. It reads and hashes on a reading connection ([`link_pending`]); the write
+//! ([`Links::store`]) moves the head only from where the links began, so of two sealers one
+//! wins and the other computes again:
 //! `hash(n) = base64url(HMAC-SHA-256(key, hash(n-1) ‖ event n))`, where the event is its
 //! sequence number and every column, as JSON. The key is a server secret, stored only wrapped
 //! by the master key, so someone holding the database alone cannot recompute the chain: an
@@ -25,8 +27,8 @@ use crate::crypto::server_secrets::ServerSecret;
 use crate::db::schema::{audit_chain, audit_events};
 use crate::db::{DbConnection, DbError};
 
-/// Events sealed per transaction.
-pub const SEAL_BATCH: i64 = 500;
+/// Events sealed per transaction by [`seal_all`] (the command line).
+const SEAL_BATCH: i64 = 500;
 /// Events read per query while verifying or exporting.
 const PAGE: i64 = 1000;
 
@@ -106,43 +108,123 @@ pub fn head(conn: &mut DbConnection) -> Result<Head, DbError> {
     Ok(audit_chain::table.find(1).select(Head::as_select()).first(conn)?)
 }
 
-/// Seals up to `limit` committed events, oldest first, in one transaction; returns how many.
+/// Links computed for a run of unsealed events: the head they follow, and each event's `id`,
+/// `seq` and `hash`.
+pub struct Links {
+    after: (i64, String),
+    events: Vec<(String, i64, String)>,
+}
+
+/// Reads up to `limit` committed, unsealed events, oldest first, and links them after the
+/// head. Only reads: the background sealer runs it on a reading connection, so the reading and
+/// hashing never hold the write lock. `None` when nothing waits.
+pub fn link_pending(
+    conn: &mut DbConnection,
+    key: &ServerSecret,
+    limit: i64,
+) -> Result<Option<Links>, DbError> {
+    let head = head(conn)?;
+    let pending: Vec<Event> = audit_events::table
+        .filter(audit_events::seq.is_null())
+        .order((audit_events::at.asc(), audit_events::id.asc()))
+        .limit(limit)
+        .select(Event::as_select())
+        .load(conn)?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let (mut seq, mut hash) = (head.sealed_seq, head.sealed_hash.clone());
+    let events = pending
+        .iter()
+        .map(|event| {
+            seq += 1;
+            hash = link(key, &hash, seq, event);
+            (event.id.clone(), seq, hash.clone())
+        })
+        .collect();
+    Ok(Some(Links { after: (head.sealed_seq, head.sealed_hash), events }))
+}
+
+impl Links {
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Stores the links, in one transaction, if the head is still the one they follow; returns
+    /// how many events were sealed: 0 when another sealer (a replica, the command line) moved
+    /// the head first, and the links are dropped for the next round to compute again. The head
+    /// moves by compare-and-set; then the events are updated, joined to their links by id on
+    /// PostgreSQL and one by one on SQLite.
+    pub fn store(&self, conn: &mut DbConnection) -> Result<usize, DbError> {
+        let Some((_, last_seq, last_hash)) = self.events.last() else { return Ok(0) };
+        conn.transaction(|conn| {
+            let moved = diesel::update(
+                audit_chain::table
+                    .find(1)
+                    .filter(audit_chain::sealed_seq.eq(self.after.0))
+                    .filter(audit_chain::sealed_hash.eq(&self.after.1)),
+            )
+            .set((audit_chain::sealed_seq.eq(last_seq), audit_chain::sealed_hash.eq(last_hash)))
+            .execute(conn)?;
+            if moved == 0 {
+                return Ok(0);
+            }
+            let sealed = if matches!(conn, DbConnection::Sqlite(_)) {
+                // One prepared statement run per event (about 8 µs each): SQLite plans an
+                // UPDATE joined to a VALUES list as a scan of the whole list for every row.
+                let mut sealed = 0;
+                for (id, seq, hash) in &self.events {
+                    sealed +=
+                        diesel::update(audit_events::table.find(id).filter(audit_events::seq.is_null()))
+                            .set((audit_events::seq.eq(seq), audit_events::hash.eq(hash)))
+                            .execute(conn)?;
+                }
+                sealed
+            } else {
+                // One statement: PostgreSQL joins the links by hash. Ids and hashes are ours
+                // (base64url), quoted all the same.
+                let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+                let rows: Vec<String> = self
+                    .events
+                    .iter()
+                    .map(|(id, seq, hash)| format!("({}, {seq}::bigint, {})", quote(id), quote(hash)))
+                    .collect();
+                diesel::sql_query(format!(
+                    "WITH links (id, seq, hash) AS (VALUES {}) \
+                     UPDATE audit_events SET seq = links.seq, hash = links.hash FROM links \
+                     WHERE audit_events.id = links.id AND audit_events.seq IS NULL",
+                    rows.join(", ")
+                ))
+                .execute(conn)?
+            };
+            // Events are never changed or removed before they are sealed: a shortfall is a bug,
+            // and nothing of the batch is kept.
+            if sealed != self.events.len() {
+                tracing::error!(
+                    expected = self.events.len(),
+                    sealed,
+                    "audit events changed while being sealed"
+                );
+                return Err(DbError::Task);
+            }
+            Ok(sealed)
+        })
+    }
+}
+
+/// Seals up to `limit` committed events, oldest first, in one transaction under the head's
+/// lock; returns how many.
 pub fn seal(conn: &mut DbConnection, key: &ServerSecret, limit: i64) -> Result<usize, DbError> {
     conn.transaction(|conn| {
-        let mut head = lock_head(conn)?;
-        let pending: Vec<Event> = audit_events::table
-            .filter(audit_events::seq.is_null())
-            .order((audit_events::at.asc(), audit_events::id.asc()))
-            .limit(limit)
-            .select(Event::as_select())
-            .load(conn)?;
-        if pending.is_empty() {
-            return Ok(0);
+        lock_head(conn)?;
+        match link_pending(conn, key, limit)? {
+            Some(links) => links.store(conn),
+            None => Ok(0),
         }
-        // One statement for the batch: `seq` and `hash` by id (a CASE each; literals, quoted).
-        let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
-        let (mut seqs, mut hashes, mut ids) = (String::new(), String::new(), Vec::new());
-        for event in &pending {
-            let seq = head.sealed_seq + 1;
-            let hash = link(key, &head.sealed_hash, seq, event);
-            let id = quote(&event.id);
-            seqs.push_str(&format!(" WHEN {id} THEN {seq}"));
-            hashes.push_str(&format!(" WHEN {id} THEN {}", quote(&hash)));
-            ids.push(id);
-            (head.sealed_seq, head.sealed_hash) = (seq, hash);
-        }
-        diesel::sql_query(format!(
-            "UPDATE audit_events SET seq = CASE id{seqs} END, hash = CASE id{hashes} END WHERE id IN ({})",
-            ids.join(", ")
-        ))
-        .execute(conn)?;
-        diesel::update(audit_chain::table.find(1))
-            .set((
-                audit_chain::sealed_seq.eq(head.sealed_seq),
-                audit_chain::sealed_hash.eq(&head.sealed_hash),
-            ))
-            .execute(conn)?;
-        Ok(pending.len())
     })
 }
 
@@ -298,4 +380,54 @@ pub fn export_page(
         .limit(PAGE)
         .select(Event::as_select())
         .load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Actor, AuditAction, AuditEvent, Origin};
+
+    async fn events(db: &crate::db::Db, n: usize) {
+        db.write(move |conn| {
+            for _ in 0..n {
+                let actor = Actor::User("u".into());
+                let event = AuditEvent {
+                    actor: &actor,
+                    action: AuditAction::SignIn,
+                    user_id: Some("u"),
+                    device_id: None,
+                    detail: None,
+                };
+                crate::audit::record(conn, event, &Origin::default(), crate::clock::now())?;
+            }
+            Ok::<_, DbError>(())
+        })
+        .await
+        .expect("events written");
+    }
+
+    #[tokio::test]
+    async fn of_two_sealers_that_linked_from_one_head_only_the_first_stores() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = crate::db::Db::new(&format!("sqlite://{}/t.db", dir.path().display()), 2).expect("url");
+        db.migrate().expect("migrations");
+        let key = std::sync::Arc::new(ServerSecret::from_bytes([3; 32]));
+        events(&db, 3).await;
+        let k = key.clone();
+        let (first, second) = db
+            .run(move |conn| Ok::<_, DbError>((link_pending(conn, &k, 10)?, link_pending(conn, &k, 10)?)))
+            .await
+            .expect("linked");
+        let (first, second) = (first.expect("three pending"), second.expect("three pending"));
+        assert_eq!(db.write(move |conn| first.store(conn)).await.expect("stored"), 3);
+        assert_eq!(db.write(move |conn| second.store(conn)).await.expect("refused, not failed"), 0);
+        events(&db, 2).await;
+        let k = key.clone();
+        assert_eq!(db.write(move |conn| seal(conn, &k, 10)).await.expect("sealed"), 2);
+        let verdict = db.run(move |conn| verify(conn, &key)).await.expect("verified");
+        assert!(
+            matches!(verdict, Verdict::Intact { events: 5, head_seq: 5, unsealed: 0, .. }),
+            "{verdict:?}"
+        );
+    }
 }

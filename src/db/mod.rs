@@ -120,6 +120,30 @@ pub struct Db {
     /// When the database last refused a write for want of space or being read-only.
     health: Arc<StorageHealth>,
     options: Arc<DbOptions>,
+    /// Time the writer threads spent on batches, summed (nanoseconds), and how many there are.
+    writer_busy: Arc<std::sync::atomic::AtomicU64>,
+    writers: usize,
+}
+
+/// A reading of the writers' busy time, to tell how loaded they were since an earlier one.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLoad {
+    at: std::time::Instant,
+    busy_nanos: u64,
+    threads: usize,
+}
+
+impl WriterLoad {
+    /// The share of the writers' time spent on batches between `earlier` and this reading,
+    /// from 0 (idle) to 1 (every writer busy throughout).
+    pub fn busy_since(&self, earlier: &WriterLoad) -> f64 {
+        let span =
+            self.at.saturating_duration_since(earlier.at).as_nanos() as f64 * self.threads.max(1) as f64;
+        if span <= 0.0 {
+            return 0.0;
+        }
+        (self.busy_nanos.saturating_sub(earlier.busy_nanos) as f64 / span).min(1.0)
+    }
 }
 
 /// How long `/readyz` waits for the database before it says "not ready".
@@ -145,7 +169,8 @@ impl Db {
         let factory = ConnectionFactory::new(target, &options);
         let health = Arc::new(StorageHealth::default());
         let writers = if backend == Backend::Sqlite { 1 } else { PG_WRITERS };
-        let writer = spawn_writers(factory.clone(), writers, health.clone());
+        let writer_busy = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = spawn_writers(factory.clone(), writers, health.clone(), writer_busy.clone());
         let max_connections = options.max_connections.max(1);
         let pool = Pool::builder()
             .max_size(max_connections)
@@ -163,7 +188,19 @@ impl Db {
             healing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             health,
             options: Arc::new(options),
+            writer_busy,
+            writers,
         })
+    }
+
+    /// How much the writers have worked so far; two readings give their load in between
+    /// ([`WriterLoad::busy_since`]), for background work to yield to requests.
+    pub fn writer_load(&self) -> WriterLoad {
+        WriterLoad {
+            at: std::time::Instant::now(),
+            busy_nanos: self.writer_busy.load(std::sync::atomic::Ordering::Relaxed),
+            threads: self.writers,
+        }
     }
 
     /// Who hears of committed changes on this replica (see `notify`).

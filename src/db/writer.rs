@@ -98,16 +98,18 @@ impl<T: Send, E: From<DbError> + Send> HeldAnswer for Held<T, E> {
 /// thread that owns one connection. PostgreSQL gets a few such threads, each with a connection
 /// of its own. Each thread takes the jobs queued together into one transaction (group commit):
 /// each job in its own savepoint, so a failing job (a constraint, a deadlock PostgreSQL broke)
-/// undoes only itself, and every answer is held until the COMMIT succeeded.
+/// undoes only itself, and every answer is held until the COMMIT succeeded. `busy` sums the
+/// time the threads spend on batches (nanoseconds), so background work can yield to requests.
 pub(super) fn spawn_writers(
     factory: ConnectionFactory,
     threads: usize,
     health: Arc<StorageHealth>,
+    busy: Arc<std::sync::atomic::AtomicU64>,
 ) -> std::sync::mpsc::Sender<Box<dyn BatchedWrite>> {
     let (jobs, inbox) = std::sync::mpsc::channel::<Box<dyn BatchedWrite>>();
     let inbox = Arc::new(std::sync::Mutex::new(inbox));
     for n in 0..threads {
-        let (factory, inbox, health) = (factory.clone(), inbox.clone(), health.clone());
+        let (factory, inbox, health, busy) = (factory.clone(), inbox.clone(), health.clone(), busy.clone());
         std::thread::Builder::new()
             .name(format!("db-writer-{n}"))
             .spawn(move || {
@@ -126,6 +128,7 @@ pub(super) fn spawn_writers(
                         }
                         batch
                     };
+                    let began = std::time::Instant::now();
                     // A connection that died while idle (the database restarted) shows itself
                     // at BEGIN, before any job ran: the batch gets one fresh connection.
                     let mut batch = Some(batch);
@@ -147,6 +150,8 @@ pub(super) fn spawn_writers(
                         }
                     }
                     health.take_note();
+                    let spent = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    busy.fetch_add(spent, std::sync::atomic::Ordering::Relaxed);
                     if let Some(jobs) = batch {
                         jobs.into_iter().for_each(|job| job.fail(DbError::Unavailable));
                     }
