@@ -5,7 +5,7 @@
 //! (every second on each replica) gives them the next sequence numbers and links each to the
 //! one before. It reads and hashes on a reading connection ([`link_pending`]); the write
 //! ([`Links::store`]) moves the head only from where the links began, so of two sealers one
-//! wins and the other computes again:
+//! wins and the other computes again on its next tick:
 //! `hash(n) = base64url(HMAC-SHA-256(key, hash(n-1) ‖ event n))`, where the event is its
 //! sequence number and every column, as JSON. The key is a server secret, stored only wrapped
 //! by the master key, so someone holding the database alone cannot recompute the chain: an
@@ -185,8 +185,8 @@ impl Links {
                 }
                 sealed
             } else {
-                // One statement: PostgreSQL joins the links by hash. Ids and hashes are ours
-                // (base64url), quoted all the same.
+                // One statement: PostgreSQL joins the links to the events by id (a hash join).
+                // Ids (UUIDs) and hashes (base64url) are ours, quoted all the same.
                 let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
                 let rows: Vec<String> = self
                     .events

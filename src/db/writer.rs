@@ -99,7 +99,8 @@ impl<T: Send, E: From<DbError> + Send> HeldAnswer for Held<T, E> {
 /// of its own. Each thread takes the jobs queued together into one transaction (group commit):
 /// each job in its own savepoint, so a failing job (a constraint, a deadlock PostgreSQL broke)
 /// undoes only itself, and every answer is held until the COMMIT succeeded. `busy` sums the
-/// time the threads spend on batches (nanoseconds), so background work can yield to requests.
+/// wall time the threads spend on batches, connecting and waiting on locks included
+/// (nanoseconds), so background work can yield to requests.
 pub(super) fn spawn_writers(
     factory: ConnectionFactory,
     threads: usize,
