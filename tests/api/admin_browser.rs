@@ -87,8 +87,14 @@ async fn save_screenshot(client: &Client, name: &str) {
 /// Through the console's sign-in: the provider choice, the dev provider's form.
 async fn sign_in_through_dev(client: &Client, app: &TestApp, name: &str) {
     client.goto(&app.url("/admin")).await.unwrap();
+    through_dev_provider(client, name).await;
+}
+
+/// On the console's provider choice: the dev provider, its form filled in as `name`, sent.
+async fn through_dev_provider(client: &Client, name: &str) {
     client
-        .find(Locator::LinkText("Continue with the dev provider"))
+        .wait()
+        .for_element(Locator::LinkText("Continue with the dev provider"))
         .await
         .expect("the provider choice")
         .click()
@@ -476,16 +482,7 @@ async fn deep_links_from_another_site_in_chromium() {
     // Signed out: through the sign-in, to the page the link names.
     client.goto(&ticket).await.unwrap();
     client.find(Locator::Id("go")).await.unwrap().click().await.unwrap();
-    client
-        .wait()
-        .for_element(Locator::LinkText("Continue with the dev provider"))
-        .await
-        .expect("the sign-in's provider choice")
-        .click()
-        .await
-        .unwrap();
-    client.wait().for_element(Locator::Id("name")).await.unwrap().send_keys("root").await.unwrap();
-    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    through_dev_provider(&client, "root").await;
     client.wait().for_element(Locator::Css("section.actions")).await.expect("the user page after sign-in");
     assert_eq!(client.current_url().await.unwrap().as_str(), target);
     assert_eq!(app.count("admin_sessions").await, 1);
